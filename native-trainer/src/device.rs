@@ -1,0 +1,93 @@
+//! `--device`: which Burn backend runs the work.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" | "flex" => Ok(Self::Cpu),
+            "wgpu" | "vulkan" | "metal" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            other => Err(format!(
+                "unknown device '{other}' (expected cpu, wgpu or cuda)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// Run `$body` with `$B` bound to the backend type of `$kind` and `$dev` to its default device.
+/// A backend that was not compiled in is a clear error, not a panic.
+macro_rules! with_backend {
+    ($kind:expr, |$B:ident, $dev:ident| $body:expr) => {{
+        match $kind {
+            $crate::device::DeviceKind::Cpu => {
+                type $B = nvnet::backend::Cpu;
+                let $dev: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::device::DeviceKind::Wgpu => {
+                type $B = nvnet::backend::Wgpu;
+                let $dev: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::DeviceKind::Cuda => {
+                $crate::device::check_cuda()?;
+                type $B = nvnet::backend::Cuda;
+                let $dev: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!(
+                "--device {other} is not compiled into this nvnet; rebuild with `cargo build --release --features {other}`"
+            ),
+        }
+    }};
+}
+pub(crate) use with_backend;
+
+/// burn-cuda loads libcuda at run time and panics without it: check first, say it plainly.
+#[cfg(feature = "cuda")]
+pub fn check_cuda() -> anyhow::Result<()> {
+    for lib in ["libcuda.so.1", "libcuda.so"] {
+        // SAFETY: dlopen of a system library with no initialisers we depend on.
+        let handle = unsafe { libc_dlopen(lib) };
+        if handle {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("--device cuda: the CUDA driver (libcuda.so) was not found on this machine")
+}
+
+#[cfg(feature = "cuda")]
+unsafe fn libc_dlopen(name: &str) -> bool {
+    unsafe extern "C" {
+        fn dlopen(
+            filename: *const std::ffi::c_char,
+            flag: std::ffi::c_int,
+        ) -> *mut std::ffi::c_void;
+    }
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // RTLD_LAZY = 1
+    unsafe { !dlopen(c.as_ptr(), 1).is_null() }
+}

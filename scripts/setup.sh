@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for nvnet: the pinned Rust toolchain with the wasm32 target, and the
+# system packages the tests need. Idempotent: what is already there is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# Rust: the toolchain is pinned in rust-toolchain.toml; rustup installs it (and the wasm32
+# target it lists) on first use.
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo not found: install rustup first (https://rustup.rs)"; exit 1
+fi
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# System packages: Vulkan on the CPU (llvmpipe) for the native wgpu tests.
+need=()
+for pkg in mesa-vulkan-drivers libvulkan1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  say "installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# One warm target directory outside the clone, reused by later runs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nvnet-target}"
+mkdir -p "$CARGO_TARGET_DIR"

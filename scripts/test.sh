@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run every nvnet test: sets up the machine first (see setup.sh), then the whole workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+start=$(date +%s)
+# One invocation, so that the library's features (flex, autodiff, wgpu) are unified and Burn is
+# built once. The wgpu tests run on Vulkan (llvmpipe without a GPU).
+cargo test --workspace --locked --no-fail-fast
+echo "[test] all tests passed in $(( $(date +%s) - start )) s" >&2

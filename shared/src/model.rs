@@ -1,0 +1,406 @@
+//! The NvNet network (SPEC §1.1–1.2): MONAI-`SegResNet`-compatible segmentation path and the
+//! paper's VAE regularisation branch. Generic over the Burn backend.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig3d};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::{relu, softplus};
+use serde::{Deserialize, Serialize};
+
+use crate::upsample::upsample_trilinear_x2;
+
+/// Size of the VAE latent space (the paper's 128).
+pub const VAE_LATENT: usize = 128;
+/// Channels of the VAE's bottleneck feature map (the paper's 16).
+pub const VAE_CHANNELS: usize = 16;
+/// GroupNorm epsilon, as in PyTorch/MONAI.
+pub const GN_EPS: f64 = 1e-5;
+
+/// The VAE branch of the paper: needs a fixed training crop because of its dense layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaeConfig {
+    /// The training crop, `[D, H, W]` (paper: 160×192×128); each a multiple of 16.
+    pub input_shape: [usize; 3],
+}
+
+/// Architecture of an NvNet; everything needed to build the module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NvNetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// F: channels at full resolution (paper 32, MONAI's BraTS bundle 16).
+    pub init_filters: usize,
+    pub blocks_down: Vec<usize>,
+    pub blocks_up: Vec<usize>,
+    pub norm_groups: usize,
+    /// Spatial (channel-wise) dropout after the initial convolution, in training only.
+    pub dropout: f64,
+    pub vae: Option<VaeConfig>,
+}
+
+impl Default for NvNetConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 3,
+            init_filters: 32,
+            blocks_down: vec![1, 2, 2, 4],
+            blocks_up: vec![1, 1, 1],
+            norm_groups: 8,
+            dropout: 0.2,
+            vae: None,
+        }
+    }
+}
+
+/// Why a configuration cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("blocks_down must have one more level than blocks_up (got {down} and {up})")]
+    Levels { down: usize, up: usize },
+    #[error("init_filters ({0}) must be a positive multiple of the GroupNorm groups ({1})")]
+    Filters(usize, usize),
+    #[error("the VAE crop {0:?} must be positive multiples of {1} on every axis")]
+    VaeShape([usize; 3], usize),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+}
+
+impl NvNetConfig {
+    pub fn with_init_filters(mut self, f: usize) -> Self {
+        self.init_filters = f;
+        self
+    }
+
+    pub fn with_vae(mut self, input_shape: Option<[usize; 3]>) -> Self {
+        self.vae = input_shape.map(|input_shape| VaeConfig { input_shape });
+        self
+    }
+
+    /// Number of resolution levels of the encoder.
+    pub fn levels(&self) -> usize {
+        self.blocks_down.len()
+    }
+
+    /// Spatial sizes must be multiples of this (2^(levels-1)).
+    pub fn size_multiple(&self) -> usize {
+        1 << (self.levels().saturating_sub(1))
+    }
+
+    /// Channels at encoder level `i`.
+    pub fn channels_at(&self, level: usize) -> usize {
+        self.init_filters << level
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.in_channels == 0 {
+            return Err(ConfigError::Zero("in_channels"));
+        }
+        if self.out_channels == 0 {
+            return Err(ConfigError::Zero("out_channels"));
+        }
+        if self.norm_groups == 0 {
+            return Err(ConfigError::Zero("norm_groups"));
+        }
+        if self.blocks_down.is_empty() || self.blocks_down.len() != self.blocks_up.len() + 1 {
+            return Err(ConfigError::Levels {
+                down: self.blocks_down.len(),
+                up: self.blocks_up.len(),
+            });
+        }
+        if self.init_filters == 0 || self.init_filters % self.norm_groups != 0 {
+            return Err(ConfigError::Filters(self.init_filters, self.norm_groups));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout(self.dropout));
+        }
+        if let Some(vae) = &self.vae {
+            let m = 2 * self.size_multiple();
+            if vae.input_shape.iter().any(|&s| s == 0 || s % m != 0) {
+                return Err(ConfigError::VaeShape(vae.input_shape, m));
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the module with freshly initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<NvNet<B>, ConfigError> {
+        self.validate()?;
+        let f = self.init_filters;
+        let g = self.norm_groups;
+        let down = self
+            .blocks_down
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let c = self.channels_at(i);
+                EncoderLevel {
+                    downsample: (i > 0).then(|| conv3(c / 2, c, 2, device)),
+                    blocks: (0..n).map(|_| ResBlock::new(c, g, device)).collect(),
+                }
+            })
+            .collect();
+        let n_up = self.blocks_up.len();
+        let up = self
+            .blocks_up
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let c = self.channels_at(n_up - i);
+                DecoderLevel {
+                    reduce: conv1(c, c / 2, false, device),
+                    blocks: (0..n).map(|_| ResBlock::new(c / 2, g, device)).collect(),
+                }
+            })
+            .collect();
+        let vae = self.vae.as_ref().map(|v| VaeBranch::new(self, v, device));
+        Ok(NvNet {
+            conv_init: conv3(self.in_channels, f, 1, device),
+            down,
+            up,
+            head_norm: GroupNormConfig::new(g, f).with_epsilon(GN_EPS).init(device),
+            head_conv: conv1(f, self.out_channels, true, device),
+            vae,
+            dropout: self.dropout,
+        })
+    }
+}
+
+fn conv3<B: Backend>(cin: usize, cout: usize, stride: usize, device: &B::Device) -> Conv3d<B> {
+    Conv3dConfig::new([cin, cout], [3, 3, 3])
+        .with_stride([stride; 3])
+        .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+        .with_bias(false)
+        .init(device)
+}
+
+fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) -> Conv3d<B> {
+    Conv3dConfig::new([cin, cout], [1, 1, 1])
+        .with_bias(bias)
+        .init(device)
+}
+
+/// GN → ReLU → conv3 → GN → ReLU → conv3, plus the identity.
+#[derive(Module, Debug)]
+pub struct ResBlock<B: Backend> {
+    pub norm1: GroupNorm<B>,
+    pub conv1: Conv3d<B>,
+    pub norm2: GroupNorm<B>,
+    pub conv2: Conv3d<B>,
+}
+
+impl<B: Backend> ResBlock<B> {
+    fn new(c: usize, groups: usize, device: &B::Device) -> Self {
+        Self {
+            norm1: GroupNormConfig::new(groups, c)
+                .with_epsilon(GN_EPS)
+                .init(device),
+            conv1: conv3(c, c, 1, device),
+            norm2: GroupNormConfig::new(groups, c)
+                .with_epsilon(GN_EPS)
+                .init(device),
+            conv2: conv3(c, c, 1, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let y = self.conv1.forward(relu(self.norm1.forward(x.clone())));
+        let y = self.conv2.forward(relu(self.norm2.forward(y)));
+        y + x
+    }
+}
+
+/// One encoder level: an optional stride-2 convolution, then ResBlocks.
+#[derive(Module, Debug)]
+pub struct EncoderLevel<B: Backend> {
+    pub downsample: Option<Conv3d<B>>,
+    pub blocks: Vec<ResBlock<B>>,
+}
+
+impl<B: Backend> EncoderLevel<B> {
+    pub fn forward(&self, mut x: Tensor<B, 5>) -> Tensor<B, 5> {
+        if let Some(conv) = &self.downsample {
+            x = conv.forward(x);
+        }
+        self.blocks.iter().fold(x, |x, b| b.forward(x))
+    }
+}
+
+/// One decoder level: conv 1×1×1 halving the channels, trilinear ×2, add the skip, ResBlocks.
+#[derive(Module, Debug)]
+pub struct DecoderLevel<B: Backend> {
+    pub reduce: Conv3d<B>,
+    pub blocks: Vec<ResBlock<B>>,
+}
+
+impl<B: Backend> DecoderLevel<B> {
+    pub fn forward(&self, x: Tensor<B, 5>, skip: Tensor<B, 5>) -> Tensor<B, 5> {
+        let x = upsample_trilinear_x2(self.reduce.forward(x)) + skip;
+        self.blocks.iter().fold(x, |x, b| b.forward(x))
+    }
+}
+
+/// The VAE branch (paper Table 3); its own decoder, not shared with the segmentation path.
+#[derive(Module, Debug)]
+pub struct VaeBranch<B: Backend> {
+    pub down_norm: GroupNorm<B>,
+    pub down_conv: Conv3d<B>,
+    pub encode: Linear<B>,
+    pub decode: Linear<B>,
+    pub up_conv: Conv3d<B>,
+    pub up: Vec<DecoderLevel<B>>,
+    pub end: Conv3d<B>,
+    /// Bottleneck grid `[D/16, H/16, W/16]` for the fixed crop.
+    pub grid: [usize; 3],
+}
+
+impl<B: Backend> VaeBranch<B> {
+    fn new(cfg: &NvNetConfig, vae: &VaeConfig, device: &B::Device) -> Self {
+        let levels = cfg.levels();
+        let top = cfg.channels_at(levels - 1);
+        let factor = 2 * cfg.size_multiple();
+        let grid = vae.input_shape.map(|s| s / factor);
+        let flat = VAE_CHANNELS * grid.iter().product::<usize>();
+        let up = (0..levels - 1)
+            .map(|i| {
+                let c = cfg.channels_at(levels - 1 - i);
+                DecoderLevel {
+                    reduce: conv1(c, c / 2, false, device),
+                    blocks: vec![ResBlock::new(c / 2, cfg.norm_groups, device)],
+                }
+            })
+            .collect();
+        Self {
+            down_norm: GroupNormConfig::new(cfg.norm_groups, top)
+                .with_epsilon(GN_EPS)
+                .init(device),
+            down_conv: conv3(top, VAE_CHANNELS, 2, device),
+            encode: LinearConfig::new(flat, 2 * VAE_LATENT).init(device),
+            decode: LinearConfig::new(VAE_LATENT, flat).init(device),
+            up_conv: conv1(VAE_CHANNELS, top, false, device),
+            up,
+            end: conv1(cfg.init_filters, cfg.in_channels, true, device),
+            grid,
+        }
+    }
+
+    /// Encode the deepest feature map into (μ, σ), sample z, decode to the input's shape.
+    pub fn forward(&self, deepest: Tensor<B, 5>) -> VaeOutput<B> {
+        let [b, _, _, _, _] = deepest.dims();
+        let x = self
+            .down_conv
+            .forward(relu(self.down_norm.forward(deepest)));
+        let stats = self.encode.forward(x.flatten::<2>(1, 4));
+        let mu = stats.clone().narrow(1, 0, VAE_LATENT);
+        // σ = softplus(v) + 1e-6: smooth, positive, and its gradient never vanishes as exp's can explode.
+        let sigma = softplus(stats.narrow(1, VAE_LATENT, VAE_LATENT), 1.0).add_scalar(1e-6);
+        let eps = mu.random_like(Distribution::Normal(0.0, 1.0));
+        let z = mu.clone() + sigma.clone() * eps;
+        let [gd, gh, gw] = self.grid;
+        let y = relu(self.decode.forward(z)).reshape([b, VAE_CHANNELS, gd, gh, gw]);
+        let y = upsample_trilinear_x2(self.up_conv.forward(y));
+        let y = self.up.iter().fold(y, |y, level| {
+            let y = upsample_trilinear_x2(level.reduce.forward(y));
+            level.blocks.iter().fold(y, |y, b| b.forward(y))
+        });
+        VaeOutput {
+            reconstruction: self.end.forward(y),
+            mu,
+            sigma,
+        }
+    }
+}
+
+/// What the VAE branch returns: the reconstructed input and the latent distribution.
+#[derive(Debug, Clone)]
+pub struct VaeOutput<B: Backend> {
+    pub reconstruction: Tensor<B, 5>,
+    pub mu: Tensor<B, 2>,
+    pub sigma: Tensor<B, 2>,
+}
+
+/// The training-time forward result.
+#[derive(Debug, Clone)]
+pub struct TrainOutput<B: Backend> {
+    pub logits: Tensor<B, 5>,
+    pub vae: Option<VaeOutput<B>>,
+}
+
+/// NvNet: encoder, decoder with additive skips, 1×1×1 head, and the optional VAE branch.
+#[derive(Module, Debug)]
+pub struct NvNet<B: Backend> {
+    pub conv_init: Conv3d<B>,
+    pub down: Vec<EncoderLevel<B>>,
+    pub up: Vec<DecoderLevel<B>>,
+    pub head_norm: GroupNorm<B>,
+    pub head_conv: Conv3d<B>,
+    pub vae: Option<VaeBranch<B>>,
+    pub dropout: f64,
+}
+
+impl<B: Backend> NvNet<B> {
+    /// Segmentation logits `[B, out, D, H, W]` (no sigmoid). Sizes must be multiples of
+    /// `2^(levels-1)`; inference pads for the user.
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let (logits, _) = self.forward_features(x);
+        logits
+    }
+
+    /// Segmentation logits plus, when the model has its VAE branch, the reconstruction and
+    /// latent statistics (used by the training loss).
+    pub fn forward_train(&self, x: Tensor<B, 5>) -> TrainOutput<B> {
+        let (logits, deepest) = self.forward_features(x);
+        let vae = self.vae.as_ref().map(|v| v.forward(deepest));
+        TrainOutput { logits, vae }
+    }
+
+    fn forward_features(&self, x: Tensor<B, 5>) -> (Tensor<B, 5>, Tensor<B, 5>) {
+        let mut x = self.spatial_dropout(self.conv_init.forward(x));
+        let mut skips = Vec::with_capacity(self.down.len());
+        for level in &self.down {
+            x = level.forward(x);
+            skips.push(x.clone());
+        }
+        let deepest = skips.pop().expect("at least one level");
+        let mut y = deepest.clone();
+        for level in &self.up {
+            y = level.forward(y, skips.pop().expect("one skip per decoder level"));
+        }
+        let logits = self.head_conv.forward(relu(self.head_norm.forward(y)));
+        (logits, deepest)
+    }
+
+    /// Channel-wise (Dropout3d) dropout, only while gradients are tracked (training).
+    fn spatial_dropout(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        if self.dropout <= 0.0 || !B::ad_enabled(&x.device()) {
+            return x;
+        }
+        let [b, c, _, _, _] = x.dims();
+        let keep = 1.0 - self.dropout;
+        let mask =
+            Tensor::<B, 5>::random([b, c, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+        x * mask.div_scalar(keep)
+    }
+
+    /// The architecture of this module, read back from its shapes.
+    pub fn config(&self) -> NvNetConfig {
+        let [f, cin, _, _, _] = self.conv_init.weight.dims();
+        let [cout, _, _, _, _] = self.head_conv.weight.dims();
+        NvNetConfig {
+            in_channels: cin,
+            out_channels: cout,
+            init_filters: f,
+            blocks_down: self.down.iter().map(|l| l.blocks.len()).collect(),
+            blocks_up: self.up.iter().map(|l| l.blocks.len()).collect(),
+            norm_groups: self.head_norm.num_groups,
+            dropout: self.dropout,
+            vae: self.vae.as_ref().map(|v| VaeConfig {
+                input_shape: v.grid.map(|g| g * 2 * (1 << (self.down.len() - 1))),
+            }),
+        }
+    }
+}

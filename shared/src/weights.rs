@@ -1,0 +1,623 @@
+//! The weights file (`.bpk`: Burn's burnpack record with an nvnet manifest in its metadata) and
+//! the import of MONAI `SegResNet` / `SegResNetVAE` checkpoints (`.pt`, `.safetensors`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::module::ParamId;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::{
+    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, PytorchStore, SafetensorsStore,
+    TensorSnapshot,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::modality::{LabelConvention, Modality, Region};
+use crate::model::{ConfigError, NvNet, NvNetConfig};
+
+/// Key of the manifest in the burnpack metadata.
+pub const MANIFEST_KEY: &str = "nvnet.manifest";
+/// Version of the manifest layout; bumped on incompatible changes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Burnpack layout (burn-store keeps its module private): magic "BURN" (u32 LE), format version
+/// (u16), CBOR metadata size (u32), then the CBOR metadata and the tensor data.
+const BURNPACK_MAGIC: u32 = 0x4255_524E;
+const BURNPACK_HEADER: usize = 10;
+
+/// The part of burnpack's CBOR metadata nvnet reads: the free key/value map.
+#[derive(Deserialize)]
+struct BurnpackMeta {
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// Where a set of weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    /// What produced them: `"imported"`, `"trained"`, `"exported"` or `"initialised"`.
+    pub source: String,
+    /// From what: a checkpoint's file name and checksum, a dataset fingerprint, ...
+    pub from: String,
+    /// When (RFC 3339, UTC).
+    pub created: String,
+    /// Free text: training data, epochs, seed, commit, caveats ("synthetic phantoms").
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// What a weights file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub name: String,
+    pub config: NvNetConfig,
+    /// The modality of each input channel.
+    pub modalities: Vec<Modality>,
+    /// The region of each output channel.
+    pub outputs: Vec<Region>,
+    /// The label values a label map made from this model uses.
+    pub labels: LabelConvention,
+    pub provenance: Provenance,
+}
+
+impl Manifest {
+    pub fn new(name: impl Into<String>, config: NvNetConfig, provenance: Provenance) -> Self {
+        Self {
+            version: MANIFEST_VERSION,
+            name: name.into(),
+            config,
+            modalities: Modality::DEFAULT_ORDER.to_vec(),
+            outputs: Region::DEFAULT_ORDER.to_vec(),
+            labels: LabelConvention::Brats2018,
+            provenance,
+        }
+    }
+
+    /// The manifest must describe a network nvnet can run as a BraTS segmenter.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != MANIFEST_VERSION {
+            return Err(format!(
+                "manifest version {} is not supported (this nvnet reads {MANIFEST_VERSION})",
+                self.version
+            ));
+        }
+        self.config.validate().map_err(|e| e.to_string())?;
+        if self.modalities.len() != self.config.in_channels {
+            return Err(format!(
+                "{} modalities listed ({}) for a network with {} input channels",
+                self.modalities.len(),
+                list(&self.modalities),
+                self.config.in_channels
+            ));
+        }
+        let distinct: BTreeSet<_> = self.modalities.iter().collect();
+        if distinct.len() != self.modalities.len() {
+            return Err(format!(
+                "a modality is listed twice ({})",
+                list(&self.modalities)
+            ));
+        }
+        let mut outputs = self.outputs.clone();
+        outputs.sort_by_key(|r| *r as u8);
+        if self.outputs.len() != self.config.out_channels
+            || outputs != [Region::TC, Region::WT, Region::ET]
+        {
+            return Err(format!(
+                "outputs must be TC, WT and ET once each, one per output channel ({} channels, outputs {})",
+                self.config.out_channels,
+                list(&self.outputs)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why weights could not be read, written or imported. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: not a weights file nvnet can read: {why}")]
+    Format { file: String, why: String },
+    #[error("{file}: the nvnet manifest is missing or invalid: {why}")]
+    Manifest { file: String, why: String },
+    #[error("{file}: not a MONAI SegResNet checkpoint: {why}")]
+    Architecture { file: String, why: String },
+    #[error("{file}: the weights do not fit the network{}", mismatch_details(.missing, .unexpected, .errors))]
+    Mismatch {
+        file: String,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        errors: Vec<String>,
+    },
+    #[error("{file}: {source}")]
+    Config { file: String, source: ConfigError },
+}
+
+fn mismatch_details(missing: &[String], unexpected: &[String], errors: &[String]) -> String {
+    let mut out = String::new();
+    let mut part = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            let shown: Vec<_> = items.iter().take(12).cloned().collect();
+            let more = if items.len() > 12 {
+                format!(" and {} more", items.len() - 12)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "; {title} ({}): {}{more}",
+                items.len(),
+                shown.join(", ")
+            ));
+        }
+    };
+    part("missing tensors", missing);
+    part("unexpected tensors", unexpected);
+    part("errors", errors);
+    out
+}
+
+/// A network with the manifest that describes it.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    pub model: NvNet<B>,
+    pub manifest: Manifest,
+    /// Things the user should know (skipped VAE tensors, assumed GroupNorm groups, ...).
+    pub notices: Vec<String>,
+}
+
+/// What kind of file a set of weights is, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Burnpack,
+    /// `torch.save` (zip) or a legacy pickle.
+    Pytorch,
+    Safetensors,
+}
+
+impl WeightsFormat {
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() >= BURNPACK_HEADER
+            && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == BURNPACK_MAGIC
+        {
+            Some(Self::Burnpack)
+        } else if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+            Some(Self::Pytorch)
+        } else if bytes.len() >= 9 && bytes[8] == b'{' {
+            Some(Self::Safetensors)
+        } else {
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The nvnet weights file.
+
+/// Serialise a model and its manifest to burnpack bytes.
+pub fn to_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_string(manifest).map_err(|e| e.to_string())?;
+    let mut store = BurnpackStore::from_bytes(None).metadata(MANIFEST_KEY, json);
+    store.collect_from(model).map_err(|e| e.to_string())?;
+    store
+        .get_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// Write a weights file atomically (temp file in the same folder, then rename).
+pub fn save<B: Backend>(
+    model: &NvNet<B>,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    let file = path.display().to_string();
+    let bytes = to_bytes(model, manifest).map_err(|why| WeightsError::Format {
+        file: file.clone(),
+        why,
+    })?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|source| WeightsError::Io { file, source })
+}
+
+/// Read the manifest of a burnpack file without building the network.
+pub fn read_manifest(bytes: &[u8], file: &str) -> Result<Manifest, WeightsError> {
+    let format = |why: String| WeightsError::Format {
+        file: file.to_string(),
+        why,
+    };
+    if WeightsFormat::sniff(bytes) != Some(WeightsFormat::Burnpack) {
+        return Err(format("it does not start with the burnpack magic".into()));
+    }
+    let metadata_size = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+    let end = BURNPACK_HEADER
+        .checked_add(metadata_size)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| {
+            format(format!(
+                "truncated: the header announces {metadata_size} bytes of metadata"
+            ))
+        })?;
+    let meta: BurnpackMeta = ciborium::de::from_reader(&bytes[BURNPACK_HEADER..end])
+        .map_err(|e| format(format!("corrupt metadata: {e}")))?;
+    let manifest_err = |why: String| WeightsError::Manifest {
+        file: file.to_string(),
+        why,
+    };
+    let json = meta.metadata.get(MANIFEST_KEY).ok_or_else(|| {
+        manifest_err("this burnpack file has no nvnet manifest (was it written by nvnet?)".into())
+    })?;
+    let manifest: Manifest = serde_json::from_str(json).map_err(|e| manifest_err(e.to_string()))?;
+    manifest.validate().map_err(manifest_err)?;
+    Ok(manifest)
+}
+
+/// Load an nvnet weights file from its bytes.
+pub fn load_bytes<B: Backend>(
+    bytes: &[u8],
+    file: &str,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    let manifest = read_manifest(bytes, file)?;
+    let mut model = manifest
+        .config
+        .init::<B>(device)
+        .map_err(|source| WeightsError::Config {
+            file: file.to_string(),
+            source,
+        })?;
+    let mut store =
+        BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())));
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Format {
+            file: file.to_string(),
+            why: e.to_string(),
+        })?;
+    check_applied(&result, file, &[])?;
+    Ok(LoadedModel {
+        model,
+        manifest,
+        notices: Vec::new(),
+    })
+}
+
+fn check_applied(
+    result: &ApplyResult,
+    file: &str,
+    ignore_missing: &[&str],
+) -> Result<(), WeightsError> {
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| !ignore_missing.iter().any(|i| p.starts_with(i)))
+        .collect();
+    if missing.is_empty() && result.unused.is_empty() && result.errors.is_empty() {
+        return Ok(());
+    }
+    Err(WeightsError::Mismatch {
+        file: file.to_string(),
+        missing,
+        unexpected: result.unused.clone(),
+        errors: result.errors.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Any weights: nvnet's own, or a MONAI checkpoint.
+
+/// Load weights of any supported format from a file; `modalities` is the channel order of a
+/// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
+pub fn load_file<B: Backend>(
+    path: &Path,
+    modalities: Option<&[Modality]>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    match WeightsFormat::sniff(&bytes) {
+        Some(WeightsFormat::Burnpack) => load_bytes(&bytes, &file, device),
+        Some(WeightsFormat::Pytorch) => {
+            // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
+            let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+            let tensors = store
+                .get_all_snapshots()
+                .map_err(|e| WeightsError::Format {
+                    file: file.clone(),
+                    why: format!("cannot read the PyTorch checkpoint: {e}"),
+                })?
+                .clone();
+            import_monai(tensors, &file, &bytes, modalities, device)
+        }
+        Some(WeightsFormat::Safetensors) => import_safetensors(&bytes, &file, modalities, device),
+        None => Err(WeightsError::Format {
+            file,
+            why: "it is neither an nvnet .bpk, a PyTorch .pt nor a .safetensors file".into(),
+        }),
+    }
+}
+
+/// Import a MONAI checkpoint in safetensors format from its bytes (works without a file system).
+pub fn import_safetensors<B: Backend>(
+    bytes: &[u8],
+    file: &str,
+    modalities: Option<&[Modality]>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
+    let tensors = store
+        .get_all_snapshots()
+        .map_err(|e| WeightsError::Format {
+            file: file.to_string(),
+            why: format!("cannot read the safetensors file: {e}"),
+        })?
+        .clone();
+    import_monai(tensors, file, bytes, modalities, device)
+}
+
+/// Build an NvNet from the tensors of a MONAI `SegResNet`/`SegResNetVAE` state dict, inferring
+/// the architecture from the names and shapes.
+pub fn import_monai<B: Backend>(
+    tensors: BTreeMap<String, TensorSnapshot>,
+    file: &str,
+    bytes: &[u8],
+    modalities: Option<&[Modality]>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    // Checkpoints saved from DataParallel or wrapped in a dict carry a prefix.
+    let tensors: BTreeMap<String, TensorSnapshot> = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let key = ["module.", "state_dict.", "model.", "network."]
+                .iter()
+                .fold(k.as_str(), |k, p| k.strip_prefix(p).unwrap_or(k))
+                .to_string();
+            (key, v)
+        })
+        .collect();
+    let mut notices = Vec::new();
+    let vae: Vec<&String> = tensors.keys().filter(|k| k.starts_with("vae_")).collect();
+    if !vae.is_empty() {
+        notices.push(format!(
+            "skipped the {} vae_* tensors of this SegResNetVAE checkpoint: the VAE branch is only used in training",
+            vae.len()
+        ));
+    }
+    let config = infer_monai_config(&tensors).map_err(|why| WeightsError::Architecture {
+        file: file.to_string(),
+        why,
+    })?;
+    notices.push(format!(
+        "GroupNorm groups cannot be read from a checkpoint; assumed {} (MONAI's default)",
+        config.norm_groups
+    ));
+    let mut model = config
+        .init::<B>(device)
+        .map_err(|source| WeightsError::Config {
+            file: file.to_string(),
+            source,
+        })?;
+    let mut snapshots = Vec::new();
+    let mut unexpected = Vec::new();
+    let mut errors = Vec::new();
+    for (name, snap) in &tensors {
+        if name.starts_with("vae_") || name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let Some(path) = monai_to_burn(name) else {
+            unexpected.push(name.clone());
+            continue;
+        };
+        match snap.to_data() {
+            Ok(data) => {
+                let data = if data.dtype == DType::F32 {
+                    data
+                } else {
+                    data.convert::<f32>()
+                };
+                let stack: Vec<String> = path.split('.').map(String::from).collect();
+                snapshots.push(TensorSnapshot::from_data(
+                    data,
+                    stack,
+                    Vec::new(),
+                    ParamId::new(),
+                ));
+            }
+            Err(e) => errors.push(format!("{name}: {e:?}")),
+        }
+    }
+    let result = model.apply(snapshots, None, None, false);
+    let mut all_unexpected = unexpected;
+    all_unexpected.extend(result.unused.iter().cloned());
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(p, _)| burn_to_monai(p))
+        .collect();
+    errors.extend(result.errors.iter().map(|e| e.to_string()));
+    if !missing.is_empty() || !all_unexpected.is_empty() || !errors.is_empty() {
+        return Err(WeightsError::Mismatch {
+            file: file.to_string(),
+            missing,
+            unexpected: all_unexpected,
+            errors,
+        });
+    }
+    let modalities = modalities
+        .map(<[Modality]>::to_vec)
+        .unwrap_or_else(|| Modality::DEFAULT_ORDER.to_vec());
+    let name = Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut manifest = Manifest::new(
+        name.clone(),
+        config,
+        Provenance {
+            source: "imported".into(),
+            from: format!(
+                "MONAI SegResNet checkpoint {name} (fnv1a64 {:016x}, {} bytes)",
+                fnv1a64(bytes),
+                bytes.len()
+            ),
+            created: String::new(),
+            notes: String::new(),
+        },
+    );
+    manifest.modalities = modalities;
+    manifest.validate().map_err(|why| WeightsError::Manifest {
+        file: file.to_string(),
+        why,
+    })?;
+    Ok(LoadedModel {
+        model,
+        manifest,
+        notices,
+    })
+}
+
+/// A content checksum for provenance (not for security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Infer the SegResNet architecture from MONAI tensor names and shapes.
+pub fn infer_monai_config(
+    tensors: &BTreeMap<String, TensorSnapshot>,
+) -> Result<NvNetConfig, String> {
+    let shape = |name: &str| tensors.get(name).map(|t| t.shape.to_vec());
+    let init = shape("convInit.conv.weight").ok_or_else(|| {
+        let sample: Vec<&String> = tensors.keys().take(5).collect();
+        format!(
+            "it has no convInit.conv.weight (it holds {} tensors, such as {})",
+            tensors.len(),
+            sample
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    if init.len() != 5 || init[2..] != [3, 3, 3] {
+        return Err(format!(
+            "convInit.conv.weight has shape {init:?}, expected [F, C, 3, 3, 3] of a 3-D network"
+        ));
+    }
+    let head = shape("conv_final.2.conv.weight")
+        .ok_or("it has no conv_final.2.conv.weight (the 1×1×1 output convolution)")?;
+    let count_blocks = |prefix: &str| -> Vec<usize> {
+        let mut per_level: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+        for name in tensors.keys() {
+            let parts: Vec<&str> = name.split('.').collect();
+            if parts.len() >= 4 && parts[0] == prefix && parts[3] == "conv1" {
+                if let (Ok(i), Ok(j)) = (parts[1].parse::<usize>(), parts[2].parse::<usize>()) {
+                    per_level.entry(i).or_default().insert(j);
+                }
+            }
+        }
+        let levels = per_level.keys().next_back().map_or(0, |&l| l + 1);
+        (0..levels)
+            .map(|l| per_level.get(&l).map_or(0, |s| s.len()))
+            .collect()
+    };
+    let blocks_down = count_blocks("down_layers");
+    let blocks_up = count_blocks("up_layers");
+    if blocks_down.is_empty() {
+        return Err("it has no down_layers.*.conv1 tensors (no encoder ResBlocks)".into());
+    }
+    Ok(NvNetConfig {
+        in_channels: init[1],
+        out_channels: head[0],
+        init_filters: init[0],
+        blocks_down,
+        blocks_up,
+        norm_groups: 8,
+        dropout: 0.0,
+        vae: None,
+    })
+}
+
+/// The path of a MONAI SegResNet tensor in the nvnet module, or `None` if it has none.
+pub fn monai_to_burn(name: &str) -> Option<String> {
+    let p: Vec<&str> = name.split('.').collect();
+    let block = |rest: &[&str]| -> Option<String> {
+        match rest {
+            [n @ ("norm1" | "norm2"), "weight"] => Some(format!("{n}.gamma")),
+            [n @ ("norm1" | "norm2"), "bias"] => Some(format!("{n}.beta")),
+            [c @ ("conv1" | "conv2"), "conv", "weight"] => Some(format!("{c}.weight")),
+            _ => None,
+        }
+    };
+    let index = |s: &str| s.parse::<usize>().ok();
+    match p.as_slice() {
+        ["convInit", "conv", "weight"] => Some("conv_init.weight".into()),
+        ["down_layers", i, "0", "conv", "weight"] => {
+            Some(format!("down.{}.downsample.weight", index(i)?))
+        }
+        ["down_layers", i, j, rest @ ..] => {
+            let j = index(j)?.checked_sub(1)?;
+            Some(format!("down.{}.blocks.{j}.{}", index(i)?, block(rest)?))
+        }
+        ["up_samples", k, "0", "conv", "weight"] => Some(format!("up.{}.reduce.weight", index(k)?)),
+        ["up_layers", k, j, rest @ ..] => Some(format!(
+            "up.{}.blocks.{}.{}",
+            index(k)?,
+            index(j)?,
+            block(rest)?
+        )),
+        ["conv_final", "0", "weight"] => Some("head_norm.gamma".into()),
+        ["conv_final", "0", "bias"] => Some("head_norm.beta".into()),
+        ["conv_final", "2", "conv", "weight"] => Some("head_conv.weight".into()),
+        ["conv_final", "2", "conv", "bias"] => Some("head_conv.bias".into()),
+        _ => None,
+    }
+}
+
+/// The MONAI name of an nvnet module path (for messages about missing tensors).
+pub fn burn_to_monai(path: &str) -> String {
+    let p: Vec<&str> = path.split('.').collect();
+    let block = |rest: &[&str]| -> String {
+        match rest {
+            [n, "gamma"] => format!("{n}.weight"),
+            [n, "beta"] => format!("{n}.bias"),
+            [c, "weight"] => format!("{c}.conv.weight"),
+            other => other.join("."),
+        }
+    };
+    let shifted = |j: &str| {
+        j.parse::<usize>()
+            .map(|j| (j + 1).to_string())
+            .unwrap_or_else(|_| j.to_string())
+    };
+    match p.as_slice() {
+        ["conv_init", "weight"] => "convInit.conv.weight".into(),
+        ["down", i, "downsample", "weight"] => format!("down_layers.{i}.0.conv.weight"),
+        ["down", i, "blocks", j, rest @ ..] => {
+            format!("down_layers.{i}.{}.{}", shifted(j), block(rest))
+        }
+        ["up", k, "reduce", "weight"] => format!("up_samples.{k}.0.conv.weight"),
+        ["up", k, "blocks", j, rest @ ..] => format!("up_layers.{k}.{j}.{}", block(rest)),
+        ["head_norm", "gamma"] => "conv_final.0.weight".into(),
+        ["head_norm", "beta"] => "conv_final.0.bias".into(),
+        ["head_conv", w] => format!("conv_final.2.conv.{w}"),
+        _ => path.to_string(),
+    }
+}

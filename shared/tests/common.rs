@@ -1,0 +1,28 @@
+//! Helpers shared by the library's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// The repository's copy of `../shared/reference`.
+pub fn reference(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/reference")
+        .join(path)
+}
+
+pub fn load_tensor<B: Backend, const D: usize>(path: &str, device: &B::Device) -> Tensor<B, D> {
+    let npy = nvnet::npy::read(reference(path)).expect("reference array");
+    Tensor::from_data(TensorData::new(npy.to_f32(), npy.shape.clone()), device)
+}
+
+pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b).abs().max().into_scalar().elem::<f32>()
+}
+
+pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_scalar().elem::<f64>()
+}

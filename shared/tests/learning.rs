@@ -1,0 +1,85 @@
+//! Learning signal: a few Adam steps of the full NvNet loss (Dice + VAE terms) must lower it.
+
+use burn::backend::{Autodiff, Flex};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, decay::WeightDecayConfig};
+use burn::prelude::*;
+use nvnet::NvNetConfig;
+
+type AD = Autodiff<Flex>;
+
+/// A fixed 64³ "scan": four channels of smooth structure, and a sphere whose voxels are brighter
+/// in some channels than in others; the targets are nested spheres like TC ⊂ WT, ET.
+fn fixed_case<B: Backend>(device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
+    let n = 64usize;
+    let mut input = vec![0f32; 4 * n * n * n];
+    let mut target = vec![0f32; 3 * n * n * n];
+    let idx = |c: usize, z: usize, y: usize, x: usize| ((c * n + z) * n + y) * n + x;
+    for z in 0..n {
+        for y in 0..n {
+            for x in 0..n {
+                let d = |cz: f32, cy: f32, cx: f32| {
+                    ((z as f32 - cz).powi(2) + (y as f32 - cy).powi(2) + (x as f32 - cx).powi(2))
+                        .sqrt()
+                };
+                let r = d(30.0, 34.0, 28.0);
+                let wt = r < 14.0;
+                let tc = r < 8.0;
+                let et = (5.0..8.0).contains(&r);
+                let texture = ((x as f32) * 0.3).sin() * ((y as f32) * 0.2).cos() * 0.3;
+                input[idx(0, z, y, x)] = texture - if tc { 0.8 } else { 0.0 };
+                input[idx(1, z, y, x)] = texture + if et { 1.5 } else { 0.0 };
+                input[idx(2, z, y, x)] = texture + if wt { 1.0 } else { 0.0 };
+                input[idx(3, z, y, x)] = -texture + if wt && !tc { 1.2 } else { 0.0 };
+                target[idx(0, z, y, x)] = tc as u8 as f32;
+                target[idx(1, z, y, x)] = wt as u8 as f32;
+                target[idx(2, z, y, x)] = et as u8 as f32;
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(input, [1, 4, n, n, n]), device),
+        Tensor::from_data(TensorData::new(target, [1, 3, n, n, n]), device),
+    )
+}
+
+#[test]
+fn twenty_adam_steps_lower_the_total_loss() {
+    let device = Default::default();
+    AD::seed(&device, 7);
+    let config = NvNetConfig::default()
+        .with_init_filters(8)
+        .with_vae(Some([64, 64, 64]));
+    let mut model = config.init::<AD>(&device).unwrap();
+    let mut optim = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-5)))
+        .init();
+    let (input, target) = fixed_case::<AD>(&device);
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let out = model.forward_train(input.clone());
+        let terms = nvnet::loss::nvnet_loss(out, input.clone(), target.clone());
+        losses.push(terms.total.clone().into_scalar().elem::<f64>());
+        let grads = GradientsParams::from_grads(terms.total.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    eprintln!("losses: {losses:.4?}");
+    // Calibration (bench/monai_learning.py): MONAI's SegResNet F=8 with the same case, Dice
+    // loss, dropout and optimiser goes from 0.953 to 0.878 in these 20 steps; a Dice loss leaves
+    // its ~0.95 start slowly while the background is still uncertain. Ask for two thirds of that
+    // drop, and for a downward trend rather than one lucky step.
+    let first = losses[0];
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let last_mean = mean(&losses[losses.len() - 3..]);
+    assert!(
+        losses.iter().all(|l| l.is_finite()),
+        "non-finite loss: {losses:?}"
+    );
+    assert!(
+        last_mean < first - 0.05,
+        "loss went from {first:.4} to {last_mean:.4}: no real drop"
+    );
+    assert!(
+        mean(&losses[15..]) < mean(&losses[5..10]),
+        "no downward trend: {losses:?}"
+    );
+}

@@ -1,0 +1,453 @@
+//! The network against MONAI: parameter counts, imported weights, logits, upsampling, losses.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use common::*;
+use nvnet::weights::{self, WeightsError};
+use nvnet::{Modality, NvNetConfig};
+
+type B = Flex;
+type AD = Autodiff<Flex>;
+
+#[test]
+fn parameter_counts_equal_monai() {
+    let device = Default::default();
+    for (f, expected) in [(8, 1_176_843), (16, 4_702_227), (32, 18_798_627)] {
+        let config = NvNetConfig::default().with_init_filters(f);
+        let model = config.init::<B>(&device).unwrap();
+        assert_eq!(model.num_params(), expected, "F={f}");
+        assert_eq!(
+            nvnet::info::summarize(&config, [64, 64, 64]).params,
+            expected,
+            "analytic count, F={f}"
+        );
+    }
+}
+
+#[test]
+fn analytic_flop_match_the_spec() {
+    let gflop = |f: usize, shape| {
+        nvnet::info::summarize(&NvNetConfig::default().with_init_filters(f), shape).seg_flop / 1e9
+    };
+    for (f, shape, expected) in [
+        (32, [160, 192, 128], 2192.0),
+        (16, [240, 240, 160], 1301.0),
+        (16, [128, 128, 128], 296.0),
+        (8, [64, 64, 64], 9.5),
+    ] {
+        let got = gflop(f, shape);
+        assert!(
+            (got - expected).abs() / expected < 0.01,
+            "F={f} {shape:?}: {got} GFLOP, spec {expected}"
+        );
+    }
+}
+
+#[test]
+fn vae_parameters_match_the_module() {
+    let device = Default::default();
+    let config = NvNetConfig::default()
+        .with_init_filters(8)
+        .with_vae(Some([64, 64, 48]));
+    let model = config.init::<B>(&device).unwrap();
+    assert_eq!(
+        nvnet::info::summarize(&config, [64, 64, 48]).params,
+        model.num_params()
+    );
+    assert_eq!(
+        model.config(),
+        NvNetConfig {
+            dropout: 0.2,
+            ..config
+        }
+    );
+}
+
+fn check_reference_logits(file: &str) {
+    let device = Default::default();
+    let loaded = weights::load_file::<B>(&reference(file), None, &device).expect("import");
+    let config = &loaded.manifest.config;
+    assert_eq!(
+        (config.init_filters, config.in_channels, config.out_channels),
+        (8, 4, 3)
+    );
+    assert_eq!(config.blocks_down, vec![1, 2, 2, 4]);
+    assert_eq!(config.blocks_up, vec![1, 1, 1]);
+    assert_eq!(loaded.manifest.modalities, Modality::DEFAULT_ORDER.to_vec());
+    let input = load_tensor::<B, 5>("segresnet_f8/input.npy", &device);
+    let expected = load_tensor::<B, 5>("segresnet_f8/logits.npy", &device);
+    let diff = max_abs_diff(loaded.model.forward(input), expected);
+    assert!(diff <= 1e-4, "{file}: max abs diff {diff}");
+}
+
+#[test]
+fn monai_pt_checkpoint_gives_reference_logits() {
+    check_reference_logits("segresnet_f8/model.pt");
+}
+
+#[test]
+fn monai_safetensors_checkpoint_gives_reference_logits() {
+    check_reference_logits("segresnet_f8/model.safetensors");
+}
+
+#[test]
+fn upsample_matches_pytorch_trilinear_and_its_gradient() {
+    let device = Default::default();
+    let input = load_tensor::<AD, 5>("upsample/input.npy", &device).require_grad();
+    let expected = load_tensor::<AD, 5>("upsample/output.npy", &device);
+    let grad_output = load_tensor::<AD, 5>("upsample/grad_output.npy", &device);
+    let output = nvnet::upsample::upsample_trilinear_x2(input.clone());
+    let diff = max_abs_diff(output.clone(), expected);
+    assert!(diff <= 1e-6, "output diff {diff}");
+    let grads = (output * grad_output).sum().backward();
+    let grad = input.grad(&grads).expect("gradient reaches the input");
+    let grad: Vec<f32> = grad.into_data().to_vec().unwrap();
+    let torch = nvnet::npy::read(reference("upsample/grad_input.npy"))
+        .unwrap()
+        .values;
+    let go = nvnet::npy::read(reference("upsample/grad_output.npy")).unwrap();
+    let exact = trilinear_x2_adjoint_f64(
+        &go.values,
+        [go.shape[2], go.shape[3], go.shape[4]],
+        go.shape[0] * go.shape[1],
+    );
+    let max_diff = |a: &[f64], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - *y as f64).abs())
+            .fold(0.0, f64::max)
+    };
+    let to_exact = max_diff(&exact, &grad);
+    let torch_f32: Vec<f32> = torch.iter().map(|&v| v as f32).collect();
+    let torch_to_exact = max_diff(&exact, &torch_f32);
+    let to_torch = max_diff(&torch, &grad);
+    eprintln!(
+        "gradient: nvnet-exact {to_exact:e}, torch-exact {torch_to_exact:e}, nvnet-torch {to_torch:e}"
+    );
+    // The reference gradient is itself 1.6e-6 from the exact adjoint (PyTorch's float32 scatter
+    // order); ours is held to 1e-6 of the exact one, and to PyTorch within both errors.
+    assert!(
+        to_exact <= 1e-6,
+        "gradient diff to the exact adjoint {to_exact}"
+    );
+    assert!(
+        torch_to_exact > 1e-6,
+        "the reference became exact ({torch_to_exact}): tighten the next bound to 1e-6"
+    );
+    assert!(to_torch <= 2e-6, "gradient diff to PyTorch {to_torch}");
+}
+
+#[test]
+fn dice_loss_matches_monai() {
+    let device = Default::default();
+    let logits = load_tensor::<B, 5>("losses/logits.npy", &device);
+    let target = load_tensor::<B, 5>("losses/target.npy", &device);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference("losses/expected.json")).unwrap())
+            .unwrap();
+    let expected = expected["monai_dice_loss_sigmoid_squared_smooth_dr_1e-5_mean"]
+        .as_f64()
+        .unwrap();
+    let got = scalar(nvnet::loss::dice_loss(logits, target));
+    assert!(
+        (got - expected).abs() <= 1e-5,
+        "dice {got} vs MONAI {expected}"
+    );
+}
+
+#[test]
+fn dice_loss_is_zero_for_a_perfect_confident_prediction() {
+    let device = Default::default();
+    let target = Tensor::<B, 5>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 1.0, 0.0], [1, 1, 1, 2, 2]),
+        &device,
+    );
+    let logits = target.clone().mul_scalar(40.0).sub_scalar(20.0);
+    // Only the 1e-5 smoothing keeps it from 0: 1 − 4 / (4 + 1e-5) = 2.5e-6.
+    let loss = scalar(nvnet::loss::dice_loss(logits, target));
+    assert!((loss - 2.5e-6).abs() < 2e-7, "loss {loss}");
+}
+
+#[test]
+fn l2_and_kl_terms_equal_hand_computed_values() {
+    let device = Default::default();
+    let input = Tensor::<B, 5>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, -1.0, 0.5], [1, 1, 1, 2, 2]),
+        &device,
+    );
+    let recon = Tensor::<B, 5>::from_data(
+        TensorData::new(vec![0.0f32, 2.5, -1.0, 1.5], [1, 1, 1, 2, 2]),
+        &device,
+    );
+    // (1 + 0.25 + 0 + 1) / 4
+    let l2 = scalar(nvnet::loss::l2_loss(input, recon));
+    assert!((l2 - 0.5625).abs() < 1e-7, "l2 {l2}");
+    let mu = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device);
+    let sigma = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &device);
+    // (0.25 + 1 - 0 - 1) + (1 + 4 - ln 4 - 1), over N = 8 input values
+    let expected = (0.25 + (4.0 - 4f64.ln())) / 8.0;
+    let kl = scalar(nvnet::loss::kl_loss(mu, sigma, 8));
+    assert!((kl - expected).abs() < 1e-6, "kl {kl} vs {expected}");
+}
+
+#[test]
+fn gradients_reach_mu_and_sigma_through_the_sampled_latent() {
+    let device = Default::default();
+    let config = NvNetConfig::default()
+        .with_init_filters(8)
+        .with_vae(Some([16, 16, 16]));
+    let model = config.init::<AD>(&device).unwrap();
+    let input = Tensor::<AD, 5>::random(
+        [1, 4, 16, 16, 16],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let vae = model.forward_train(input.clone()).vae.expect("VAE output");
+    // Only the reconstruction term: the encoder's dense layer, which outputs [μ | σ-logits], can
+    // get a gradient only through the sampled z = μ + σ·ε.
+    let l2 = nvnet::loss::l2_loss(input, vae.reconstruction);
+    let grads = l2.backward();
+    let encode = &model.vae.as_ref().unwrap().encode;
+    let g = encode
+        .weight
+        .grad(&grads)
+        .expect("the encoder gets a gradient"); // [in, 2·128]
+    let [inputs, outputs] = g.dims();
+    assert_eq!(outputs, 2 * nvnet::model::VAE_LATENT);
+    let g_mu = g
+        .clone()
+        .slice([0..inputs, 0..128])
+        .abs()
+        .sum()
+        .into_scalar();
+    let g_sigma = g.slice([0..inputs, 128..256]).abs().sum().into_scalar();
+    assert!(g_mu > 0.0, "no gradient reaches mu");
+    assert!(g_sigma > 0.0, "no gradient reaches sigma");
+}
+
+#[test]
+fn weights_file_round_trip_keeps_outputs_and_manifest() {
+    let device = Default::default();
+    let loaded =
+        weights::load_file::<B>(&reference("segresnet_f8/model.safetensors"), None, &device)
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f8.bpk");
+    weights::save(&loaded.model, &loaded.manifest, &path).unwrap();
+    let again = weights::load_file::<B>(&path, None, &device).unwrap();
+    assert_eq!(again.manifest, loaded.manifest);
+    let input = load_tensor::<B, 5>("segresnet_f8/input.npy", &device);
+    assert_eq!(
+        max_abs_diff(
+            loaded.model.forward(input.clone()),
+            again.model.forward(input)
+        ),
+        0.0
+    );
+    // No temp file is left beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+fn expect_error(result: Result<weights::LoadedModel<B>, WeightsError>, words: &[&str]) -> String {
+    let message = match result {
+        Ok(_) => panic!("bad weights were accepted"),
+        Err(e) => e.to_string(),
+    };
+    for w in words {
+        assert!(message.contains(w), "message '{message}' lacks '{w}'");
+    }
+    message
+}
+
+#[test]
+fn truncated_weight_files_are_refused_with_a_message() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded =
+        weights::load_file::<B>(&reference("segresnet_f8/model.safetensors"), None, &device)
+            .unwrap();
+    let bpk = dir.path().join("full.bpk");
+    weights::save(&loaded.model, &loaded.manifest, &bpk).unwrap();
+    for (name, source) in [
+        ("half.pt", reference("segresnet_f8/model.pt")),
+        (
+            "half.safetensors",
+            reference("segresnet_f8/model.safetensors"),
+        ),
+        ("half.bpk", bpk.clone()),
+    ] {
+        let bytes = std::fs::read(&source).unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let msg = expect_error(weights::load_file::<B>(&path, None, &device), &[name]);
+        eprintln!("{msg}");
+    }
+    let path = dir.path().join("empty.pt");
+    std::fs::write(&path, b"").unwrap();
+    expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &["empty.pt", "neither"],
+    );
+}
+
+fn safetensors_file(
+    dir: &std::path::Path,
+    name: &str,
+    tensors: Vec<(String, Vec<usize>)>,
+) -> std::path::PathBuf {
+    use safetensors::tensor::{Dtype, TensorView};
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, shape)| {
+            let count: usize = shape.iter().product();
+            (n, shape, vec![0u8; count * 4])
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = buffers
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::tensor::serialize(views, None).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn reference_tensors() -> Vec<(String, Vec<usize>)> {
+    let bytes = std::fs::read(reference("segresnet_f8/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec()))
+        .collect()
+}
+
+#[test]
+fn wrong_shapes_are_listed() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = reference_tensors();
+    for (name, shape) in tensors.iter_mut() {
+        if name == "down_layers.2.1.conv1.conv.weight" {
+            shape[1] = 8;
+        }
+    }
+    let path = safetensors_file(dir.path(), "wrong_shape.safetensors", tensors);
+    expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &["wrong_shape.safetensors", "down.2.blocks.0.conv1.weight"],
+    );
+}
+
+#[test]
+fn missing_and_unexpected_tensors_are_listed() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors: Vec<_> = reference_tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "up_layers.1.0.norm2.bias")
+        .collect();
+    tensors.push(("up_samples.0.1.deconv.weight".into(), vec![2, 2]));
+    let path = safetensors_file(dir.path(), "odd.safetensors", tensors);
+    expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &[
+            "odd.safetensors",
+            "missing",
+            "up_layers.1.0.norm2.bias",
+            "unexpected",
+            "up_samples.0.1.deconv.weight",
+        ],
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_network_is_refused() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = safetensors_file(
+        dir.path(),
+        "resnet.safetensors",
+        vec![
+            ("conv1.weight".into(), vec![64, 3, 7, 7]),
+            ("fc.weight".into(), vec![1000, 512]),
+            ("fc.bias".into(), vec![1000]),
+        ],
+    );
+    expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &["resnet.safetensors", "not a MONAI SegResNet", "convInit"],
+    );
+}
+
+#[test]
+fn vae_tensors_of_a_segresnetvae_checkpoint_are_skipped_with_a_notice() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = reference_tensors();
+    tensors.push(("vae_down.0.weight".into(), vec![8, 4]));
+    tensors.push(("vae_fc1.weight".into(), vec![16, 16]));
+    let path = safetensors_file(dir.path(), "vae.safetensors", tensors);
+    let loaded = weights::load_file::<B>(&path, None, &device).expect("VAE checkpoint imports");
+    assert!(
+        loaded.notices.iter().any(|n| n.contains("2 vae_* tensors")),
+        "{:?}",
+        loaded.notices
+    );
+}
+
+#[test]
+fn a_manifest_that_does_not_fit_is_refused() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let config = NvNetConfig::default().with_init_filters(8);
+    let model = config.init::<B>(&device).unwrap();
+    let mut manifest = weights::Manifest::new("m", config, Default::default());
+    manifest.modalities = vec![Modality::T1, Modality::T2, Modality::Flair];
+    let bytes = weights::to_bytes(&model, &manifest).unwrap();
+    let path = dir.path().join("three.bpk");
+    std::fs::write(&path, bytes).unwrap();
+    expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &["three.bpk", "3 modalities", "4 input channels"],
+    );
+}
+
+/// The adjoint of PyTorch's trilinear ×2 (align_corners = false), by its own index formula, in
+/// f64: what the float32 gradients approximate.
+fn trilinear_x2_adjoint_f64(grad_out: &[f64], out: [usize; 3], planes: usize) -> Vec<f64> {
+    let input = out.map(|o| o / 2);
+    let taps = |o: usize, n: usize| {
+        let src = ((o as f64 + 0.5) / 2.0 - 0.5).max(0.0);
+        let i0 = src.floor() as usize;
+        let i1 = (i0 + 1).min(n - 1);
+        let l1 = src - i0 as f64;
+        [(i0, 1.0 - l1), (i1, l1)]
+    };
+    let mut g = vec![0f64; planes * input.iter().product::<usize>()];
+    for p in 0..planes {
+        for od in 0..out[0] {
+            for oh in 0..out[1] {
+                for ow in 0..out[2] {
+                    let v = grad_out[((p * out[0] + od) * out[1] + oh) * out[2] + ow];
+                    for (d, wd) in taps(od, input[0]) {
+                        for (h, wh) in taps(oh, input[1]) {
+                            for (w, ww) in taps(ow, input[2]) {
+                                g[((p * input[0] + d) * input[1] + h) * input[2] + w] +=
+                                    wd * wh * ww * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    g
+}
