@@ -230,7 +230,8 @@ impl<B: Backend> EncoderLevel<B> {
     }
 }
 
-/// One decoder level: conv 1×1×1 halving the channels, trilinear ×2, add the skip, ResBlocks.
+/// One decoder level: conv 1×1×1 halving the channels, trilinear ×2, add the skip (the VAE's
+/// decoder has none), ResBlocks.
 #[derive(Module, Debug)]
 pub struct DecoderLevel<B: Backend> {
     pub reduce: Conv3d<B>,
@@ -238,8 +239,11 @@ pub struct DecoderLevel<B: Backend> {
 }
 
 impl<B: Backend> DecoderLevel<B> {
-    pub fn forward(&self, x: Tensor<B, 5>, skip: Tensor<B, 5>) -> Tensor<B, 5> {
-        let x = upsample_trilinear_x2(self.reduce.forward(x)) + skip;
+    pub fn forward(&self, x: Tensor<B, 5>, skip: Option<Tensor<B, 5>>) -> Tensor<B, 5> {
+        let mut x = upsample_trilinear_x2(self.reduce.forward(x));
+        if let Some(skip) = skip {
+            x = x + skip;
+        }
         self.blocks.iter().fold(x, |x, b| b.forward(x))
     }
 }
@@ -303,10 +307,7 @@ impl<B: Backend> VaeBranch<B> {
         let [gd, gh, gw] = self.grid;
         let y = relu(self.decode.forward(z)).reshape([b, VAE_CHANNELS, gd, gh, gw]);
         let y = upsample_trilinear_x2(self.up_conv.forward(y));
-        let y = self.up.iter().fold(y, |y, level| {
-            let y = upsample_trilinear_x2(level.reduce.forward(y));
-            level.blocks.iter().fold(y, |y, b| b.forward(y))
-        });
+        let y = self.up.iter().fold(y, |y, level| level.forward(y, None));
         VaeOutput {
             reconstruction: self.end.forward(y),
             mu,
@@ -368,7 +369,7 @@ impl<B: Backend> NvNet<B> {
         let deepest = skips.pop().expect("at least one level");
         let mut y = deepest.clone();
         for level in &self.up {
-            y = level.forward(y, skips.pop().expect("one skip per decoder level"));
+            y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
         }
         let logits = self.head_conv.forward(relu(self.head_norm.forward(y)));
         (logits, deepest)

@@ -26,3 +26,19 @@ pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>
 pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f64>()
 }
+
+/// Import a reference MONAI checkpoint, run the reference input, return the max abs difference
+/// to MONAI's logits.
+pub fn reference_logits_diff<B: Backend>(file: &str, device: &B::Device) -> f32 {
+    let loaded = nvnet::weights::load_file::<B>(&reference(file), None, device).expect("import");
+    let input = load_tensor::<B, 5>("segresnet_f8/input.npy", device);
+    let expected = load_tensor::<B, 5>("segresnet_f8/logits.npy", device);
+    max_abs_diff(loaded.model.forward(input), expected)
+}
+
+/// Max abs difference of the trilinear ×2 upsampling to PyTorch's.
+pub fn upsample_diff<B: Backend>(device: &B::Device) -> f32 {
+    let input = load_tensor::<B, 5>("upsample/input.npy", device);
+    let expected = load_tensor::<B, 5>("upsample/output.npy", device);
+    max_abs_diff(nvnet::upsample::upsample_trilinear_x2(input), expected)
+}

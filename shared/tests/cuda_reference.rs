@@ -6,26 +6,21 @@ mod common;
 
 use burn::backend::Cuda;
 use common::*;
-use nvnet::weights;
 
 #[test]
 fn monai_weights_give_reference_logits_on_cuda() {
     let device = Default::default();
     for file in ["segresnet_f8/model.pt", "segresnet_f8/model.safetensors"] {
-        let loaded = weights::load_file::<Cuda>(&reference(file), None, &device).expect("import");
-        let input = load_tensor::<Cuda, 5>("segresnet_f8/input.npy", &device);
-        let expected = load_tensor::<Cuda, 5>("segresnet_f8/logits.npy", &device);
-        let diff = max_abs_diff(loaded.model.forward(input), expected);
+        let diff = reference_logits_diff::<Cuda>(file, &device);
         eprintln!("{file} on cuda: max abs diff {diff:e}");
-        assert!(diff <= 1e-3, "{file} on cuda: max abs diff {diff}");
+        // Autotuned convolutions run on tensor cores in TF32 (as cuDNN does by default for
+        // PyTorch): seen 1.28e-3 on an H200, against 3.0e-6 with the f32 direct kernel.
+        assert!(diff <= 2e-3, "{file} on cuda: max abs diff {diff}");
     }
 }
 
 #[test]
 fn upsample_matches_pytorch_on_cuda() {
-    let device = Default::default();
-    let input = load_tensor::<Cuda, 5>("upsample/input.npy", &device);
-    let expected = load_tensor::<Cuda, 5>("upsample/output.npy", &device);
-    let diff = max_abs_diff(nvnet::upsample::upsample_trilinear_x2(input), expected);
+    let diff = upsample_diff::<Cuda>(&Default::default());
     assert!(diff <= 1e-6, "max abs diff {diff}");
 }
