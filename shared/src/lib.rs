@@ -9,6 +9,7 @@ pub mod info;
 pub mod loss;
 pub mod modality;
 pub mod model;
+pub mod nifti;
 pub mod npy;
 pub mod upsample;
 pub mod weights;
