@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --locked -p nvnet-cli
-exec "$CARGO_TARGET_DIR/release/nvnet" info --init-filters 32 --vae --shape 160,192,128 "$@"
+# The dev profile shares the test build; Burn and its kernels are optimised in every profile.
+cargo build --locked -p nvnet-cli
+exec "$CARGO_TARGET_DIR/debug/nvnet" info --init-filters 32 --vae --shape 160,192,128 "$@"
