@@ -286,7 +286,7 @@ pub fn load_bytes<B: Backend>(
             file: file.to_string(),
             why: e.to_string(),
         })?;
-    check_applied(&result, file, &[])?;
+    check_applied(&result, file)?;
     Ok(LoadedModel {
         model,
         manifest,
@@ -294,17 +294,8 @@ pub fn load_bytes<B: Backend>(
     })
 }
 
-fn check_applied(
-    result: &ApplyResult,
-    file: &str,
-    ignore_missing: &[&str],
-) -> Result<(), WeightsError> {
-    let missing: Vec<String> = result
-        .missing
-        .iter()
-        .map(|(p, _)| p.clone())
-        .filter(|p| !ignore_missing.iter().any(|i| p.starts_with(i)))
-        .collect();
+fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
+    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
     if missing.is_empty() && result.unused.is_empty() && result.errors.is_empty() {
         return Ok(());
     }
