@@ -2,6 +2,10 @@
 //! grows, predict, evaluate, train, export). A thin layer over the `nvnet` library.
 
 mod device;
+mod evaluate;
+mod predict;
+mod preview;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +65,105 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Segment cases: z-score, crop to the brain, sliding window, sigmoid, test-time flips,
+    /// BraTS labels on the input's grid (`DIR/<ID>.nii.gz`).
+    Predict {
+        /// nvnet weights (.bpk), a MONAI checkpoint (.pt/.safetensors), or `default` (the
+        /// embedded model). Several: an ensemble (mean of the probabilities).
+        #[arg(long, required = true)]
+        weights: Vec<String>,
+        /// A case folder, a dataset root of case folders, or loose files (repeat --input).
+        #[arg(long)]
+        input: Vec<PathBuf>,
+        #[arg(long)]
+        t1: Option<PathBuf>,
+        #[arg(long)]
+        t1ce: Option<PathBuf>,
+        #[arg(long)]
+        t2: Option<PathBuf>,
+        #[arg(long)]
+        flair: Option<PathBuf>,
+        /// Where to write `<ID>.nii.gz` (and the optional maps).
+        #[arg(long)]
+        output: PathBuf,
+        /// The channel order of a MONAI checkpoint.
+        #[arg(long)]
+        modalities: Option<String>,
+        /// Window D,H,W (default: the whole cropped brain when it fits --memory-budget).
+        #[arg(long, value_parser = parse_shape)]
+        roi: Option<[usize; 3]>,
+        #[arg(long, default_value_t = 0.5)]
+        overlap: f64,
+        /// gaussian or constant.
+        #[arg(long, default_value = "gaussian")]
+        blend: nvnet::inference::Blend,
+        /// Turn the 8 test-time flips off.
+        #[arg(long)]
+        no_tta: bool,
+        /// Label values: brats2018 (ET = 4) or brats2023 (ET = 3); default: the model's.
+        #[arg(long)]
+        labels: Option<nvnet::LabelConvention>,
+        /// Relabel ET as necrosis (1) when it has fewer voxels than this.
+        #[arg(long)]
+        min_et_voxels: Option<usize>,
+        /// Also write `<ID>_prob.nii.gz` (float32, 4-D: TC, WT, ET).
+        #[arg(long)]
+        save_probabilities: bool,
+        /// Also write `<ID>_uncertainty.nii.gz` (variance over the test-time flips).
+        #[arg(long)]
+        save_uncertainty: bool,
+        /// Device memory a window may use, e.g. 4G (default: cpu 6G, wgpu 2G, cuda 8G).
+        #[arg(long, value_parser = predict::parse_bytes)]
+        memory_budget: Option<u64>,
+        /// Show the window size and its memory estimate.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// BraTS metrics (Dice, HD95, sensitivity, specificity for WT, TC, ET) of predictions
+    /// `<ID>.nii.gz` against `<ID>_seg.nii.gz` / `<ID>-seg.nii.gz`.
+    Evaluate {
+        #[arg(long)]
+        pred: PathBuf,
+        #[arg(long)]
+        gt: PathBuf,
+        /// Label values (default: read from the ground truth).
+        #[arg(long)]
+        labels: Option<nvnet::LabelConvention>,
+        /// Per-case CSV.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write synthetic BraTS-like cases (skull-stripped T1, T1ce, T2, FLAIR and labels).
+    Synth {
+        /// The dataset root to write case folders into.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        cases: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Grid size i,j,k.
+        #[arg(long, default_value = "240,240,155", value_parser = parse_shape)]
+        shape: [usize; 3],
+        /// File naming and labels: brats2018 (`_t1ce`, ET = 4) or brats2023 (`-t1c`, ET = 3).
+        #[arg(long, default_value = "brats2018", value_parser = parse_layout)]
+        layout: nvnet::case::Layout,
+        /// Index of the first case (case i is the same whatever the number made).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        /// Also draw axial slices of the first two cases into this PNG.
+        #[arg(long)]
+        preview: Option<PathBuf>,
+    },
+    /// Load a NIfTI file, a case folder or a dataset root exactly as nvnet would, and report;
+    /// exits 0 only when nvnet accepts it.
+    Inspect {
+        path: PathBuf,
+        /// Print JSON (shape, spacing, affine, dtype, min, max; for a case also its modalities,
+        /// labels and regions).
+        #[arg(long)]
+        json: bool,
+    },
     /// Time forward passes of a network on the chosen device.
     Bench {
         #[arg(long, default_value_t = 16)]
@@ -90,10 +193,23 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     }
 }
 
+fn parse_layout(text: &str) -> Result<nvnet::case::Layout, String> {
+    use nvnet::case::Layout;
+    match text.to_ascii_lowercase().as_str() {
+        "brats2018" | "brats2019" | "brats2020" | "brats2021" => Ok(Layout::Brats2018),
+        "brats2023" | "brats2024" => Ok(Layout::Brats2023),
+        other => Err(format!(
+            "unknown layout '{other}' (expected brats2018 or brats2023)"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        // The number of cases that failed.
+        Ok(failed) => ExitCode::from(failed.min(255) as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -101,32 +217,114 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Run a command; the number of cases that failed (0 for commands without cases).
+fn run(cli: Cli) -> Result<usize> {
+    let device = cli.device;
     match cli.command {
+        Command::Predict {
+            weights,
+            input,
+            t1,
+            t1ce,
+            t2,
+            flair,
+            output,
+            modalities,
+            roi,
+            overlap,
+            blend,
+            no_tta,
+            labels,
+            min_et_voxels,
+            save_probabilities,
+            save_uncertainty,
+            memory_budget,
+            verbose,
+        } => {
+            if !(0.0..1.0).contains(&overlap) {
+                bail!("--overlap must be in [0, 1)");
+            }
+            let given = [
+                (Modality::T1, t1),
+                (Modality::T1ce, t1ce),
+                (Modality::T2, t2),
+                (Modality::Flair, flair),
+            ]
+            .into_iter()
+            .filter_map(|(m, p)| p.map(|p| (m, p)))
+            .collect();
+            let modalities = modalities
+                .map(|m| Modality::parse_list(&m).map_err(anyhow::Error::msg))
+                .transpose()
+                .context("--modalities")?;
+            let args = predict::PredictArgs {
+                weights,
+                inputs: input,
+                given,
+                output,
+                modalities,
+                options: nvnet::inference::InferenceOptions {
+                    roi,
+                    overlap,
+                    blend,
+                    tta: !no_tta,
+                    labels: labels.unwrap_or_default(),
+                    min_et_voxels,
+                    memory_budget: memory_budget.unwrap_or(match device {
+                        DeviceKind::Cpu => 6 << 30,
+                        DeviceKind::Wgpu => 2 << 30,
+                        DeviceKind::Cuda => 8 << 30,
+                    }),
+                },
+                labels_given: labels.is_some(),
+                save_probabilities,
+                save_uncertainty,
+                verbose,
+            };
+            device::with_backend!(device, |B, dev| predict::run::<B>(&dev, args))
+        }
+        Command::Evaluate {
+            pred,
+            gt,
+            labels,
+            out,
+        } => evaluate::run(&pred, &gt, labels, out.as_deref()),
+        Command::Synth {
+            out,
+            cases,
+            seed,
+            shape,
+            layout,
+            first,
+            preview,
+        } => {
+            volumes::synth(&out, cases, seed, shape, layout, first, preview.as_deref()).map(|()| 0)
+        }
+        Command::Inspect { path, json } => {
+            if volumes::inspect(&path, json)? {
+                Ok(0)
+            } else {
+                bail!("some cases under {} were refused", path.display())
+            }
+        }
         Command::Info {
             init_filters,
             vae,
             shape,
             weights,
-        } => info(init_filters, vae, shape, weights),
+        } => info(init_filters, vae, shape, weights).map(|()| 0),
         Command::Import {
             from,
             out,
             modalities,
             name,
-        } => import(&from, &out, &modalities, name),
+        } => import(&from, &out, &modalities, name).map(|()| 0),
         Command::Bench {
             init_filters,
             shape,
             runs,
-        } => {
-            device::with_backend!(cli.device, |B, dev| bench::<B>(
-                &dev,
-                init_filters,
-                shape,
-                runs
-            ))
-        }
+        } => device::with_backend!(device, |B, dev| bench::<B>(&dev, init_filters, shape, runs))
+            .map(|()| 0),
     }
 }
 

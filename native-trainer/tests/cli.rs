@@ -140,3 +140,124 @@ fn a_backend_not_compiled_in_is_a_clear_error() {
         "{t}"
     );
 }
+
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+#[test]
+fn inspect_json_of_the_reference_case_reproduces_its_expected_values() {
+    let folder = reference("brats_case/BraTS-Synth-0001");
+    let out = nvnet(&["inspect", "--json", folder.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = json_of(&out);
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(got["id"], "BraTS-Synth-0001");
+    assert_eq!(got["layout"], "brats2018");
+    assert_eq!(got["shape"], want["shape"]);
+    assert_eq!(got["spacing"], serde_json::json!([1.0, 1.0, 1.0]));
+    for r in 0..4 {
+        for c in 0..4 {
+            let (g, w) = (
+                got["affine"][r][c].as_f64().unwrap(),
+                want["affine"][r][c].as_f64().unwrap(),
+            );
+            assert!((g - w).abs() < 1e-5, "affine[{r}][{c}] {g} vs {w}");
+        }
+    }
+    assert_eq!(got["labels"], want["label_counts"]);
+    assert_eq!(got["regions"], want["region_voxels"]);
+    for (m, exp) in want["modalities"].as_object().unwrap() {
+        assert_eq!(got["modalities"][m]["dtype"], exp["dtype"], "{m}");
+        assert!(
+            got["modalities"][m]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("_{m}.nii.gz"))
+        );
+        let max = got["modalities"][m]["max"].as_f64().unwrap();
+        let sample = exp["values"][1][1].as_f64().unwrap();
+        assert!(max >= sample, "{m}: max {max} < a voxel value {sample}");
+    }
+}
+
+#[test]
+fn inspect_accepts_a_good_file_and_refuses_a_bad_one_with_its_name() {
+    let good = reference("brats_case/BraTS-Synth-0001/BraTS-Synth-0001_t1.nii.gz");
+    let out = nvnet(&["inspect", "--json", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&out);
+    assert_eq!(v["dtype"], "int16");
+    assert_eq!(v["shape"], serde_json::json!([48, 56, 40]));
+    assert_eq!(v["modality"], "t1");
+    assert_eq!(v["min"], 0.5);
+
+    let bad = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad/two_d.nii");
+    let out = nvnet(&["inspect", "--json", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("two_d.nii") && t.contains("2-D"), "{t}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for a refused file: {t}"
+    );
+
+    // A NaN voxel: accepted, with the warning on stderr.
+    let nan =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad/warn_nan_values.nii.gz");
+    let out = nvnet(&["inspect", "--json", nan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NaN"));
+    json_of(&out);
+}
+
+#[test]
+fn synth_writes_cases_that_inspect_accepts_in_both_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["brats2018", "brats2023"] {
+        let root = dir.path().join(layout);
+        let out = nvnet(&[
+            "synth",
+            "--out",
+            root.to_str().unwrap(),
+            "--cases",
+            "2",
+            "--seed",
+            "5",
+            "--shape",
+            "48,48,32",
+            "--layout",
+            layout,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = nvnet(&["inspect", "--json", root.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v = json_of(&out);
+        assert_eq!(v["cases"].as_array().unwrap().len(), 2);
+        assert_eq!(v["cases"][0]["layout"], layout);
+        assert_eq!(v["cases"][0]["shape"], serde_json::json!([48, 48, 32]));
+        let suffix = if layout == "brats2023" {
+            "-t2f.nii.gz"
+        } else {
+            "_flair.nii.gz"
+        };
+        assert!(
+            v["cases"][0]["modalities"]["flair"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with(suffix)
+        );
+    }
+    // A case folder with a modality missing: refused, non-zero exit, the folder named.
+    let case = dir.path().join("brats2018/Phantom-00001");
+    std::fs::remove_file(case.join("Phantom-00001_t2.nii.gz")).unwrap();
+    let out = nvnet(&["inspect", case.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("Phantom-00001") && t.contains("missing modality: t2"),
+        "{t}"
+    );
+}

@@ -4,14 +4,21 @@
 //! and the `nvnet` command-line tool and the web page call it.
 
 pub mod backend;
+pub mod case;
 pub mod fsutil;
+pub mod inference;
 pub mod info;
+pub mod labels;
 pub mod loss;
+pub mod metrics;
 pub mod modality;
 pub mod model;
 pub mod nifti;
 pub mod npy;
+pub mod preprocess;
+pub mod synth;
 pub mod upsample;
+pub mod volume;
 pub mod weights;
 
 pub use modality::{LabelConvention, Modality, Region};

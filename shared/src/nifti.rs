@@ -226,14 +226,12 @@ impl Image {
         self.value(self.index(i, j, k))
     }
 
-    /// Scaled values in file order as f32 with NaN/Inf replaced by 0 (the network never sees
-    /// them; the count is reported in `warnings` when the image is read).
+    /// Scaled values in file order as f32, with NaN, Inf and values beyond the f32 range
+    /// replaced by 0 (the network never sees them; the count is reported in `warnings` when the
+    /// image is read).
     pub fn to_f32(&self) -> Vec<f32> {
         (0..self.voxels.len())
-            .map(|i| {
-                let v = self.value(i);
-                if v.is_finite() { v as f32 } else { 0.0 }
-            })
+            .map(|i| usable_f32(self.value(i)).unwrap_or(0.0))
             .collect()
     }
 
@@ -246,6 +244,12 @@ impl Image {
                 (lo.min(v), hi.max(v))
             })
     }
+}
+
+/// A value the network can take: finite in f32.
+fn usable_f32(v: f64) -> Option<f32> {
+    let f = v as f32;
+    f.is_finite().then_some(f)
 }
 
 /// A little reader of fixed-layout header fields in either byte order.
@@ -676,12 +680,12 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
         warnings,
     };
     let non_finite = (0..image.voxels.len())
-        .filter(|&i| !image.value(i).is_finite())
+        .filter(|&i| usable_f32(image.value(i)).is_none())
         .count();
     let mut image = image;
     if non_finite > 0 {
         image.warnings.push(format!(
-            "{name}: {non_finite} NaN/Inf voxel values are read as 0"
+            "{name}: {non_finite} NaN/Inf (or beyond float32) voxel values are read as 0"
         ));
     }
     Ok(image)
@@ -694,6 +698,8 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
 pub enum OutputData<'a> {
     /// A label map (uint8), one value per voxel in file order.
     Labels(&'a [u8]),
+    /// Intensities stored as int16 (as most BraTS images are), one per voxel in file order.
+    Int16(&'a [i16]),
     /// Float volumes (float32): `channels` volumes one after the other, written as a 4-D image
     /// when there are several.
     Floats { values: &'a [f32], channels: usize },
@@ -709,6 +715,16 @@ pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, 
                 return Err(format!("{} labels for a grid of {voxels} voxels", v.len()));
             }
             (DataType::U8, 1, v.to_vec())
+        }
+        OutputData::Int16(v) => {
+            if v.len() != voxels {
+                return Err(format!("{} values for a grid of {voxels} voxels", v.len()));
+            }
+            (
+                DataType::I16,
+                1,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
         }
         OutputData::Floats { values, channels } => {
             if channels == 0 || values.len() != voxels * channels {

@@ -8,8 +8,7 @@ use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_store::{
-    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, PytorchStore, SafetensorsStore,
-    TensorSnapshot,
+    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, SafetensorsStore, TensorSnapshot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -312,6 +311,12 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 
 /// Load weights of any supported format from a file; `modalities` is the channel order of a
 /// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
+/// The embedded default model (F=8, trained on synthetic phantoms: see docs/TRAINING.md), the
+/// same bytes in the CLI and in the page. `None` until the training issue commits it.
+pub fn default_model() -> Option<&'static [u8]> {
+    None
+}
+
 pub fn load_file<B: Backend>(
     path: &Path,
     modalities: Option<&[Modality]>,
@@ -324,9 +329,10 @@ pub fn load_file<B: Backend>(
     })?;
     match WeightsFormat::sniff(&bytes) {
         Some(WeightsFormat::Burnpack) => load_bytes(&bytes, &file, device),
+        #[cfg(feature = "pytorch")]
         Some(WeightsFormat::Pytorch) => {
             // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
-            let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+            let mut store = burn_store::PytorchStore::from_file(path).map_indices_contiguous(false);
             let tensors = store
                 .get_all_snapshots()
                 .map_err(|e| WeightsError::Format {
@@ -336,6 +342,11 @@ pub fn load_file<B: Backend>(
                 .clone();
             import_monai(tensors, &file, &bytes, modalities, device)
         }
+        #[cfg(not(feature = "pytorch"))]
+        Some(WeightsFormat::Pytorch) => Err(WeightsError::Format {
+            file,
+            why: "this build reads MONAI checkpoints as .safetensors only, not PyTorch .pt".into(),
+        }),
         Some(WeightsFormat::Safetensors) => import_safetensors(&bytes, &file, modalities, device),
         None => Err(WeightsError::Format {
             file,

@@ -1,0 +1,212 @@
+//! `nvnet evaluate`: BraTS metrics of predicted label maps against ground truth.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nvnet::case::{AFFINE_TOLERANCE, nifti_stem};
+use nvnet::labels;
+use nvnet::metrics::{self, RegionMetrics};
+use nvnet::nifti::{self, Image};
+use nvnet::{LabelConvention, Region};
+
+const REGIONS: [Region; 3] = [Region::WT, Region::TC, Region::ET];
+
+/// The ground truth of case `id`: `<ID>_seg.nii.gz` / `<ID>-seg.nii.gz` (or `.nii`), loose in
+/// `gt` or in `gt/<ID>/`.
+fn find_truth(gt: &Path, id: &str) -> Option<PathBuf> {
+    for dir in [gt.to_path_buf(), gt.join(id)] {
+        for sep in ['_', '-'] {
+            for ext in ["nii.gz", "nii"] {
+                let p = dir.join(format!("{id}{sep}seg.{ext}"));
+                if p.is_file() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The predictions in `pred`: `<ID>.nii.gz`, leaving out `_prob` and `_uncertainty` maps.
+fn predictions(pred: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(pred).with_context(|| format!("{}", pred.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let Some(stem) = nifti_stem(&name) else {
+            continue;
+        };
+        if stem.ends_with("_prob") || stem.ends_with("_uncertainty") || path.is_dir() {
+            continue;
+        }
+        out.push((stem.to_string(), path));
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{}: no predictions (<ID>.nii.gz) here", pred.display());
+    }
+    Ok(out)
+}
+
+fn labels_of(image: &Image) -> Result<Vec<u8>, String> {
+    (0..image.voxels.len())
+        .map(|i| {
+            let v = image.value(i);
+            if v.is_finite() && (0.0..=255.0).contains(&v) && v.fract() == 0.0 {
+                Ok(v as u8)
+            } else {
+                Err(format!(
+                    "{}: value {v} at voxel {i} is not a label",
+                    image.source
+                ))
+            }
+        })
+        .collect()
+}
+
+/// One case: the metrics of WT, TC, ET.
+fn evaluate_case(
+    pred_path: &Path,
+    truth_path: &Path,
+    labels: Option<LabelConvention>,
+) -> Result<[RegionMetrics; 3]> {
+    let pred = nifti::read_path(pred_path)?;
+    let truth = nifti::read_path(truth_path)?;
+    if pred.dims() != truth.dims() {
+        bail!(
+            "{} is {:?} but {} is {:?}: not the same grid",
+            pred.source,
+            pred.dims(),
+            truth.source,
+            truth.dims()
+        );
+    }
+    let d = pred.geometry.affine_difference(&truth.geometry);
+    if d.is_nan() || d > AFFINE_TOLERANCE {
+        bail!(
+            "the affine of {} differs from that of {} by {d:.3e} mm: not the same grid",
+            pred.source,
+            truth.source
+        );
+    }
+    let p = labels_of(&pred).map_err(anyhow::Error::msg)?;
+    let t = labels_of(&truth).map_err(anyhow::Error::msg)?;
+    // The convention: given, else read from the labels present (3 → 2023, else 2018).
+    let conv = labels.unwrap_or_else(|| {
+        if t.contains(&3) || (!t.contains(&4) && p.contains(&3)) {
+            LabelConvention::Brats2023
+        } else {
+            LabelConvention::Brats2018
+        }
+    });
+    // File order is i fastest: as a C-order volume its axes are (k, j, i).
+    let [nx, ny, nz] = pred.dims();
+    let s = truth.geometry.spacing();
+    let dims = [nz, ny, nx];
+    let spacing = [s[2], s[1], s[0]];
+    Ok(REGIONS.map(|r| {
+        metrics::region_metrics(
+            &labels::region_mask(&p, r, conv),
+            &labels::region_mask(&t, r, conv),
+            dims,
+            spacing,
+        )
+    }))
+}
+
+/// Run; returns how many cases failed.
+pub fn run(
+    pred: &Path,
+    gt: &Path,
+    labels: Option<LabelConvention>,
+    out: Option<&Path>,
+) -> Result<usize> {
+    let mut rows: Vec<(String, [RegionMetrics; 3])> = Vec::new();
+    let mut failed = 0;
+    for (id, path) in predictions(pred)? {
+        let Some(truth) = find_truth(gt, &id) else {
+            failed += 1;
+            eprintln!(
+                "failed: {id}: no ground truth {id}_seg.nii.gz or {id}-seg.nii.gz in {} or {}",
+                gt.display(),
+                gt.join(&id).display()
+            );
+            continue;
+        };
+        match evaluate_case(&path, &truth, labels) {
+            Ok(m) => rows.push((id, m)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed: {id}: {e:#}");
+            }
+        }
+    }
+    let mut csv = String::from("case");
+    for r in REGIONS {
+        for m in ["dice", "hd95", "sens", "spec"] {
+            csv.push_str(&format!(",{r}_{m}"));
+        }
+    }
+    csv.push('\n');
+    for (id, m) in &rows {
+        csv.push_str(id);
+        for rm in m {
+            csv.push_str(&format!(
+                ",{},{},{},{}",
+                rm.dice, rm.hd95, rm.sensitivity, rm.specificity
+            ));
+        }
+        csv.push('\n');
+    }
+    if let Some(out) = out {
+        nvnet::fsutil::write_atomic(out, csv.as_bytes())
+            .with_context(|| format!("{}: cannot write", out.display()))?;
+    }
+    // The summary table.
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9}   ({} case(s){})",
+        "",
+        "mean",
+        "std",
+        "median",
+        "q25",
+        "q75",
+        rows.len(),
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+    for (ri, r) in REGIONS.iter().enumerate() {
+        for (name, pick) in [
+            (
+                "dice",
+                (|m: &RegionMetrics| m.dice) as fn(&RegionMetrics) -> f64,
+            ),
+            ("hd95", |m| m.hd95),
+            ("sens", |m| m.sensitivity),
+            ("spec", |m| m.specificity),
+        ] {
+            let v: Vec<f64> = rows.iter().map(|(_, m)| pick(&m[ri])).collect();
+            let s = metrics::summarize(&v);
+            println!(
+                "{:<10} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                format!("{r}_{name}"),
+                s.mean,
+                s.std,
+                s.median,
+                s.q25,
+                s.q75
+            );
+        }
+    }
+    if let Some(out) = out {
+        println!("per case: {}", out.display());
+    }
+    Ok(failed)
+}

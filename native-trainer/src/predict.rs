@@ -1,0 +1,252 @@
+//! `nvnet predict`: segment cases with one model or an ensemble. The pipeline is the library's
+//! (`nvnet::inference`); this file finds the cases, loads the weights, shows progress and writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use nvnet::case::{self, Case, CaseFiles, Input};
+use nvnet::inference::{self, InferenceOptions};
+use nvnet::labels::RegionCounts;
+use nvnet::nifti::{self, OutputData};
+use nvnet::weights::{self, Manifest};
+use nvnet::{Modality, NvNet};
+
+/// Everything `nvnet predict` was asked.
+pub struct PredictArgs {
+    pub weights: Vec<String>,
+    pub inputs: Vec<PathBuf>,
+    pub given: BTreeMap<Modality, PathBuf>,
+    pub output: PathBuf,
+    pub modalities: Option<Vec<Modality>>,
+    pub options: InferenceOptions,
+    pub labels_given: bool,
+    pub save_probabilities: bool,
+    pub save_uncertainty: bool,
+    pub verbose: bool,
+}
+
+/// The cases to run, and the inputs refused before any work.
+fn collect_cases(args: &PredictArgs) -> Result<(Vec<CaseFiles>, Vec<String>)> {
+    let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        args.inputs.iter().partition(|p| p.is_dir());
+    let mut cases = Vec::new();
+    let mut refused = Vec::new();
+    for dir in dirs {
+        match case::discover(dir)? {
+            Input::Case(c) => cases.push(c),
+            Input::Dataset {
+                cases: cs,
+                problems,
+            } => {
+                cases.extend(cs);
+                refused.extend(problems.iter().map(|e| e.to_string()));
+            }
+        }
+    }
+    if !files.is_empty() || !args.given.is_empty() {
+        for f in &files {
+            if !f.exists() {
+                bail!("{}: no such file", f.display());
+            }
+        }
+        let owned: Vec<PathBuf> = files.into_iter().cloned().collect();
+        cases.push(CaseFiles::from_loose(&owned, &args.given)?);
+    }
+    if cases.is_empty() && refused.is_empty() {
+        bail!(
+            "nothing to segment: give --input (a case folder, a dataset root or files) or --t1/--t1ce/--t2/--flair"
+        );
+    }
+    Ok((cases, refused))
+}
+
+/// Load every --weights; they must agree on inputs and outputs to be averaged.
+fn load_models<B: Backend>(
+    args: &PredictArgs,
+    device: &B::Device,
+) -> Result<(Vec<NvNet<B>>, Manifest)> {
+    let mut models = Vec::new();
+    let mut first: Option<Manifest> = None;
+    for w in &args.weights {
+        let loaded = if w == "default" {
+            match weights::default_model() {
+                Some(bytes) => {
+                    weights::load_bytes::<B>(bytes, "the embedded default model", device)?
+                }
+                None => bail!(
+                    "--weights default: this nvnet has no embedded default model yet (it comes from \
+                     `nvnet train`, see docs/TRAINING.md); give a weights file"
+                ),
+            }
+        } else {
+            weights::load_file::<B>(Path::new(w), args.modalities.as_deref(), device)?
+        };
+        for notice in &loaded.notices {
+            eprintln!("note: {notice}");
+        }
+        if let Some(f) = &first {
+            if f.modalities != loaded.manifest.modalities || f.outputs != loaded.manifest.outputs {
+                bail!(
+                    "{w}: its inputs {:?} / outputs {:?} differ from the first model's {:?} / {:?}; an ensemble needs the same",
+                    loaded.manifest.modalities,
+                    loaded.manifest.outputs,
+                    f.modalities,
+                    f.outputs
+                );
+            }
+        } else {
+            first = Some(loaded.manifest.clone());
+        }
+        models.push(loaded.model);
+    }
+    Ok((models, first.context("no --weights given")?))
+}
+
+/// Run; returns how many cases failed.
+pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usize> {
+    let (cases, refused) = collect_cases(&args)?;
+    let (models, manifest) = load_models::<B>(&args, device)?;
+    if !args.labels_given {
+        args.options.labels = manifest.labels;
+    }
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("{}: cannot create the output folder", args.output.display()))?;
+    let mut failed = refused.len();
+    for r in &refused {
+        eprintln!("skipped: {r}");
+    }
+    let cases_bar = ProgressBar::new(cases.len() as u64);
+    cases_bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} cases {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    cases_bar.set_prefix("predict");
+    let start = Instant::now();
+    for files in &cases {
+        cases_bar.set_message(files.id.clone());
+        match predict_case(&models, &manifest, files, &args, device, &cases_bar) {
+            Ok(line) => cases_bar.suspend(|| println!("{line}")),
+            Err(e) => {
+                failed += 1;
+                cases_bar.suspend(|| eprintln!("failed: {e:#}"));
+            }
+        }
+        cases_bar.inc(1);
+    }
+    cases_bar.finish_and_clear();
+    eprintln!(
+        "{} case(s) segmented, {failed} failed, in {:.1} s",
+        cases.len() + refused.len() - failed,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(failed)
+}
+
+fn predict_case<B: Backend>(
+    models: &[NvNet<B>],
+    manifest: &Manifest,
+    files: &CaseFiles,
+    args: &PredictArgs,
+    device: &B::Device,
+    bar: &ProgressBar,
+) -> Result<String> {
+    let t = Instant::now();
+    let case = Case::load(files)?;
+    for w in case.warnings() {
+        bar.suspend(|| eprintln!("warning: {w}"));
+    }
+    let windows_bar = bar.clone();
+    let seg = inference::segment(
+        models,
+        &manifest.outputs,
+        &case,
+        &manifest.modalities,
+        &args.options,
+        device,
+        |done, total| {
+            windows_bar.set_message(format!("{}: window {done}/{total}", case.id));
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    if args.verbose {
+        let est = nvnet::info::summarize(&models[0].config(), seg.roi).inference_bytes;
+        bar.suspend(|| {
+            eprintln!(
+                "{}: window {:?} ({} windows), estimated {:.2} GiB of activations per window (budget {:.2} GiB)",
+                case.id,
+                seg.roi,
+                seg.windows,
+                est / (1u64 << 30) as f64,
+                args.options.memory_budget as f64 / (1u64 << 30) as f64
+            )
+        });
+    }
+    let grid = case.geometry();
+    let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", case.id));
+    nifti::write_on_grid(&out(""), grid, OutputData::Labels(&seg.labels))?;
+    if args.save_probabilities {
+        nifti::write_on_grid(
+            &out("_prob"),
+            grid,
+            OutputData::Floats {
+                values: &seg.probabilities,
+                channels: seg.outputs.len(),
+            },
+        )?;
+    }
+    if args.save_uncertainty {
+        match &seg.uncertainty {
+            Some(u) => nifti::write_on_grid(
+                &out("_uncertainty"),
+                grid,
+                OutputData::Floats {
+                    values: u,
+                    channels: seg.outputs.len(),
+                },
+            )?,
+            None => bar.suspend(|| {
+                eprintln!(
+                    "{}: no uncertainty without test-time flips (--no-tta)",
+                    case.id
+                )
+            }),
+        }
+    }
+    let counts = RegionCounts::of(&seg.labels, args.options.labels);
+    let ml = grid.spacing().iter().product::<f64>() / 1000.0;
+    Ok(format!(
+        "{}: {:.1} s  WT {:.1} mL  TC {:.1} mL  ET {:.1} mL  -> {}",
+        case.id,
+        t.elapsed().as_secs_f64(),
+        counts.WT as f64 * ml,
+        counts.TC as f64 * ml,
+        counts.ET as f64 * ml,
+        out("").display()
+    ))
+}
+
+/// "4G", "512M", "1.5GiB", or bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 4G or 512M"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("'{text}' is not a positive size"));
+    }
+    Ok((v * mult as f64) as u64)
+}

@@ -1,0 +1,355 @@
+//! `nvnet predict` and `nvnet evaluate` end to end, on real NIfTI files: the whole pipeline
+//! against MONAI's (testdata/pipeline, made by its make_expected.py), output headers, ensembles
+//! and flips, metrics against medpy through NIfTI files, and failing cases that do not stop
+//! the others.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nvnet::nifti::{self, OutputData};
+
+fn nvnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvnet"))
+        .args(args)
+        .output()
+        .expect("run nvnet")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn testdata(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(path)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const MODEL: &str = "reference/segresnet_f8/model.pt";
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Probabilities of a `_prob.nii.gz` in network order, channel-major.
+fn read_probabilities(path: &Path) -> (Vec<f32>, nifti::Geometry) {
+    // Our reader refuses 4-D files as a modality; read the channels with the nifti crate-free
+    // route: decode the 4-D file through its header (dims from the written case).
+    let bytes = std::fs::read(path).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2_reader(&bytes), &mut raw).unwrap();
+    let dim = |n: usize| i16::from_le_bytes([raw[40 + 2 * n], raw[41 + 2 * n]]) as usize;
+    assert_eq!(dim(0), 4, "a 4-D file");
+    let dims = [dim(1), dim(2), dim(3)];
+    let c = dim(4);
+    let vox_offset = f32::from_le_bytes(raw[108..112].try_into().unwrap()) as usize;
+    let values: Vec<f32> = raw[vox_offset..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(values.len(), c * dims.iter().product::<usize>());
+    let n: usize = dims.iter().product();
+    let net: Vec<f32> = (0..c)
+        .flat_map(|ch| nvnet::volume::to_network_order(dims, &values[ch * n..(ch + 1) * n]))
+        .collect();
+    // Geometry from a 3-D read of the label map written beside it.
+    let labels = path.to_str().unwrap().replace("_prob.nii.gz", ".nii.gz");
+    (net, nifti::read_path(Path::new(&labels)).unwrap().geometry)
+}
+
+fn flate2_reader(bytes: &[u8]) -> impl std::io::Read + '_ {
+    flate2::read::GzDecoder::new(bytes)
+}
+
+#[test]
+fn the_whole_pipeline_matches_monai_and_keeps_the_input_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = testdata("pipeline/Pipeline-0001");
+    let out = nvnet(&[
+        "predict",
+        "--weights",
+        s(&testdata(MODEL)),
+        "--input",
+        s(&case),
+        "--output",
+        s(dir.path()),
+        "--no-tta",
+        "--roi",
+        "24,24,24",
+        "--blend",
+        "gaussian",
+        "--save-probabilities",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("Pipeline-0001:") && t.contains("WT") && t.contains("mL"),
+        "{t}"
+    );
+    let (got, geometry) = read_probabilities(&dir.path().join("Pipeline-0001_prob.nii.gz"));
+    let want = nvnet::npy::read(testdata("pipeline/expected_prob.npy")).unwrap();
+    assert_eq!(want.shape, vec![3, 40, 44, 36]);
+    let d = max_diff(&got, &want.to_f32());
+    // The issue asks 1e-3; the pipeline reaches ~1e-5 here.
+    assert!(d <= 1e-4, "probabilities differ from MONAI's by {d}");
+
+    // The label map: uint8 on exactly the input's grid and header geometry.
+    let input = nifti::read_path(&case.join("Pipeline-0001_t1.nii.gz")).unwrap();
+    let labels = nifti::read_path(&dir.path().join("Pipeline-0001.nii.gz")).unwrap();
+    assert_eq!(labels.dtype.name(), "uint8");
+    assert_eq!(labels.geometry, input.geometry);
+    assert_eq!(geometry, input.geometry);
+    assert_eq!((labels.slope, labels.inter), (1.0, 0.0));
+    // And the labels are the thresholded probabilities (ET > .5 → 4, TC → 1, WT → 2).
+    let n = 40 * 44 * 36;
+    let file_probs: Vec<f32> = (0..3)
+        .flat_map(|c| nvnet::volume::to_file_order([40, 44, 36], &got[c * n..(c + 1) * n]))
+        .collect();
+    let expect = nvnet::labels::label_map(
+        &file_probs,
+        &nvnet::Region::DEFAULT_ORDER,
+        nvnet::LabelConvention::Brats2018,
+        0.5,
+    );
+    let map: Vec<u8> = (0..n).map(|i| labels.value(i) as u8).collect();
+    assert_eq!(map, expect);
+}
+
+#[test]
+fn flips_ensembles_uncertainty_and_the_2023_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = testdata("pipeline/Pipeline-0001");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--input",
+            s(&case),
+            "--output",
+            s(out),
+            "--roi",
+            "32,32,32",
+            "--save-probabilities",
+        ];
+        args.extend_from_slice(extra);
+        let o = nvnet(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let single = dir.path().join("single");
+    run(
+        &single,
+        &["--weights", s(&testdata(MODEL)), "--save-uncertainty"],
+    );
+    // The same weights twice (as .pt and .safetensors): the ensemble mean equals one model.
+    let ens = dir.path().join("ensemble");
+    run(
+        &ens,
+        &[
+            "--weights",
+            s(&testdata(MODEL)),
+            "--weights",
+            s(&testdata("reference/segresnet_f8/model.safetensors")),
+            "--labels",
+            "brats2023",
+        ],
+    );
+    let (a, _) = read_probabilities(&single.join("Pipeline-0001_prob.nii.gz"));
+    let (b, _) = read_probabilities(&ens.join("Pipeline-0001_prob.nii.gz"));
+    assert!(max_diff(&a, &b) < 1e-5);
+    // With flips the result is not the flip-free one, and the variance is there and small.
+    let plain = dir.path().join("plain");
+    run(&plain, &["--weights", s(&testdata(MODEL)), "--no-tta"]);
+    let (c, _) = read_probabilities(&plain.join("Pipeline-0001_prob.nii.gz"));
+    assert!(max_diff(&a, &c) > 1e-3, "flips changed nothing");
+    let u = std::fs::metadata(single.join("Pipeline-0001_uncertainty.nii.gz")).unwrap();
+    assert!(u.len() > 0);
+    // 2023 labels: ET is 3.
+    let l18 = nifti::read_path(&single.join("Pipeline-0001.nii.gz")).unwrap();
+    let l23 = nifti::read_path(&ens.join("Pipeline-0001.nii.gz")).unwrap();
+    let n = l18.voxels.len();
+    assert!((0..n).any(|i| l18.value(i) == 4.0));
+    for i in 0..n {
+        let (x, y) = (l18.value(i), l23.value(i));
+        assert_eq!(if x == 4.0 { 3.0 } else { x }, y);
+    }
+}
+
+#[test]
+fn a_bad_case_is_reported_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&root),
+        "--cases",
+        "2",
+        "--shape",
+        "40,40,32",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Break case 1: its T2 becomes a truncated file.
+    let t2 = root.join("Phantom-00001/Phantom-00001_t2.nii.gz");
+    let bytes = std::fs::read(&t2).unwrap();
+    std::fs::write(&t2, &bytes[..bytes.len() / 2]).unwrap();
+    let pred = dir.path().join("pred");
+    let out = nvnet(&[
+        "predict",
+        "--weights",
+        s(&testdata(MODEL)),
+        "--input",
+        s(&root),
+        "--output",
+        s(&pred),
+        "--no-tta",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Phantom-00001_t2.nii.gz") && t.contains("failed"),
+        "{t}"
+    );
+    assert!(pred.join("Phantom-00000.nii.gz").is_file());
+    assert!(!pred.join("Phantom-00001.nii.gz").exists());
+    // No temp files left behind.
+    let names: Vec<String> = std::fs::read_dir(&pred)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, vec!["Phantom-00000.nii.gz".to_string()]);
+
+    // Evaluate against the phantoms' own labels: the good case is scored, the missing one is
+    // not a prediction; a grid mismatch fails its case only.
+    let csv = dir.path().join("metrics.csv");
+    let out = nvnet(&[
+        "evaluate",
+        "--pred",
+        s(&pred),
+        "--gt",
+        s(&root),
+        "--out",
+        s(&csv),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = std::fs::read_to_string(&csv).unwrap();
+    assert!(table.starts_with(
+        "case,WT_dice,WT_hd95,WT_sens,WT_spec,TC_dice,TC_hd95,TC_sens,TC_spec,ET_dice,ET_hd95,ET_sens,ET_spec\n"
+    ));
+    assert_eq!(table.lines().count(), 2);
+    // A prediction on another grid.
+    let other = nifti::read_path(&pred.join("Phantom-00000.nii.gz")).unwrap();
+    let mut g = other.geometry.clone();
+    g.srow[2][3] += 2.0;
+    g.affine[2][3] += 2.0;
+    let labels: Vec<u8> = (0..other.voxels.len())
+        .map(|i| other.value(i) as u8)
+        .collect();
+    nifti::write_on_grid(
+        &pred.join("Phantom-00001.nii.gz"),
+        &g,
+        OutputData::Labels(&labels),
+    )
+    .unwrap();
+    let out = nvnet(&["evaluate", "--pred", s(&pred), "--gt", s(&root)]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Phantom-00001") && t.contains("not the same grid"),
+        "{t}"
+    );
+    assert!(t.contains("WT_dice"), "{t}");
+}
+
+#[test]
+fn evaluate_reproduces_medpy_through_nifti_files() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("reference/metrics/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, gt) = (dir.path().join("pred"), dir.path().join("gt"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(gt.join("nested")).unwrap();
+    let dims = [48, 52, 40];
+    for case in expected.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let sp: Vec<f64> = serde_json::from_value(case["spacing"].clone()).unwrap();
+        let mut geometry = nifti::read_path(&testdata(
+            "reference/brats_case/BraTS-Synth-0001/BraTS-Synth-0001_t1.nii.gz",
+        ))
+        .unwrap()
+        .geometry;
+        geometry.dims = dims;
+        geometry.pixdim[1..4].copy_from_slice(&sp);
+        geometry.sform_code = 0; // spacing from pixdim (qform)
+        geometry.qform_code = 0;
+        let write = |what: &str, path: PathBuf| {
+            let a = nvnet::npy::read(testdata(&format!("reference/metrics/{name}_{what}.npy")))
+                .unwrap();
+            // A mask as label 2 (edema): WT only; TC and ET are empty in both.
+            let labels: Vec<u8> = a
+                .to_f32()
+                .iter()
+                .map(|v| if *v != 0.0 { 2 } else { 0 })
+                .collect();
+            let file = nvnet::volume::to_file_order(dims, &labels);
+            nifti::write_on_grid(&path, &geometry, OutputData::Labels(&file)).unwrap();
+        };
+        write("pred", pred.join(format!("{name}.nii.gz")));
+        // Ground truth in both namings and places.
+        if name.ends_with(['0', '2', '4', '6', '8']) {
+            write("gt", gt.join(format!("{name}_seg.nii.gz")));
+        } else {
+            std::fs::create_dir_all(gt.join(name)).unwrap();
+            write("gt", gt.join(name).join(format!("{name}-seg.nii.gz")));
+        }
+    }
+    let csv = dir.path().join("m.csv");
+    let out = nvnet(&[
+        "evaluate",
+        "--pred",
+        s(&pred),
+        "--gt",
+        s(&gt),
+        "--out",
+        s(&csv),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 9);
+    for case in expected.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let row = rows.iter().find(|r| r[0] == name).unwrap();
+        let v = |i: usize| row[i].parse::<f64>().unwrap();
+        let want = |k: &str| case[k].as_f64().unwrap();
+        assert!((v(1) - want("dice")).abs() <= 1e-9, "{name} dice {}", v(1));
+        assert!(
+            (v(2) - want("hd95")).abs() <= 1e-6,
+            "{name} hd95 {} vs {}",
+            v(2),
+            want("hd95")
+        );
+        assert!((v(3) - want("sensitivity")).abs() <= 1e-9, "{name} sens");
+        assert!((v(4) - want("specificity")).abs() <= 1e-9, "{name} spec");
+        // TC and ET: empty in both → Dice 1, HD95 0.
+        assert_eq!((v(5), v(6), v(9), v(10)), (1.0, 0.0, 1.0, 0.0), "{name}");
+    }
+    let t = text(&out);
+    assert!(t.contains("WT_dice") && t.contains("median"), "{t}");
+}

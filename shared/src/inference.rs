@@ -1,0 +1,500 @@
+//! Inference (SPEC §1.5): z-score → crop to the brain box → sliding window (MONAI semantics) →
+//! sigmoid → test-time flips → label map → pasted back on the full grid.
+//!
+//! The sliding window keeps the volume on the host and sends one window at a time to the device,
+//! so that the largest device buffer is set by the window, not by the case: a browser whose GPU
+//! offers 128 MiB storage buffers still segments a 240×240×155 case.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use crate::case::Case;
+use crate::labels;
+use crate::modality::{LabelConvention, Modality, Region};
+use crate::model::NvNet;
+use crate::preprocess::{Crop, normalize_nonzero};
+
+/// How overlapping windows are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Blend {
+    /// All ones.
+    Constant,
+    /// exp(−x²/2σ²) per axis, σ = 0.125·roi (MONAI's default sigma_scale).
+    Gaussian,
+}
+
+impl std::str::FromStr for Blend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "constant" => Ok(Blend::Constant),
+            "gaussian" => Ok(Blend::Gaussian),
+            other => Err(format!("unknown blending '{other}' (gaussian or constant)")),
+        }
+    }
+}
+
+/// MONAI's importance map for a window: `roi` values in network order.
+pub fn importance_map(roi: [usize; 3], blend: Blend, sigma_scale: f64) -> Vec<f32> {
+    let n: usize = roi.iter().product();
+    match blend {
+        Blend::Constant => vec![1.0; n],
+        Blend::Gaussian => {
+            // float32 as MONAI computes it, so that the clamp lands on the same values.
+            let axis = |a: usize| -> Vec<f32> {
+                let sigma = (roi[a] as f64 * sigma_scale) as f32;
+                (0..roi[a])
+                    .map(|i| {
+                        let x = i as f32 - (roi[a] as f32 - 1.0) / 2.0;
+                        (x * x / (-2.0 * sigma * sigma)).exp()
+                    })
+                    .collect()
+            };
+            let (x, y, z) = (axis(0), axis(1), axis(2));
+            let mut map = Vec::with_capacity(n);
+            for a in &x {
+                for b in &y {
+                    for c in &z {
+                        map.push(a * b * c);
+                    }
+                }
+            }
+            let min = map.iter().copied().fold(f32::INFINITY, f32::min).max(1e-3);
+            for v in &mut map {
+                *v = v.max(min);
+            }
+            map
+        }
+    }
+}
+
+/// A sliding-window pass over one volume, MONAI's `sliding_window_inference` semantics:
+/// volumes smaller than the window are zero-padded (centred, diff//2 before), the step is
+/// int(roi·(1−overlap)) (at least 1; the whole axis when roi equals it), and the last window
+/// of an axis is shifted back to end at the border. Predictions are blended as Σ w·p / Σ w.
+pub struct SlidingWindow {
+    dims: [usize; 3],
+    padded: [usize; 3],
+    pad_before: [usize; 3],
+    roi: [usize; 3],
+    starts: Vec<[usize; 3]>,
+    weights: Vec<f32>,
+    out_channels: usize,
+    sum: Vec<f32>,
+    count: Vec<f32>,
+}
+
+impl SlidingWindow {
+    pub fn new(
+        dims: [usize; 3],
+        roi: [usize; 3],
+        overlap: f64,
+        blend: Blend,
+        out_channels: usize,
+    ) -> Self {
+        let padded = [0, 1, 2].map(|a| dims[a].max(roi[a]));
+        let pad_before = [0, 1, 2].map(|a| (padded[a] - dims[a]) / 2);
+        let mut axis_starts = [vec![], vec![], vec![]];
+        for a in 0..3 {
+            let interval = if roi[a] == padded[a] {
+                roi[a]
+            } else {
+                ((roi[a] as f64 * (1.0 - overlap)) as usize).max(1)
+            };
+            // dense_patch_slices: the first d with d·interval + roi ≥ size, and one more.
+            let num = padded[a].div_ceil(interval);
+            let last = (0..num)
+                .find(|d| d * interval + roi[a] >= padded[a])
+                .map(|d| d + 1)
+                .unwrap_or(1);
+            for d in 0..last {
+                let s = d * interval;
+                axis_starts[a].push(s - (s + roi[a]).saturating_sub(padded[a]));
+            }
+        }
+        let mut starts = Vec::new();
+        for &x in &axis_starts[0] {
+            for &y in &axis_starts[1] {
+                for &z in &axis_starts[2] {
+                    starts.push([x, y, z]);
+                }
+            }
+        }
+        let n: usize = padded.iter().product();
+        SlidingWindow {
+            dims,
+            padded,
+            pad_before,
+            roi,
+            starts,
+            weights: importance_map(roi, blend, 0.125),
+            out_channels,
+            sum: vec![0.0; out_channels * n],
+            count: vec![0.0; n],
+        }
+    }
+
+    pub fn roi(&self) -> [usize; 3] {
+        self.roi
+    }
+
+    /// How many windows there are.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Window `w` of `channels` volumes of the original dims: `channels` × roi values.
+    pub fn extract(&self, input: &[f32], channels: usize, w: usize) -> Vec<f32> {
+        let crop = Crop {
+            full: self.dims,
+            start: [0, 1, 2].map(|a| self.starts[w][a] as isize - self.pad_before[a] as isize),
+            size: self.roi,
+        };
+        crop.crop(input, channels)
+    }
+
+    /// Add the prediction for window `w` (`out_channels` × roi values).
+    pub fn add(&mut self, w: usize, prediction: &[f32]) {
+        let [rx, ry, rz] = self.roi;
+        let [_, py, pz] = self.padded;
+        let n_win = rx * ry * rz;
+        let n_pad: usize = self.padded.iter().product();
+        assert_eq!(
+            prediction.len(),
+            self.out_channels * n_win,
+            "window prediction size"
+        );
+        let s = self.starts[w];
+        for x in 0..rx {
+            for y in 0..ry {
+                let row = ((s[0] + x) * py + s[1] + y) * pz + s[2];
+                let wrow = (x * ry + y) * rz;
+                for z in 0..rz {
+                    self.count[row + z] += self.weights[wrow + z];
+                }
+                for c in 0..self.out_channels {
+                    let dst = &mut self.sum[c * n_pad + row..c * n_pad + row + rz];
+                    let src = &prediction[c * n_win + wrow..c * n_win + wrow + rz];
+                    for z in 0..rz {
+                        dst[z] += src[z] * self.weights[wrow + z];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Σ w·p / Σ w over the original dims: `out_channels` volumes.
+    pub fn finish(self) -> Vec<f32> {
+        let n_pad: usize = self.padded.iter().product();
+        let mut blended = self.sum;
+        for c in 0..self.out_channels {
+            for (v, w) in blended[c * n_pad..(c + 1) * n_pad]
+                .iter_mut()
+                .zip(&self.count)
+            {
+                *v /= *w;
+            }
+        }
+        let crop = Crop {
+            full: self.padded,
+            start: self.pad_before.map(|p| p as isize),
+            size: self.dims,
+        };
+        crop.crop(&blended, self.out_channels)
+    }
+}
+
+/// The options of a prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InferenceOptions {
+    /// The window; `None`: the whole cropped box when it fits `memory_budget`, else the largest
+    /// multiple of 8 that does.
+    pub roi: Option<[usize; 3]>,
+    pub overlap: f64,
+    pub blend: Blend,
+    /// The mean over the 8 axis-flip combinations.
+    pub tta: bool,
+    pub labels: LabelConvention,
+    /// Relabel ET as 1 when there are fewer ET voxels than this.
+    pub min_et_voxels: Option<usize>,
+    /// Bytes of device memory one window may use (activations, estimated).
+    pub memory_budget: u64,
+}
+
+impl Default for InferenceOptions {
+    fn default() -> Self {
+        InferenceOptions {
+            roi: None,
+            overlap: 0.5,
+            blend: Blend::Gaussian,
+            tta: true,
+            labels: LabelConvention::Brats2018,
+            min_et_voxels: None,
+            memory_budget: 4 << 30,
+        }
+    }
+}
+
+/// A case ready for the network: normalized, cropped to the brain box.
+pub struct Prepared {
+    pub crop: Crop,
+    /// Channels in the model's modality order, network order, crop-sized.
+    pub input: Vec<f32>,
+    pub channels: usize,
+}
+
+/// z-score (nonzero, per channel) and crop to the brain box padded to a multiple of 8 (MONAI
+/// `CropForeground(select_fn = x ≠ 0, k_divisible = 8)`: centred, reaching outside the grid
+/// where needed). Errors when every voxel is zero.
+pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String> {
+    let mut data = case.channels(modalities);
+    let channels = modalities.len();
+    normalize_nonzero(&mut data, channels);
+    let crop = Crop::brain_box(&data, channels, case.dims(), 8).ok_or_else(|| {
+        format!(
+            "{}: every voxel of every modality is zero: there is no brain to segment",
+            case.id
+        )
+    })?;
+    Ok(Prepared {
+        input: crop.crop(&data, channels),
+        crop,
+        channels,
+    })
+}
+
+/// The window size for a box: the whole box (rounded up to a multiple of 8) when its estimated
+/// activation memory fits `budget`, else the largest multiple-of-8 window that does, shrinking
+/// the longest axis first.
+pub fn choose_roi(config: &crate::NvNetConfig, box_size: [usize; 3], budget: u64) -> [usize; 3] {
+    let mut roi = box_size.map(|s| s.div_ceil(8).max(2) * 8);
+    loop {
+        let bytes = crate::info::summarize(config, roi).inference_bytes;
+        if bytes <= budget as f64 || roi.iter().all(|&r| r <= 16) {
+            return roi;
+        }
+        let a = (0..3).max_by_key(|&a| roi[a]).unwrap();
+        roi[a] -= 8;
+    }
+}
+
+/// What a prediction gives, on the case's full grid, in file order (i fastest).
+pub struct Segmentation {
+    /// One volume per output region, in `outputs` order.
+    pub probabilities: Vec<f32>,
+    pub outputs: Vec<Region>,
+    /// BraTS labels.
+    pub labels: Vec<u8>,
+    /// Variance over the flips of each region's probability (with TTA), `outputs` order.
+    pub uncertainty: Option<Vec<f32>>,
+    pub roi: [usize; 3],
+    pub windows: usize,
+}
+
+/// The eight axis-flip combinations of the spatial axes of a [1, C, D, H, W] tensor.
+const FLIPS: [&[isize]; 8] = [&[], &[2], &[3], &[4], &[2, 3], &[2, 4], &[3, 4], &[2, 3, 4]];
+
+fn flip<B: Backend>(t: Tensor<B, 5>, axes: &[isize]) -> Tensor<B, 5> {
+    match axes {
+        [] => t,
+        [a] => t.flip([*a]),
+        [a, b] => t.flip([*a, *b]),
+        [a, b, c] => t.flip([*a, *b, *c]),
+        _ => unreachable!(),
+    }
+}
+
+/// The device work for one window: logits of a single model without TTA (MONAI blends logits),
+/// else the mean sigmoid over models × flips and, with TTA, its variance over the flips.
+pub struct WindowWork<B: Backend> {
+    pub mean: Tensor<B, 5>,
+    pub variance: Option<Tensor<B, 5>>,
+}
+
+pub fn window_work<B: Backend>(
+    models: &[NvNet<B>],
+    window: Tensor<B, 5>,
+    tta: bool,
+) -> WindowWork<B> {
+    if models.len() == 1 && !tta {
+        return WindowWork {
+            mean: models[0].forward(window),
+            variance: None,
+        };
+    }
+    let flips: &[&[isize]] = if tta { &FLIPS } else { &FLIPS[..1] };
+    let mut sum: Option<Tensor<B, 5>> = None;
+    let mut sum_sq: Option<Tensor<B, 5>> = None;
+    for model in models {
+        for axes in flips {
+            let p = burn::tensor::activation::sigmoid(flip(
+                model.forward(flip(window.clone(), axes)),
+                axes,
+            ));
+            sum_sq = Some(match sum_sq {
+                Some(s) => s + p.clone() * p.clone(),
+                None => p.clone() * p.clone(),
+            });
+            sum = Some(match sum {
+                Some(s) => s + p,
+                None => p,
+            });
+        }
+    }
+    let n = (models.len() * flips.len()) as f32;
+    let mean = sum.expect("at least one model") / n;
+    let variance =
+        tta.then(|| (sum_sq.expect("set") / n - mean.clone() * mean.clone()).clamp_min(0.0));
+    WindowWork { mean, variance }
+}
+
+/// Run the models over a prepared case (synchronously: native backends), calling `progress`
+/// with (windows done, total) after each window.
+pub fn segment<B: Backend>(
+    models: &[NvNet<B>],
+    outputs: &[Region],
+    case: &Case,
+    modalities: &[Modality],
+    options: &InferenceOptions,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Segmentation, String> {
+    let prepared = prepare(case, modalities)?;
+    let config = models[0].config();
+    let roi = options
+        .roi
+        .unwrap_or_else(|| choose_roi(&config, prepared.crop.size, options.memory_budget));
+    let blend_logits = models.len() == 1 && !options.tta;
+    let c_out = outputs.len();
+    let mut mean_sw = SlidingWindow::new(
+        prepared.crop.size,
+        roi,
+        options.overlap,
+        options.blend,
+        c_out,
+    );
+    let mut var_sw = options.tta.then(|| {
+        SlidingWindow::new(
+            prepared.crop.size,
+            roi,
+            options.overlap,
+            options.blend,
+            c_out,
+        )
+    });
+    let total = mean_sw.len();
+    for w in 0..total {
+        let data = mean_sw.extract(&prepared.input, prepared.channels, w);
+        let shape = [1, prepared.channels, roi[0], roi[1], roi[2]];
+        let window = Tensor::<B, 5>::from_data(TensorData::new(data, shape), device);
+        let work = window_work(models, window, options.tta);
+        mean_sw.add(w, &to_vec(work.mean)?);
+        if let (Some(sw), Some(v)) = (var_sw.as_mut(), work.variance) {
+            sw.add(w, &to_vec(v)?);
+        }
+        progress(w + 1, total);
+    }
+    let mut boxed = mean_sw.finish();
+    if blend_logits {
+        for v in &mut boxed {
+            *v = 1.0 / (1.0 + (-*v).exp());
+        }
+    }
+    finish(
+        case,
+        outputs,
+        options,
+        &prepared.crop,
+        boxed,
+        var_sw.map(|s| s.finish()),
+        roi,
+        total,
+    )
+}
+
+fn to_vec<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading a window back from the device: {e:?}"))
+}
+
+/// Paste the box results back on the full grid, threshold, apply the small-ET rule.
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    case: &Case,
+    outputs: &[Region],
+    options: &InferenceOptions,
+    crop: &Crop,
+    boxed_probabilities: Vec<f32>,
+    boxed_variance: Option<Vec<f32>>,
+    roi: [usize; 3],
+    windows: usize,
+) -> Result<Segmentation, String> {
+    let dims = case.dims();
+    let c = outputs.len();
+    let n: usize = dims.iter().product();
+    let to_file = |boxed: Vec<f32>| -> Vec<f32> {
+        let full = crop.paste(&boxed, c, 0.0);
+        (0..c)
+            .flat_map(|ch| crate::volume::to_file_order(dims, &full[ch * n..(ch + 1) * n]))
+            .collect()
+    };
+    let probabilities = to_file(boxed_probabilities);
+    let mut map = labels::label_map(&probabilities, outputs, options.labels, 0.5);
+    if let Some(min) = options.min_et_voxels {
+        labels::suppress_small_et(&mut map, options.labels, min);
+    }
+    Ok(Segmentation {
+        probabilities,
+        outputs: outputs.to_vec(),
+        labels: map,
+        uncertainty: boxed_variance.map(to_file),
+        roi,
+        windows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts_follow_monai() {
+        // 45 with roi 32, overlap 0.5: interval 16, starts 0 and 13 (the last shifted back).
+        let sw = SlidingWindow::new([45, 70, 50], [32, 32, 32], 0.5, Blend::Constant, 1);
+        assert_eq!(sw.len(), 2 * 4 * 3);
+        assert_eq!(sw.starts[0], [0, 0, 0]);
+        assert_eq!(*sw.starts.last().unwrap(), [13, 38, 18]);
+        // Smaller than the window: padded, one window.
+        let sw = SlidingWindow::new([20, 32, 8], [32, 32, 32], 0.5, Blend::Constant, 1);
+        assert_eq!(sw.len(), 1);
+        assert_eq!(sw.pad_before, [6, 0, 12]);
+    }
+
+    #[test]
+    fn constant_blending_of_an_identity_prediction_returns_the_input() {
+        let dims = [19, 23, 17];
+        let n: usize = dims.iter().product();
+        let input: Vec<f32> = (0..n).map(|i| (i % 97) as f32).collect();
+        for blend in [Blend::Constant, Blend::Gaussian] {
+            let mut sw = SlidingWindow::new(dims, [8, 16, 24], 0.25, blend, 1);
+            for w in 0..sw.len() {
+                let win = sw.extract(&input, 1, w);
+                sw.add(w, &win);
+            }
+            let out = sw.finish();
+            let err = out
+                .iter()
+                .zip(&input)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "{blend:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Synthetic phantoms: skull-stripped multimodal brain MRI with a glioma, in the BraTS layout.
+//!
+//! Every case is built from smooth random fields, so that anatomy, tumour and contrast vary:
+//! an irregular brain outline; cortex with gyri and sulci, white matter, deep grey matter,
+//! ventricles and the midline fissure; a tumour of random size, place and shape made of necrosis,
+//! an enhancing rim and edema (or a non-enhancing core), each with its contrast in each modality;
+//! then a bias field, texture and Rician noise. Some cases have no tumour, some a small one, some
+//! a faint one. Labels are thresholds of the same soft memberships that set the intensities, so
+//! boundaries are partial-volume blurred as in real scans.
+//!
+//! Geometry is laid out in a reference space of 240×240×155 mm and sampled on the requested
+//! grid (the voxel spacing is 240/nx, 240/ny, 155/nz mm), so a small phantom is the same brain at a
+//! coarser resolution. Everything is a function of (seed, case index): deterministic, and case
+//! `i` does not depend on how many cases are made.
+
+use std::path::{Path, PathBuf};
+
+use crate::case::Layout;
+use crate::modality::{LabelConvention, Modality};
+use crate::nifti::{self, Geometry, NiftiError, OutputData};
+
+/// The BraTS grid.
+pub const BRATS_SHAPE: [usize; 3] = [240, 240, 155];
+const REFERENCE_MM: [f64; 3] = [240.0, 240.0, 155.0];
+
+/// SplitMix64: small, fast and stable across versions (phantoms must not change when a
+/// dependency does).
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(1e-300);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
+/// Smooth value noise: random values on a lattice of `cell` mm, interpolated with smoothstep
+/// weights. Values in about [-1, 1].
+struct Lattice {
+    n: [usize; 3],
+    cell: f64,
+    values: Vec<f32>,
+}
+
+impl Lattice {
+    fn new(rng: &mut Rng, cell: f64) -> Self {
+        let n = REFERENCE_MM.map(|e| (e / cell).ceil() as usize + 3);
+        let values = (0..n[0] * n[1] * n[2])
+            .map(|_| rng.range(-1.0, 1.0) as f32)
+            .collect();
+        Lattice { n, cell, values }
+    }
+
+    /// At a point in reference mm (origin at the volume's corner).
+    fn at(&self, p: [f64; 3]) -> f64 {
+        let mut base = [0usize; 3];
+        let mut w = [0f64; 3];
+        for a in 0..3 {
+            let g = (p[a] / self.cell + 1.0).clamp(0.0, (self.n[a] - 2) as f64 - 1e-9);
+            base[a] = g as usize;
+            let t = g - base[a] as f64;
+            w[a] = t * t * (3.0 - 2.0 * t);
+        }
+        let idx = |x: usize, y: usize, z: usize| {
+            self.values[(base[0] + x) + self.n[0] * ((base[1] + y) + self.n[1] * (base[2] + z))]
+                as f64
+        };
+        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+        let c00 = lerp(idx(0, 0, 0), idx(1, 0, 0), w[0]);
+        let c10 = lerp(idx(0, 1, 0), idx(1, 1, 0), w[0]);
+        let c01 = lerp(idx(0, 0, 1), idx(1, 0, 1), w[0]);
+        let c11 = lerp(idx(0, 1, 1), idx(1, 1, 1), w[0]);
+        lerp(lerp(c00, c10, w[1]), lerp(c01, c11, w[1]), w[2])
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Tissue classes with their own contrast.
+#[derive(Clone, Copy)]
+enum Tissue {
+    Csf,
+    Gm,
+    Wm,
+    Edema,
+    Necrosis,
+    Enhancing,
+    NonEnhancing,
+}
+const TISSUES: usize = 7;
+
+/// Typical relative intensities (white matter on T1 ≈ 0.8), per modality in DEFAULT_ORDER:
+/// T1, T1ce, T2, FLAIR. Edema is bright on T2 and FLAIR; the enhancing rim on T1ce; necrosis is
+/// dark on T1/T1ce and bright on T2; CSF is suppressed on FLAIR.
+fn base_contrast(t: Tissue) -> [f64; 4] {
+    match t {
+        Tissue::Csf => [0.25, 0.27, 1.00, 0.10],
+        Tissue::Gm => [0.55, 0.57, 0.62, 0.62],
+        Tissue::Wm => [0.80, 0.82, 0.42, 0.48],
+        Tissue::Edema => [0.48, 0.50, 0.84, 0.95],
+        Tissue::Necrosis => [0.26, 0.24, 0.95, 0.42],
+        Tissue::Enhancing => [0.55, 1.15, 0.66, 0.76],
+        Tissue::NonEnhancing => [0.45, 0.47, 0.80, 0.78],
+    }
+}
+
+/// What kind of case a phantom is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TumourKind {
+    None,
+    /// Necrotic core, enhancing rim, edema (a glioblastoma).
+    Typical,
+    /// Enhancing but no necrosis.
+    Solid,
+    /// A core without enhancement (a lower-grade glioma): labels 1 and 2 only.
+    NonEnhancing,
+}
+
+/// The random choices of one case (all in reference mm).
+struct Plan {
+    centre: [f64; 3],
+    axes: [f64; 3],
+    kind: TumourKind,
+    tumour_centre: [f64; 3],
+    tumour_stretch: [f64; 3],
+    r_edema: f64,
+    r_core: f64,
+    r_necrosis: f64,
+    /// 1 = full contrast; lower = faint tumour.
+    contrast: f64,
+    ventricle_offset: f64,
+    noise_sigma: f64,
+    scale: [f64; 4],
+    table: [[f64; 4]; TISSUES],
+    fields: Fields,
+}
+
+struct Fields {
+    outline: Lattice,
+    gyri: Lattice,
+    fine: Lattice,
+    tumour: Lattice,
+    tumour2: Lattice,
+    edema: Lattice,
+    bias: [Lattice; 4],
+}
+
+/// One phantom case, in file order (i fastest).
+pub struct Phantom {
+    pub id: String,
+    pub geometry: Geometry,
+    /// The four images in [`Modality::DEFAULT_ORDER`].
+    pub images: Vec<(Modality, Vec<i16>)>,
+    pub seg: Vec<u8>,
+    pub kind: TumourKind,
+    pub faint: bool,
+    pub labels: LabelConvention,
+}
+
+/// The case id of phantom `index`.
+pub fn case_id(index: usize) -> String {
+    format!("Phantom-{index:05}")
+}
+
+fn plan(seed: u64, index: usize) -> Plan {
+    let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F));
+    // Burn a few values so that nearby seeds diverge at once.
+    for _ in 0..4 {
+        rng.next_u64();
+    }
+    let centre = [
+        120.0 + rng.range(-5.0, 5.0),
+        120.0 + rng.range(-6.0, 6.0),
+        77.5 + rng.range(-3.0, 3.0),
+    ];
+    let axes = [
+        68.0 * rng.range(0.93, 1.06),
+        86.0 * rng.range(0.93, 1.06),
+        62.0 * rng.range(0.93, 1.05),
+    ];
+    let roll = rng.unit();
+    let kind = if roll < 0.1 {
+        TumourKind::None
+    } else if roll < 0.72 {
+        TumourKind::Typical
+    } else if roll < 0.87 {
+        TumourKind::Solid
+    } else {
+        TumourKind::NonEnhancing
+    };
+    let small = rng.chance(0.18);
+    let faint = rng.chance(0.18);
+    // A point well inside the brain, in one hemisphere or the other.
+    let dir = loop {
+        let d = [
+            rng.range(-1.0, 1.0),
+            rng.range(-1.0, 1.0),
+            rng.range(-1.0, 1.0),
+        ];
+        let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        if n <= 1.0 && d[0].abs() > 0.12 {
+            break d;
+        }
+    };
+    let depth = rng.range(0.15, 0.6);
+    let tumour_centre = [0, 1, 2].map(|a| centre[a] + dir[a] * depth * axes[a]);
+    let tumour_stretch = [0; 3].map(|_| rng.range(0.75, 1.3));
+    let r_edema = if small {
+        rng.range(5.0, 11.0)
+    } else {
+        rng.range(14.0, 36.0)
+    };
+    let r_core = r_edema * rng.range(0.5, 0.8);
+    let r_necrosis = match kind {
+        TumourKind::Typical => r_core * rng.range(0.35, 0.75),
+        _ => 0.0,
+    };
+    let contrast = if faint {
+        rng.range(0.3, 0.55)
+    } else {
+        rng.range(0.85, 1.15)
+    };
+    let mut table = [[0.0; 4]; TISSUES];
+    for (t, tissue) in [
+        Tissue::Csf,
+        Tissue::Gm,
+        Tissue::Wm,
+        Tissue::Edema,
+        Tissue::Necrosis,
+        Tissue::Enhancing,
+        Tissue::NonEnhancing,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let base = base_contrast(tissue);
+        for m in 0..4 {
+            table[t][m] = base[m] * rng.range(0.92, 1.08);
+        }
+    }
+    // Faint tumours: their tissues move towards white matter.
+    for t in [
+        Tissue::Edema,
+        Tissue::Necrosis,
+        Tissue::Enhancing,
+        Tissue::NonEnhancing,
+    ] {
+        for m in 0..4 {
+            let wm = table[Tissue::Wm as usize][m];
+            table[t as usize][m] = wm + (table[t as usize][m] - wm) * contrast;
+        }
+    }
+    let noise_sigma = rng.range(0.015, 0.045);
+    let scale = [0; 4].map(|_| rng.range(350.0, 1400.0));
+    let ventricle_offset = rng.range(-4.0, 4.0);
+    let fields = Fields {
+        outline: Lattice::new(&mut rng, 34.0),
+        gyri: Lattice::new(&mut rng, 5.5),
+        fine: Lattice::new(&mut rng, 2.5),
+        tumour: Lattice::new(&mut rng, 9.0),
+        tumour2: Lattice::new(&mut rng, 4.0),
+        edema: Lattice::new(&mut rng, 13.0),
+        bias: [0; 4].map(|_| Lattice::new(&mut rng, 70.0)),
+    };
+    Plan {
+        centre,
+        axes,
+        kind,
+        tumour_centre,
+        tumour_stretch,
+        r_edema,
+        r_core,
+        r_necrosis,
+        contrast,
+        ventricle_offset,
+        noise_sigma,
+        scale,
+        table,
+        fields,
+    }
+}
+
+/// Soft memberships at one point.
+struct Membership {
+    brain: bool,
+    gm: f64,
+    csf: f64,
+    edema: f64,
+    core: f64,
+    necrosis: f64,
+}
+
+impl Plan {
+    fn membership(&self, p: [f64; 3]) -> Membership {
+        let f = &self.fields;
+        let q = [0, 1, 2].map(|a| (p[a] - self.centre[a]) / self.axes[a]);
+        let r = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt();
+        let r_eff = r * (1.0 + 0.07 * f.outline.at(p));
+        // The brain is flatter underneath.
+        let r_eff = if q[2] < -0.55 {
+            r_eff + (-0.55 - q[2]) * 0.9
+        } else {
+            r_eff
+        };
+        let brain = r_eff < 1.0;
+        let mut m = Membership {
+            brain,
+            gm: 0.0,
+            csf: 0.0,
+            edema: 0.0,
+            core: 0.0,
+            necrosis: 0.0,
+        };
+        if !brain {
+            return m;
+        }
+        // Approximate depth below the surface in mm.
+        let depth = (1.0 - r_eff) * 66.0;
+        let g = f.gyri.at(p);
+        // Cortex 4–13 mm deep, following the gyral pattern (white-matter fingers where it is
+        // thin); sulci of CSF run into it where the pattern peaks.
+        let gm_depth = 4.0 + 9.0 * (0.5 + 0.5 * g);
+        let cortex = sigmoid((gm_depth - depth) / 0.8);
+        let sulcus = ((g - 0.25) / 0.3).clamp(0.0, 1.0) * sigmoid((0.75 * gm_depth - depth) / 0.8);
+        let rim = 0.7 * sigmoid((1.0 - depth) / 0.5);
+        let x = p[0] - self.centre[0];
+        let fissure = sigmoid((1.3 + 0.6 * g - x.abs()) / 0.4) * sigmoid((q[2] + 0.1) / 0.05);
+        // Lateral ventricles (two bent ellipsoids) and deep grey matter beside them.
+        let mut ventricle: f64 = 0.0;
+        let mut deep_gm: f64 = 0.0;
+        for side in [-1.0, 1.0] {
+            let y = p[1] - self.centre[1] - self.ventricle_offset;
+            let z = p[2] - self.centre[2] - 8.0 + 0.004 * y * y;
+            let vx = (x - side * 8.0) / 4.8;
+            let vr = (vx * vx + (y / 24.0).powi(2) + (z / 8.5).powi(2)).sqrt()
+                * (1.0 + 0.12 * f.gyri.at([p[0], p[1], p[2] + 50.0]));
+            ventricle = ventricle.max(sigmoid((1.0 - vr) / 0.08));
+            let dx = (x - side * 19.0) / 9.0;
+            let dy = (p[1] - self.centre[1] + 4.0) / 14.0;
+            let dz = (p[2] - self.centre[2] + 2.0) / 9.5;
+            let dr = (dx * dx + dy * dy + dz * dz).sqrt();
+            deep_gm = deep_gm.max(0.8 * sigmoid((1.0 - dr) / 0.1));
+        }
+        m.gm = cortex.max(deep_gm);
+        m.csf = sulcus.max(rim).max(fissure).max(ventricle);
+        if self.kind != TumourKind::None {
+            let d = [0, 1, 2].map(|a| (p[a] - self.tumour_centre[a]) / self.tumour_stretch[a]);
+            let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            if dist < self.r_edema * 1.9 + 6.0 {
+                let lobes = f.tumour.at(p);
+                let rho = dist / (1.0 + 0.25 * lobes);
+                let rho_edema = dist / (1.0 + 0.42 * f.edema.at(p));
+                // Edema spreads through white matter, not through CSF or cortex.
+                m.edema =
+                    sigmoid((self.r_edema - rho_edema) / 1.0) * (1.0 - m.csf) * (1.0 - 0.6 * m.gm);
+                m.core = sigmoid((self.r_core - rho) / 0.6);
+                if self.r_necrosis > 0.0 {
+                    let r_n = self.r_necrosis * (1.0 + 0.3 * f.tumour2.at(p));
+                    m.necrosis = sigmoid((r_n - rho) / 0.6);
+                }
+                // The tumour displaces what was there.
+                let tumour = m.edema.max(m.core);
+                m.gm *= 1.0 - tumour;
+                m.csf *= 1.0 - tumour;
+            }
+        }
+        m
+    }
+
+    fn label(&self, m: &Membership, labels: LabelConvention) -> u8 {
+        if !m.brain {
+            0
+        } else if m.necrosis > 0.5 {
+            1
+        } else if m.core > 0.5 {
+            match self.kind {
+                TumourKind::NonEnhancing => 1,
+                _ => labels.et_label(),
+            }
+        } else if m.edema > 0.5 {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Noise-free intensity per modality.
+    fn intensity(&self, m: &Membership, p: [f64; 3]) -> [f64; 4] {
+        let t = &self.table;
+        let lerp = |a: &[f64; 4], b: &[f64; 4], w: f64| -> [f64; 4] {
+            [0, 1, 2, 3].map(|i| a[i] + (b[i] - a[i]) * w)
+        };
+        let mut v = t[Tissue::Wm as usize];
+        v = lerp(&v, &t[Tissue::Gm as usize], m.gm);
+        v = lerp(&v, &t[Tissue::Csf as usize], m.csf);
+        if m.edema > 0.0 || m.core > 0.0 {
+            v = lerp(&v, &t[Tissue::Edema as usize], m.edema);
+            let core = match self.kind {
+                TumourKind::NonEnhancing => Tissue::NonEnhancing,
+                _ => Tissue::Enhancing,
+            };
+            v = lerp(&v, &t[core as usize], m.core);
+            v = lerp(&v, &t[Tissue::Necrosis as usize], m.necrosis);
+            // Heterogeneous tumour tissue.
+            let h = 1.0 + 0.12 * self.contrast * self.fields.tumour2.at([p[0] + 31.0, p[1], p[2]]);
+            let w = m.core.max(m.edema);
+            v = v.map(|x| x * (1.0 + (h - 1.0) * w));
+        }
+        let texture = 1.0 + 0.035 * self.fields.fine.at(p);
+        v.map(|x| x * texture)
+    }
+}
+
+/// Make phantom `index` for `seed` on a grid of `shape`, labels in `labels`' convention.
+pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvention) -> Phantom {
+    let plan = plan(seed, index);
+    let [nx, ny, nz] = shape;
+    let spacing = [0, 1, 2].map(|a| REFERENCE_MM[a] / shape[a] as f64);
+    let n = nx * ny * nz;
+    let mut images = vec![vec![0i16; n]; 4];
+    let mut seg = vec![0u8; n];
+    let slab = nx * ny;
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let per = nz.div_ceil(threads).max(1);
+    // Split every output into runs of whole k-slabs, one run per thread; each slab draws its
+    // noise from its own generator, so the result does not depend on the thread count.
+    let mut seg_chunks: Vec<&mut [u8]> = seg.chunks_mut(per * slab).collect();
+    let mut image_chunks: Vec<Vec<&mut [i16]>> = images
+        .iter_mut()
+        .map(|img| img.chunks_mut(per * slab).collect())
+        .collect();
+    std::thread::scope(|s| {
+        for (t, seg_chunk) in seg_chunks.iter_mut().enumerate() {
+            let mut mine: Vec<&mut [i16]> = image_chunks
+                .iter_mut()
+                .map(|chunks| std::mem::take(&mut chunks[t]))
+                .collect();
+            let plan = &plan;
+            s.spawn(move || {
+                let k0 = t * per;
+                let slabs = seg_chunk.len() / slab;
+                for dk in 0..slabs {
+                    let k = k0 + dk;
+                    let mut rng = Rng::new(
+                        seed.rotate_left(17)
+                            ^ (index as u64).wrapping_mul(0x9E37_79B9)
+                            ^ (k as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    );
+                    for j in 0..ny {
+                        for i in 0..nx {
+                            let p = [
+                                (i as f64 + 0.5) * spacing[0],
+                                (j as f64 + 0.5) * spacing[1],
+                                (k as f64 + 0.5) * spacing[2],
+                            ];
+                            let v = dk * slab + i + nx * j;
+                            let m = plan.membership(p);
+                            if !m.brain {
+                                continue;
+                            }
+                            seg_chunk[v] = plan.label(&m, labels);
+                            let clean = plan.intensity(&m, p);
+                            for (c, img) in mine.iter_mut().enumerate() {
+                                let bias = (0.16 * plan.fields.bias[c].at(p)).exp();
+                                let s = clean[c] * bias;
+                                let (g1, g2) = (rng.normal(), rng.normal());
+                                // Rician: the magnitude of a complex signal with Gaussian noise.
+                                let r = ((s + plan.noise_sigma * g1).powi(2)
+                                    + (plan.noise_sigma * g2).powi(2))
+                                .sqrt();
+                                // Brain voxels stay nonzero: zero means background.
+                                img[v] = (r * plan.scale[c]).round().clamp(1.0, 32767.0) as i16;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let geometry = brats_like_geometry(shape, spacing);
+    Phantom {
+        id: case_id(index),
+        geometry,
+        images: Modality::DEFAULT_ORDER.into_iter().zip(images).collect(),
+        seg,
+        kind: plan.kind,
+        faint: plan.contrast < 0.6,
+        labels,
+    }
+}
+
+/// BraTS's orientation: x and y flipped (LPS-like), diag(−sx, −sy, sz), as qform and sform.
+fn brats_like_geometry(dims: [usize; 3], spacing: [f64; 3]) -> Geometry {
+    // As stored (float32), so that the geometry in memory is the one written.
+    let spacing = spacing.map(|s| s as f32 as f64);
+    let offset = [0.0, (dims[1] as f64 - 1.0) * spacing[1], 0.0];
+    let srow = [
+        [-spacing[0], 0.0, 0.0, offset[0]],
+        [0.0, -spacing[1], 0.0, offset[1]],
+        [0.0, 0.0, spacing[2], offset[2]],
+    ];
+    Geometry {
+        dims,
+        pixdim: [1.0, spacing[0], spacing[1], spacing[2], 1.0, 0.0, 0.0, 0.0],
+        qform_code: 1,
+        sform_code: 1,
+        // A rotation of 180° about z: quaternion (b, c, d) = (0, 0, 1).
+        quatern: [0.0, 0.0, 1.0, offset[0], offset[1], offset[2]],
+        srow,
+        xyzt_units: 2, // mm
+        affine: [srow[0], srow[1], srow[2], [0.0, 0.0, 0.0, 1.0]],
+    }
+}
+
+/// Write a phantom as a case folder `dir/<id>/` in `layout` (BraTS 2018 or 2023 naming).
+pub fn write_case(phantom: &Phantom, dir: &Path, layout: Layout) -> Result<PathBuf, NiftiError> {
+    let folder = dir.join(&phantom.id);
+    std::fs::create_dir_all(&folder).map_err(|e| NiftiError {
+        file: folder.display().to_string(),
+        problem: format!("cannot create the folder: {e}"),
+    })?;
+    let name = |suffix: &str| match layout {
+        Layout::Brats2023 => folder.join(format!("{}-{suffix}.nii.gz", phantom.id)),
+        _ => folder.join(format!("{}_{suffix}.nii.gz", phantom.id)),
+    };
+    for (m, values) in &phantom.images {
+        let suffix = match layout {
+            Layout::Brats2023 => m.name_2023(),
+            _ => m.name(),
+        };
+        nifti::write_on_grid(&name(suffix), &phantom.geometry, OutputData::Int16(values))?;
+    }
+    nifti::write_on_grid(
+        &name("seg"),
+        &phantom.geometry,
+        OutputData::Labels(&phantom.seg),
+    )?;
+    Ok(folder)
+}
