@@ -91,3 +91,70 @@ unsafe fn libc_dlopen(name: &str) -> bool {
     // RTLD_LAZY = 1
     unsafe { !dlopen(c.as_ptr(), 1).is_null() }
 }
+
+/// Floating-point precision of training on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!("unknown precision '{other}' (f32, f16 or bf16)")),
+        }
+    }
+}
+
+/// Like `with_backend!`, with `$B` the autodiff backend for training at `$precision`
+/// (f16/bf16: CUDA only).
+macro_rules! with_train_backend {
+    ($kind:expr, $precision:expr, |$B:ident, $dev:ident| $body:expr) => {{
+        use $crate::device::{DeviceKind, Precision};
+        match ($kind, $precision) {
+            (DeviceKind::Cpu, Precision::F32) => {
+                type $B = burn::backend::Autodiff<nvnet::backend::Cpu>;
+                let $dev: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            (DeviceKind::Wgpu, Precision::F32) => {
+                type $B = burn::backend::Autodiff<nvnet::backend::Wgpu>;
+                let $dev: burn::tensor::Device<$B> = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            (DeviceKind::Cuda, p) => {
+                $crate::device::check_cuda()?;
+                match p {
+                    Precision::F32 => {
+                        type $B = burn::backend::Autodiff<burn::backend::Cuda<f32>>;
+                        let $dev: burn::tensor::Device<$B> = Default::default();
+                        $body
+                    }
+                    Precision::F16 => {
+                        type $B = burn::backend::Autodiff<burn::backend::Cuda<half::f16>>;
+                        let $dev: burn::tensor::Device<$B> = Default::default();
+                        $body
+                    }
+                    Precision::Bf16 => {
+                        type $B = burn::backend::Autodiff<burn::backend::Cuda<half::bf16>>;
+                        let $dev: burn::tensor::Device<$B> = Default::default();
+                        $body
+                    }
+                }
+            }
+            #[allow(unreachable_patterns)]
+            (other, p) => anyhow::bail!(
+                "--device {other} with --precision {p:?} is not available in this nvnet (f16/bf16 need --device cuda, built with `--features cuda`)"
+            ),
+        }
+    }};
+}
+pub(crate) use with_train_backend;

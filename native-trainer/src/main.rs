@@ -5,6 +5,7 @@ mod device;
 mod evaluate;
 mod predict;
 mod preview;
+mod train_cmd;
 mod volumes;
 
 use std::path::PathBuf;
@@ -133,6 +134,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train with the paper's recipe (every setting a flag; --config run.toml for the set).
+    Train(Box<TrainArgs>),
+    /// Write weights for the page: the segmentation path only, optionally as float16.
+    Export {
+        /// A weights file from training (RUN_DIR/best.bpk or last.bpk).
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Store float16 (half the download); read back as float32.
+        #[arg(long)]
+        half: bool,
+    },
     /// Write synthetic BraTS-like cases (skull-stripped T1, T1ce, T2, FLAIR and labels).
     Synth {
         /// The dataset root to write case folders into.
@@ -191,6 +204,132 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
             "'{text}' is not a shape of three positive sizes like 160,192,128"
         )),
     }
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The dataset root (case folders, BraTS 2018 or 2023 layout).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The run folder (config.toml, split.json, metrics.csv, curves.png, last.bpk, best.bpk).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["data", "out", "config"])]
+    resume: Option<PathBuf>,
+    /// A TOML file with the whole configuration (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and stop.
+    #[arg(long)]
+    print_config: bool,
+    /// A separate validation root (default: a held-out split of --data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Where preprocessed cases are cached (default: DATA/.nvnet-cache).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    #[arg(long)]
+    init_filters: Option<usize>,
+    /// Train without the VAE branch.
+    #[arg(long)]
+    no_vae: bool,
+    #[arg(long, value_parser = parse_shape)]
+    crop: Option<[usize; 3]>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Turn the paper's augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Fraction of crops centred on tumour (0 = the paper's uniform crops).
+    #[arg(long)]
+    foreground_fraction: Option<f64>,
+    /// Samples per epoch (default: each training case once).
+    #[arg(long)]
+    samples_per_epoch: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// The validation window (default: the crop).
+    #[arg(long, value_parser = parse_shape)]
+    val_roi: Option<[usize; 3]>,
+    /// The input channel order.
+    #[arg(long)]
+    modalities: Option<String>,
+    /// f32, or f16 / bf16 on CUDA.
+    #[arg(long, default_value = "f32")]
+    precision: device::Precision,
+    /// Several GPUs (cuda:0,cuda:1).
+    #[arg(long)]
+    devices: Option<String>,
+    /// Provenance text for the weights' manifest (e.g. "synthetic phantoms").
+    #[arg(long, default_value = "")]
+    notes: String,
+}
+
+fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, PathBuf)> {
+    if let Some(dir) = &a.resume {
+        let config = train_cmd::load_config(&dir.join("config.toml"))?;
+        return Ok((config, dir.clone()));
+    }
+    let mut c = match &a.config {
+        Some(p) => train_cmd::load_config(p)?,
+        None => nvnet::train::TrainConfig::default(),
+    };
+    if let Some(v) = &a.data {
+        c.data = v.clone();
+    }
+    if c.data.as_os_str().is_empty() {
+        bail!("--data ROOT is required (or a --config that sets data)");
+    }
+    if let Some(v) = &a.val {
+        c.val = Some(v.clone());
+    }
+    if let Some(v) = &a.cache {
+        c.cache = Some(v.clone());
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    }
+    set!(
+        init_filters,
+        crop,
+        batch_size,
+        lr,
+        weight_decay,
+        epochs,
+        dropout,
+        foreground_fraction,
+        samples_per_epoch,
+        seed,
+        val_fraction,
+        val_every
+    );
+    if a.val_roi.is_some() {
+        c.val_roi = a.val_roi;
+    }
+    if a.no_vae {
+        c.vae = false;
+    }
+    if a.no_augment {
+        c.augment = false;
+    }
+    if let Some(m) = &a.modalities {
+        c.modalities = Modality::parse_list(m).map_err(anyhow::Error::msg)?;
+    }
+    let out = a.out.clone().context("--out RUN_DIR is required")?;
+    Ok((c, out))
 }
 
 fn parse_layout(text: &str) -> Result<nvnet::case::Layout, String> {
@@ -283,6 +422,25 @@ fn run(cli: Cli) -> Result<usize> {
             };
             device::with_backend!(device, |B, dev| predict::run::<B>(&dev, args))
         }
+        Command::Train(args) => {
+            let (config, out) = train_config(&args)?;
+            if args.print_config {
+                print!("{}", toml::to_string_pretty(&config)?);
+                return Ok(0);
+            }
+            if let Some(devices) = &args.devices {
+                bail!(
+                    "--devices {devices}: multi-GPU training is not implemented in this nvnet yet; train on one device"
+                );
+            }
+            config.validate().map_err(anyhow::Error::msg)?;
+            let notes = args.notes.clone();
+            device::with_train_backend!(device, args.precision, |B, dev| {
+                train_cmd::run::<B>(&dev, config, &out, notes)
+            })
+            .map(|()| 0)
+        }
+        Command::Export { from, out, half } => train_cmd::export(&from, &out, half).map(|()| 0),
         Command::Evaluate {
             pred,
             gt,
@@ -328,7 +486,7 @@ fn run(cli: Cli) -> Result<usize> {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 

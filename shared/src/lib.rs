@@ -17,6 +17,7 @@ pub mod nifti;
 pub mod npy;
 pub mod preprocess;
 pub mod synth;
+pub mod train;
 pub mod upsample;
 pub mod volume;
 pub mod weights;

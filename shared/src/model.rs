@@ -388,6 +388,12 @@ impl<B: Backend> NvNet<B> {
     }
 
     /// The architecture of this module, read back from its shapes.
+    /// The segmentation network alone: the VAE branch dropped (it only regularises training).
+    pub fn without_vae(mut self) -> Self {
+        self.vae = None;
+        self
+    }
+
     pub fn config(&self) -> NvNetConfig {
         let [f, cin, _, _, _] = self.conv_init.weight.dims();
         let [cout, _, _, _, _] = self.head_conv.weight.dims();

@@ -59,6 +59,9 @@ pub struct Manifest {
     /// The label values a label map made from this model uses.
     pub labels: LabelConvention,
     pub provenance: Provenance,
+    /// Stored as float16 (`nvnet export --half`, half the download); read back as float32.
+    #[serde(default)]
+    pub half: bool,
 }
 
 impl Manifest {
@@ -71,6 +74,7 @@ impl Manifest {
             outputs: Region::DEFAULT_ORDER.to_vec(),
             labels: LabelConvention::Brats2018,
             provenance,
+            half: false,
         }
     }
 
@@ -210,6 +214,9 @@ impl WeightsFormat {
 pub fn to_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
     let json = serde_json::to_string(manifest).map_err(|e| e.to_string())?;
     let mut store = BurnpackStore::from_bytes(None).metadata(MANIFEST_KEY, json);
+    if manifest.half {
+        store = store.with_to_adapter(burn_store::HalfPrecisionAdapter::new());
+    }
     store.collect_from(model).map_err(|e| e.to_string())?;
     store
         .get_bytes()
@@ -279,6 +286,9 @@ pub fn load_bytes<B: Backend>(
         })?;
     let mut store =
         BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())));
+    if manifest.half {
+        store = store.with_from_adapter(burn_store::HalfPrecisionAdapter::new());
+    }
     let result = model
         .load_from(&mut store)
         .map_err(|e| WeightsError::Format {
@@ -309,13 +319,14 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 // ---------------------------------------------------------------------------------------------
 // Any weights: nvnet's own, or a MONAI checkpoint.
 
-/// Load weights of any supported format from a file; `modalities` is the channel order of a
-/// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
 /// The embedded default model (F=8, trained on synthetic phantoms: see docs/TRAINING.md), the
 /// same bytes in the CLI and in the page. `None` until the training issue commits it.
 pub fn default_model() -> Option<&'static [u8]> {
     None
 }
+
+/// Load weights of any supported format from a file; `modalities` is the channel order of a
+/// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
 
 pub fn load_file<B: Backend>(
     path: &Path,

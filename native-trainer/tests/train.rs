@@ -1,0 +1,271 @@
+//! `nvnet train` on phantoms: the run's files, exact resume after SIGKILL, export.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use nvnet::backend::Cpu;
+
+fn nvnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvnet"))
+        .args(args)
+        .output()
+        .expect("run nvnet")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny run: 4 phantoms of 32×32×24, F=8 with the VAE on 16³ crops.
+fn tiny_args<'a>(data: &'a str, out: &'a str, cache: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--cache",
+        cache,
+        "--init-filters",
+        "8",
+        "--crop",
+        "16,16,16",
+        "--epochs",
+        "3",
+        "--samples-per-epoch",
+        "8",
+        "--val-fraction",
+        "0.25",
+        "--val-every",
+        "1",
+        "--lr",
+        "1e-3",
+        "--foreground-fraction",
+        "0.5",
+        "--seed",
+        "11",
+    ]
+}
+
+fn phantoms(dir: &Path) -> PathBuf {
+    let root = dir.join("data");
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&root),
+        "--cases",
+        "4",
+        "--shape",
+        "32,32,24",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    root
+}
+
+/// The network's output on a fixed input: equal weights give equal outputs, bit for bit.
+fn fingerprint(weights: &Path) -> Vec<f32> {
+    let device = Default::default();
+    let loaded = nvnet::weights::load_file::<Cpu>(weights, None, &device).unwrap();
+    let x: Vec<f32> = (0..4 * 16 * 16 * 16)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let x = Tensor::<Cpu, 5>::from_data(TensorData::new(x, [1, 4, 16, 16, 16]), &device);
+    loaded
+        .model
+        .forward(x)
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    // Every column but the wall time.
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(1);
+            f.join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantoms(dir.path());
+    let cache = dir.path().join("cache");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+
+    // The uninterrupted run, and its files.
+    let out = nvnet(&tiny_args(s(&data), s(&a), s(&cache)));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for f in [
+        "config.toml",
+        "split.json",
+        "metrics.csv",
+        "curves.png",
+        "last.bpk",
+        "best.bpk",
+        "checkpoint.nvck",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing: {t}");
+    }
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("split.json")).unwrap()).unwrap();
+    assert_eq!(split["train"].as_array().unwrap().len(), 3);
+    assert_eq!(split["val"].as_array().unwrap().len(), 1);
+    let csv = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("epoch,seconds,loss,dice_loss,l2_loss,kl_loss,lr,val_dice_WT"));
+    let manifest =
+        nvnet::weights::read_manifest(&std::fs::read(a.join("last.bpk")).unwrap(), "last").unwrap();
+    assert_eq!(manifest.provenance.source, "trained");
+    assert!(
+        manifest
+            .provenance
+            .notes
+            .contains("3 epoch(s) of 3, seed 11"),
+        "{manifest:?}"
+    );
+
+    // The same run, killed with SIGKILL as soon as its first checkpoint exists (mid-epoch 2).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvnet"))
+        .args(tiny_args(s(&data), s(&b), s(&cache)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !b.join("checkpoint.nvck").exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // What it left is loadable.
+    fingerprint(&b.join("last.bpk"));
+    let done_before = std::fs::read_to_string(b.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(done_before < 3, "the run finished before the kill");
+
+    let out = nvnet(&["train", "--resume", s(&b)]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("resuming after epoch"), "{t}");
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(
+        fingerprint(&a.join("last.bpk")),
+        fingerprint(&b.join("last.bpk"))
+    );
+}
+
+#[test]
+fn print_config_shows_the_paper_recipe_and_a_config_file_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = nvnet(&[
+        "train",
+        "--data",
+        "/nowhere",
+        "--out",
+        "/nowhere",
+        "--print-config",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for want in [
+        "init_filters = 32",
+        "vae = true",
+        "crop = [\n    160,\n    192,\n    128,\n]",
+        "lr = 0.0001",
+        "weight_decay = 0.00001",
+        "epochs = 300",
+        "dropout = 0.2",
+        "batch_size = 1",
+    ] {
+        assert!(t.contains(want), "'{want}' not in:\n{t}");
+    }
+    let file = dir.path().join("run.toml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = nvnet(&[
+        "train",
+        "--config",
+        s(&file),
+        "--epochs",
+        "7",
+        "--out",
+        "/nowhere",
+        "--print-config",
+    ]);
+    let t2 = text(&out);
+    assert!(out.status.success(), "{t2}");
+    assert_eq!(t2.replace("epochs = 7", "epochs = 300"), t);
+    // An unknown key is an error naming the file.
+    std::fs::write(&file, "data = \"x\"\nlearning_rate = 3\n").unwrap();
+    let out = nvnet(&[
+        "train",
+        "--config",
+        s(&file),
+        "--out",
+        "/x",
+        "--print-config",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("run.toml"), "{}", text(&out));
+}
+
+#[test]
+fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantoms(dir.path());
+    let run = dir.path().join("run");
+    let mut args = tiny_args(s(&data), s(&run), s(&data));
+    let at = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    args[at] = "1";
+    let out = nvnet(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let (full, half) = (dir.path().join("full.bpk"), dir.path().join("half.bpk"));
+    let best = run.join("best.bpk");
+    for (file, extra) in [(&full, None), (&half, Some("--half"))] {
+        let mut a = vec!["export", s(&best), "--out", s(file)];
+        a.extend(extra);
+        let out = nvnet(&a);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let (fs, hs) = (
+        std::fs::metadata(&full).unwrap().len(),
+        std::fs::metadata(&half).unwrap().len(),
+    );
+    assert!(hs * 10 < fs * 6, "half {hs} vs full {fs}");
+    let m = nvnet::weights::read_manifest(&std::fs::read(&half).unwrap(), "half").unwrap();
+    assert!(m.half && m.config.vae.is_none());
+    assert_eq!(m.provenance.source, "trained");
+    let (a, b) = (fingerprint(&full), fingerprint(&half));
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(d > 0.0 && d < 2e-2, "float16 weights change logits by {d}");
+}
