@@ -261,7 +261,7 @@ struct TrainArgs {
     val_fraction: Option<f64>,
     #[arg(long)]
     val_every: Option<usize>,
-    /// The validation window (default: the crop).
+    /// The validation window (default: each case's whole brain box).
     #[arg(long, value_parser = parse_shape)]
     val_roi: Option<[usize; 3]>,
     /// The input channel order.

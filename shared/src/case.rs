@@ -340,7 +340,13 @@ pub fn discover_dataset(root: &Path) -> Result<(Vec<CaseFiles>, Vec<CaseError>),
         .map_err(|e| err(e.to_string()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        // Hidden folders (the training cache, .git, ...) are not cases.
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     folders.sort();
     let mut cases = Vec::new();

@@ -478,6 +478,21 @@ mod tests {
     }
 
     #[test]
+    fn the_window_shrinks_to_fit_the_memory_budget() {
+        let config = crate::NvNetConfig::default().with_init_filters(16);
+        let whole = [144, 176, 112];
+        let big = crate::info::summarize(&config, whole).inference_bytes;
+        assert_eq!(choose_roi(&config, whole, big as u64 + 1), whole);
+        let budget = (big / 4.0) as u64;
+        let roi = choose_roi(&config, whole, budget);
+        assert!(roi.iter().all(|r| r % 8 == 0), "{roi:?}");
+        assert!(crate::info::summarize(&config, roi).inference_bytes <= budget as f64);
+        assert!(roi.iter().zip(whole).all(|(r, w)| *r <= w) && roi != whole);
+        // The longest axis gave way first.
+        assert!(roi[1] < whole[1]);
+    }
+
+    #[test]
     fn constant_blending_of_an_identity_prediction_returns_the_input() {
         let dims = [19, 23, 17];
         let n: usize = dims.iter().product();

@@ -60,7 +60,7 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Validate every N epochs (and after the last).
     pub val_every: usize,
-    /// The validation window (default: the training crop).
+    /// The validation window (default: each case's whole brain box, one window).
     pub val_roi: Option<[usize; 3]>,
     pub modalities: Vec<Modality>,
     /// Batches prepared ahead by the loader threads.
@@ -832,7 +832,6 @@ pub fn run<B: AutodiffBackend>(
             val,
         }
     };
-    let val_roi = config.val_roi.unwrap_or(config.crop);
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let start = std::time::Instant::now();
@@ -891,7 +890,8 @@ pub fn run<B: AutodiffBackend>(
             for (i, path) in state.val.iter().enumerate() {
                 reporter.validating(i, state.val.len());
                 let case = read_cached(path)?;
-                per.push(validate_case(&valid, &case, &outputs, val_roi, device)?);
+                let roi = config.val_roi.unwrap_or(case.dims);
+                per.push(validate_case(&valid, &case, &outputs, roi, device)?);
             }
             let mean = |r: usize| per.iter().map(|d| d[r]).sum::<f64>() / per.len() as f64;
             Some([mean(0), mean(1), mean(2)])

@@ -136,6 +136,7 @@ fn the_2023_layout_and_a_dataset_root_are_discovered() {
         LabelConvention::Brats2018
     );
     std::fs::create_dir(dir.path().join("not-a-case")).unwrap();
+    std::fs::create_dir(dir.path().join(".nvnet-cache")).unwrap(); // hidden: ignored
     match case::discover(dir.path()).unwrap() {
         Input::Dataset { cases, problems } => {
             assert_eq!(cases.len(), 1);
