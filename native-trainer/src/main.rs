@@ -164,6 +164,9 @@ enum Command {
         /// Index of the first case (case i is the same whatever the number made).
         #[arg(long, default_value_t = 0)]
         first: usize,
+        /// Keep only a window of this many voxels around the tumour (a small full-resolution case).
+        #[arg(long, value_parser = parse_shape)]
+        window: Option<[usize; 3]>,
         /// Also draw axial slices of the first two cases into this PNG.
         #[arg(long)]
         preview: Option<PathBuf>,
@@ -454,10 +457,19 @@ fn run(cli: Cli) -> Result<usize> {
             shape,
             layout,
             first,
+            window,
             preview,
-        } => {
-            volumes::synth(&out, cases, seed, shape, layout, first, preview.as_deref()).map(|()| 0)
-        }
+        } => volumes::synth(
+            &out,
+            cases,
+            seed,
+            shape,
+            layout,
+            first,
+            window,
+            preview.as_deref(),
+        )
+        .map(|()| 0),
         Command::Inspect { path, json } => {
             if volumes::inspect(&path, json)? {
                 Ok(0)

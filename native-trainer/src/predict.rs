@@ -77,10 +77,7 @@ fn load_models<B: Backend>(
                 Some(bytes) => {
                     weights::load_bytes::<B>(bytes, "the embedded default model", device)?
                 }
-                None => bail!(
-                    "--weights default: this nvnet has no embedded default model yet (it comes from \
-                     `nvnet train`, see docs/TRAINING.md); give a weights file"
-                ),
+                None => bail!("--weights default: this nvnet has no embedded default model"),
             }
         } else {
             weights::load_file::<B>(Path::new(w), args.modalities.as_deref(), device)?

@@ -12,6 +12,7 @@ use nvnet::nifti::{self, Geometry, Image};
 use nvnet::synth::{self, TumourKind};
 use serde_json::{Value, json};
 
+#[allow(clippy::too_many_arguments)]
 pub fn synth(
     out: &Path,
     cases: usize,
@@ -19,6 +20,7 @@ pub fn synth(
     shape: [usize; 3],
     layout: Layout,
     first: usize,
+    window: Option<[usize; 3]>,
     preview: Option<&Path>,
 ) -> Result<()> {
     if layout == Layout::Loose {
@@ -30,7 +32,10 @@ pub fn synth(
     let mut shown = Vec::new();
     for index in first..first + cases {
         let t = Instant::now();
-        let phantom = synth::generate(seed, index, shape, layout.labels());
+        let mut phantom = synth::generate(seed, index, shape, layout.labels());
+        if let Some(size) = window {
+            phantom = phantom.window(size);
+        }
         let folder = synth::write_case(&phantom, out, layout)?;
         let counts = RegionCounts::of(&phantom.seg, phantom.labels);
         let ml = phantom.geometry.spacing().iter().product::<f64>() / 1000.0;
@@ -58,10 +63,14 @@ pub fn synth(
         println!("preview: {}", path.display());
     }
     println!(
-        "{cases} case(s) of {}×{}×{} in {:.1} s",
+        "{cases} case(s) of {}×{}×{}{} in {:.1} s",
         shape[0],
         shape[1],
         shape[2],
+        match window {
+            Some(w) => format!(" (windows of {}×{}×{} around the tumour)", w[0], w[1], w[2]),
+            None => String::new(),
+        },
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -163,7 +163,7 @@ impl NvNetConfig {
             down,
             up,
             head_norm: GroupNormConfig::new(g, f).with_epsilon(GN_EPS).init(device),
-            head_conv: conv1(f, self.out_channels, true, device),
+            head_conv: head(f, self.out_channels, device),
             vae,
             dropout: self.dropout,
         })
@@ -176,6 +176,24 @@ fn conv3<B: Backend>(cin: usize, cout: usize, stride: usize, device: &B::Device)
         .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
         .with_bias(false)
         .init(device)
+}
+
+/// The prior probability of a tumour voxel that a fresh head starts from.
+pub const HEAD_PRIOR: f64 = 0.02;
+
+/// The head: a 1×1×1 convolution whose bias starts at logit(HEAD_PRIOR). Starting at p = 0.5
+/// everywhere, the soft Dice loss is stuck near 1 (Σp² over the background swamps it) and Adam
+/// moves the bias only ~lr per step: thousands of steps are lost before anything is learnt.
+/// The prior start (as RetinaNet's) lets training begin at once.
+fn head<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv3d<B> {
+    let mut conv = conv1(cin, cout, true, device);
+    let prior = (HEAD_PRIOR / (1.0 - HEAD_PRIOR)).ln() as f32;
+    conv.bias = Some(burn::module::Param::from_tensor(Tensor::full(
+        [cout],
+        prior,
+        device,
+    )));
+    conv
 }
 
 fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) -> Conv3d<B> {

@@ -7,8 +7,9 @@
 
 use std::io::Read;
 
-/// The largest volume accepted: 1024³ voxels (BraTS is 240×240×155 ≈ 9·10⁶).
-pub const MAX_VOXELS: u64 = 1 << 30;
+/// The largest volume accepted: 2^28 voxels, e.g. 1024×1024×256 (BraTS is 240×240×155 ≈ 9·10⁶).
+/// With float64 that is 2 GiB of decompressed data at most, which a browser tab can hold.
+pub const MAX_VOXELS: u64 = 1 << 28;
 
 /// Why a file was refused. The message names the file.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -517,6 +517,68 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
     }
 }
 
+impl Phantom {
+    /// Cut a window of `size` voxels centred on the tumour (or the brain centre when there is
+    /// none), kept inside the grid: a small case at full resolution (the page's sample). The
+    /// affine moves with the window, so world positions are unchanged.
+    pub fn window(self, size: [usize; 3]) -> Phantom {
+        let dims = self.geometry.dims;
+        let size = [0, 1, 2].map(|a| size[a].min(dims[a]));
+        let [nx, ny, _] = dims;
+        let (mut sum, mut n) = ([0f64; 3], 0usize);
+        for (v, &l) in self.seg.iter().enumerate() {
+            if l != 0 {
+                let ijk = [v % nx, (v / nx) % ny, v / (nx * ny)];
+                for a in 0..3 {
+                    sum[a] += ijk[a] as f64;
+                }
+                n += 1;
+            }
+        }
+        let centre = if n > 0 {
+            sum.map(|s| s / n as f64)
+        } else {
+            dims.map(|d| d as f64 / 2.0)
+        };
+        let start = [0, 1, 2].map(|a| {
+            ((centre[a] - size[a] as f64 / 2.0).round().max(0.0) as usize).min(dims[a] - size[a])
+        });
+        let cut = |v: &[i16]| -> Vec<i16> { cut_window(v, dims, start, size) };
+        let images = self.images.iter().map(|(m, v)| (*m, cut(v))).collect();
+        let seg = cut_window(&self.seg, dims, start, size);
+        let mut g = self.geometry.clone();
+        let a = g.affine;
+        let offset: [f64; 3] =
+            [0, 1, 2].map(|r| a[r][3] + (0..3).map(|c| a[r][c] * start[c] as f64).sum::<f64>());
+        for r in 0..3 {
+            // As stored (float32), like the rest of the header.
+            let o = offset[r] as f32 as f64;
+            g.srow[r][3] = o;
+            g.affine[r][3] = o;
+            g.quatern[3 + r] = o;
+        }
+        g.dims = size;
+        Phantom {
+            images,
+            seg,
+            geometry: g,
+            ..self
+        }
+    }
+}
+
+fn cut_window<T: Copy>(v: &[T], dims: [usize; 3], start: [usize; 3], size: [usize; 3]) -> Vec<T> {
+    let [nx, ny, _] = dims;
+    let mut out = Vec::with_capacity(size.iter().product());
+    for k in start[2]..start[2] + size[2] {
+        for j in start[1]..start[1] + size[1] {
+            let row = nx * (j + ny * k);
+            out.extend_from_slice(&v[row + start[0]..row + start[0] + size[0]]);
+        }
+    }
+    out
+}
+
 /// BraTS's orientation: x and y flipped (LPS-like), diag(−sx, −sy, sz), as qform and sform.
 fn brats_like_geometry(dims: [usize; 3], spacing: [f64; 3]) -> Geometry {
     // As stored (float32), so that the geometry in memory is the one written.

@@ -650,8 +650,12 @@ pub fn prepare_data(
         for (i, files) in cases.iter().enumerate() {
             let (path, new) = cached(&cache, files, &config.modalities)?;
             built += new as usize;
-            if new {
-                reporter.message(&format!("cached {} ({}/{})", files.id, i + 1, cases.len()));
+            if new && (built == 1 || (i + 1) % 10 == 0 || i + 1 == cases.len()) {
+                reporter.message(&format!(
+                    "preprocessing into the cache: {}/{}",
+                    i + 1,
+                    cases.len()
+                ));
             }
             out.insert(files.id.clone(), path);
         }

@@ -319,10 +319,11 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 // ---------------------------------------------------------------------------------------------
 // Any weights: nvnet's own, or a MONAI checkpoint.
 
-/// The embedded default model (F=8, trained on synthetic phantoms: see docs/TRAINING.md), the
-/// same bytes in the CLI and in the page. `None` until the training issue commits it.
+/// The embedded default model, the same bytes in the CLI and in the page: F=8, trained on
+/// synthetic phantoms (`nvnet synth`) — a demonstration, not for clinical use. How it was made
+/// and how well it does: docs/TRAINING.md.
 pub fn default_model() -> Option<&'static [u8]> {
-    None
+    Some(include_bytes!("../models/default.bpk"))
 }
 
 /// Load weights of any supported format from a file; `modalities` is the channel order of a
