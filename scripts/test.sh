@@ -7,4 +7,7 @@ start=$(date +%s)
 # One invocation, so that the library's features (flex, autodiff, wgpu) are unified and Burn is
 # built once. The wgpu tests run on Vulkan (llvmpipe without a GPU).
 cargo test --workspace --locked --no-fail-fast
+# The trainers' CUDA binary must build here too (burn-cuda loads the CUDA libraries at run time,
+# so it builds without a GPU; running it needs one).
+cargo build --release --locked -p nvnet-cli --features cuda
 echo "[test] all tests passed in $(( $(date +%s) - start )) s" >&2
