@@ -72,9 +72,9 @@ impl Reporter for CliReporter {
     }
 }
 
-/// The commit of this source tree, when built from git.
+/// The commit of this source tree (set by build.rs from git; "unknown" outside a checkout).
 fn commit() -> String {
-    option_env!("NVNET_COMMIT").unwrap_or("unknown").to_string()
+    env!("NVNET_COMMIT").to_string()
 }
 
 pub fn run<B: AutodiffBackend>(
