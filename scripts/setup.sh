@@ -16,9 +16,10 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unkno
   rustup target add wasm32-unknown-unknown
 fi
 
-# System packages: Vulkan on the CPU (llvmpipe) for the native wgpu tests.
+# System packages: Vulkan on the CPU (llvmpipe) for the native wgpu tests; Chromium for the
+# browser tests (WebGPU on SwiftShader), with its driver for WebDriver users.
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1; do
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -26,6 +27,19 @@ if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The page's build tools, at pinned versions: trunk 0.21.14 (0.22 needs a newer rustc) and
+# the wasm-bindgen CLI matching the wasm-bindgen of Cargo.lock (`--locked` fails for it: one
+# of its locked dependencies is gone from the registry).
+wbg_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+if ! trunk --version 2>/dev/null | grep -q '0.21.14'; then
+  say "installing trunk 0.21.14 (about 10 minutes)"
+  cargo install --locked trunk --version 0.21.14
+fi
+if ! wasm-bindgen --version 2>/dev/null | grep -q "$wbg_version"; then
+  say "installing wasm-bindgen-cli $wbg_version"
+  cargo install wasm-bindgen-cli --version "$wbg_version"
 fi
 
 # One warm target directory outside the clone, reused by later runs.

@@ -4,9 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 start=$(date +%s)
+# The web page (web/ → wasm, www/), which the browser tests in tests/ load from dist/.
+trunk build --release --offline=true
 # One invocation, so that the library's features (flex, autodiff, wgpu) are unified and Burn is
-# built once. The wgpu tests run on Vulkan (llvmpipe without a GPU).
-cargo test --workspace --locked --no-fail-fast
+# built once (the wasm crate is built by trunk above, for wasm32). The wgpu tests run on Vulkan
+# (llvmpipe without a GPU); the browser tests in tests/ drive headless Chromium on dist/.
+cargo test --workspace --exclude nvnet-web --locked --no-fail-fast
 # The trainers' CUDA binary must build here too (burn-cuda loads the CUDA libraries at run time,
 # so it builds without a GPU; running it needs one).
 cargo build --release --locked -p nvnet-cli --features cuda

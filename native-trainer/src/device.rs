@@ -47,7 +47,7 @@ macro_rules! with_backend {
             #[cfg(feature = "wgpu")]
             $crate::device::DeviceKind::Wgpu => {
                 type $B = nvnet::backend::Wgpu;
-                let $dev: burn::tensor::Device<$B> = Default::default();
+                let $dev: burn::tensor::Device<$B> = $crate::device::open_wgpu()?;
                 $body
             }
             #[cfg(feature = "cuda")]
@@ -65,6 +65,31 @@ macro_rules! with_backend {
     }};
 }
 pub(crate) use with_backend;
+
+/// `--gpu-limits`: open the wgpu device with at most these buffer limits.
+pub static GPU_CAP: std::sync::OnceLock<nvnet::gpu::GpuLimits> = std::sync::OnceLock::new();
+/// The limits of the wgpu device opened by `open_wgpu` (the windows are sized from them).
+pub static GPU_LIMITS: std::sync::OnceLock<nvnet::gpu::GpuLimits> = std::sync::OnceLock::new();
+
+/// Open the wgpu device (with `--gpu-limits` applied) and remember its limits.
+#[cfg(feature = "wgpu")]
+pub fn open_wgpu() -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
+    let gpu = futures_lite::future::block_on(nvnet::gpu::open(GPU_CAP.get().copied()))
+        .map_err(|e| anyhow::anyhow!("--device wgpu: {e}"))?;
+    let _ = GPU_LIMITS.set(gpu.limits);
+    Ok(gpu.device)
+}
+
+/// "128M,256M": the storage-binding and buffer-size limits.
+pub fn parse_gpu_limits(s: &str) -> Result<nvnet::gpu::GpuLimits, String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}': expected BINDING,BUFFER such as 128M,256M"))?;
+    Ok(nvnet::gpu::GpuLimits {
+        max_storage_binding: crate::predict::parse_bytes(a)?,
+        max_buffer: crate::predict::parse_bytes(b)?,
+    })
+}
 
 /// burn-cuda loads libcuda at run time and panics without it: check first, say it plainly.
 #[cfg(feature = "cuda")]

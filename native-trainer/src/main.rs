@@ -30,6 +30,10 @@ struct Cli {
     /// Where tensors live: cpu (Burn's flex backend), wgpu (Vulkan/Metal/DX12) or cuda.
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceKind,
+    /// With --device wgpu: open the GPU with at most these buffer limits, BINDING,BUFFER
+    /// (e.g. 128M,256M: WebGPU's defaults); inference windows are sized to fit them.
+    #[arg(long, global = true, value_parser = device::parse_gpu_limits)]
+    gpu_limits: Option<nvnet::gpu::GpuLimits>,
     #[command(subcommand)]
     command: Command,
 }
@@ -362,6 +366,9 @@ fn main() -> ExitCode {
 /// Run a command; the number of cases that failed (0 for commands without cases).
 fn run(cli: Cli) -> Result<usize> {
     let device = cli.device;
+    if let Some(cap) = cli.gpu_limits {
+        let _ = device::GPU_CAP.set(cap);
+    }
     match cli.command {
         Command::Predict {
             weights,
@@ -417,6 +424,8 @@ fn run(cli: Cli) -> Result<usize> {
                         DeviceKind::Wgpu => 2 << 30,
                         DeviceKind::Cuda => 8 << 30,
                     }),
+                    // Set from the opened device's limits (wgpu).
+                    max_buffer: None,
                 },
                 labels_given: labels.is_some(),
                 save_probabilities,

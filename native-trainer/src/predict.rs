@@ -107,6 +107,9 @@ fn load_models<B: Backend>(
 pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usize> {
     let (cases, refused) = collect_cases(&args)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
+    if let Some(limits) = crate::device::GPU_LIMITS.get() {
+        args.options.max_buffer = Some(limits.max_tensor());
+    }
     if !args.labels_given {
         args.options.labels = manifest.labels;
     }
@@ -174,12 +177,16 @@ fn predict_case<B: Backend>(
         let est = nvnet::info::summarize(&models[0].config(), seg.roi).inference_bytes;
         bar.suspend(|| {
             eprintln!(
-                "{}: window {:?} ({} windows), estimated {:.2} GiB of activations per window (budget {:.2} GiB)",
+                "{}: window {:?} ({} windows), estimated {:.2} GiB of activations per window (budget {:.2} GiB), largest tensor {:.1} MiB (limit {})",
                 case.id,
                 seg.roi,
                 seg.windows,
                 est / (1u64 << 30) as f64,
-                args.options.memory_budget as f64 / (1u64 << 30) as f64
+                args.options.memory_budget as f64 / (1u64 << 30) as f64,
+                nvnet::info::largest_tensor_bytes(&models[0].config(), seg.roi) / (1u64 << 20) as f64,
+                args.options
+                    .max_buffer
+                    .map_or("none".to_string(), |m| format!("{:.1} MiB", m as f64 / (1u64 << 20) as f64))
             )
         });
     }

@@ -410,3 +410,75 @@ fn the_embedded_default_model_segments_unseen_phantoms() {
         "mean WT Dice {mean_wt}:\n{table}"
     );
 }
+
+/// The window-sizing rule of the web page, natively: a wgpu device (llvmpipe here) opened with
+/// only WebGPU's default limits (128 MiB storage binding, 256 MiB buffer) segments a whole
+/// 240×240×155 case, with no tensor above the binding limit, and agrees with the CPU on the
+/// same window.
+#[test]
+fn webgpu_default_limits_segment_a_whole_case_on_wgpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let out = nvnet(&["synth", "--out", s(&root), "--cases", "1", "--seed", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gpu_dir = dir.path().join("gpu");
+    let out = nvnet(&[
+        "--device",
+        "wgpu",
+        "--gpu-limits",
+        "128MiB,256MiB",
+        "predict",
+        "--weights",
+        "default",
+        "--input",
+        s(&root),
+        "--output",
+        s(&gpu_dir),
+        "--no-tta",
+        "--verbose",
+    ]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    eprintln!("{log}");
+    // "... window [D, H, W] (N windows) ..., largest tensor X MiB (limit 128.0 MiB)"
+    let line = log
+        .lines()
+        .find(|l| l.contains("largest tensor"))
+        .expect("the --verbose window line");
+    assert!(line.contains("(limit 128.0 MiB)"), "{line}");
+    let largest: f64 = line
+        .split("largest tensor ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("largest tensor size");
+    assert!(largest <= 128.0, "{line}");
+    let roi = line
+        .split("window [")
+        .nth(1)
+        .and_then(|t| t.split(']').next())
+        .expect("window")
+        .replace(' ', "");
+    let cpu_dir = dir.path().join("cpu");
+    let out = nvnet(&[
+        "predict",
+        "--weights",
+        "default",
+        "--input",
+        s(&root),
+        "--output",
+        s(&cpu_dir),
+        "--no-tta",
+        "--roi",
+        &roi,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let name = "Phantom-00000.nii.gz";
+    let a = nifti::read_path(&gpu_dir.join(name)).unwrap();
+    let b = nifti::read_path(&cpu_dir.join(name)).unwrap();
+    assert_eq!(a.dims(), [240, 240, 155]);
+    assert_eq!(a.geometry, b.geometry);
+    let (la, lb) = (a.to_f32(), b.to_f32());
+    let same = la.iter().zip(&lb).filter(|(x, y)| x == y).count() as f64 / la.len() as f64;
+    assert!(same >= 0.999, "wgpu and cpu agree on {same}");
+}

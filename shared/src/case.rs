@@ -244,13 +244,26 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// A case id for loose files: the common start of their names, trimmed of separators.
 fn loose_case_id<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> String {
-    let stems: Vec<String> = paths
-        .map(|p| {
-            let n = file_name(p);
-            nifti_stem(&n).unwrap_or(&n).to_string()
-        })
+    let names: Vec<String> = paths.map(|p| file_name(p)).collect();
+    case_id_of_names(&names)
+}
+
+/// A case id from the names of its files: the BraTS id when they all carry the same one, else
+/// the common start of their names trimmed of separators, else `case`.
+pub fn case_id_of_names(names: &[String]) -> String {
+    let brats: Vec<Option<String>> = names
+        .iter()
+        .map(|n| parse_brats_name(n).map(|(id, _, _)| id))
+        .collect();
+    if let Some(Some(first)) = brats.first()
+        && brats.iter().all(|b| b.as_ref() == Some(first))
+    {
+        return first.clone();
+    }
+    let stems: Vec<String> = names
+        .iter()
+        .map(|n| nifti_stem(n).unwrap_or(n).to_string())
         .collect();
     let Some(first) = stems.first() else {
         return "case".into();

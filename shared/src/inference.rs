@@ -224,6 +224,10 @@ pub struct InferenceOptions {
     pub min_et_voxels: Option<usize>,
     /// Bytes of device memory one window may use (activations, estimated).
     pub memory_budget: u64,
+    /// The largest single buffer the device can bind (WebGPU's `maxStorageBufferBindingSize`
+    /// and `maxBufferSize`, the smaller): no tensor of a window may exceed it.
+    #[serde(default)]
+    pub max_buffer: Option<u64>,
 }
 
 impl Default for InferenceOptions {
@@ -236,6 +240,7 @@ impl Default for InferenceOptions {
             labels: LabelConvention::Brats2018,
             min_et_voxels: None,
             memory_budget: 4 << 30,
+            max_buffer: None,
         }
     }
 }
@@ -269,13 +274,20 @@ pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String>
 }
 
 /// The window size for a box: the whole box (rounded up to a multiple of 8) when its estimated
-/// activation memory fits `budget`, else the largest multiple-of-8 window that does, shrinking
-/// the longest axis first.
-pub fn choose_roi(config: &crate::NvNetConfig, box_size: [usize; 3], budget: u64) -> [usize; 3] {
+/// activation memory fits `budget` and its largest tensor fits `max_buffer`, else the largest
+/// multiple-of-8 window that does, shrinking the longest axis first.
+pub fn choose_roi(
+    config: &crate::NvNetConfig,
+    box_size: [usize; 3],
+    budget: u64,
+    max_buffer: Option<u64>,
+) -> [usize; 3] {
     let mut roi = box_size.map(|s| s.div_ceil(8).max(2) * 8);
     loop {
         let bytes = crate::info::summarize(config, roi).inference_bytes;
-        if bytes <= budget as f64 || roi.iter().all(|&r| r <= 16) {
+        let largest = crate::info::largest_tensor_bytes(config, roi);
+        let fits = bytes <= budget as f64 && max_buffer.is_none_or(|m| largest <= m as f64);
+        if fits || roi.iter().all(|&r| r <= 16) {
             return roi;
         }
         let a = (0..3).max_by_key(|&a| roi[a]).unwrap();
@@ -353,8 +365,118 @@ pub fn window_work<B: Backend>(
     WindowWork { mean, variance }
 }
 
-/// Run the models over a prepared case (synchronously: native backends), calling `progress`
-/// with (windows done, total) after each window.
+/// One prediction in progress: the prepared case and the blending buffers, fed one window at a
+/// time. Native code drives it synchronously (`segment`); the web page drives it asynchronously
+/// (WebGPU reads back with `into_data_async`), with the same arithmetic.
+pub struct Segmenter {
+    prepared: Prepared,
+    roi: [usize; 3],
+    mean: SlidingWindow,
+    variance: Option<SlidingWindow>,
+    blend_logits: bool,
+}
+
+impl Segmenter {
+    pub fn new(
+        config: &crate::NvNetConfig,
+        models: usize,
+        outputs: &[Region],
+        case: &Case,
+        modalities: &[Modality],
+        options: &InferenceOptions,
+    ) -> Result<Self, String> {
+        let prepared = prepare(case, modalities)?;
+        let roi = options.roi.unwrap_or_else(|| {
+            choose_roi(
+                config,
+                prepared.crop.size,
+                options.memory_budget,
+                options.max_buffer,
+            )
+        });
+        let window = || {
+            SlidingWindow::new(
+                prepared.crop.size,
+                roi,
+                options.overlap,
+                options.blend,
+                outputs.len(),
+            )
+        };
+        Ok(Segmenter {
+            mean: window(),
+            variance: options.tta.then(window),
+            blend_logits: models == 1 && !options.tta,
+            roi,
+            prepared,
+        })
+    }
+
+    pub fn roi(&self) -> [usize; 3] {
+        self.roi
+    }
+
+    /// How many windows.
+    pub fn len(&self) -> usize {
+        self.mean.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mean.is_empty()
+    }
+
+    /// Window `w` of the input as a [1, C, D, H, W] tensor on `device`.
+    pub fn window<B: Backend>(&self, w: usize, device: &B::Device) -> Tensor<B, 5> {
+        let data = self
+            .mean
+            .extract(&self.prepared.input, self.prepared.channels, w);
+        let shape = [
+            1,
+            self.prepared.channels,
+            self.roi[0],
+            self.roi[1],
+            self.roi[2],
+        ];
+        Tensor::from_data(TensorData::new(data, shape), device)
+    }
+
+    /// The network's results for window `w`, read back from the device.
+    pub fn add(&mut self, w: usize, mean: &[f32], variance: Option<&[f32]>) {
+        self.mean.add(w, mean);
+        if let (Some(sw), Some(v)) = (self.variance.as_mut(), variance) {
+            sw.add(w, v);
+        }
+    }
+
+    /// Blend, paste back on the case's grid, threshold.
+    pub fn finish(
+        self,
+        case: &Case,
+        outputs: &[Region],
+        options: &InferenceOptions,
+    ) -> Result<Segmentation, String> {
+        let windows = self.mean.len();
+        let mut boxed = self.mean.finish();
+        if self.blend_logits {
+            for v in &mut boxed {
+                *v = 1.0 / (1.0 + (-*v).exp());
+            }
+        }
+        finish(
+            case,
+            outputs,
+            options,
+            &self.prepared.crop,
+            boxed,
+            self.variance.map(|s| s.finish()),
+            self.roi,
+            windows,
+        )
+    }
+}
+
+/// Run the models over a case (synchronously: native backends), calling `progress` with
+/// (windows done, total) after each window.
 pub fn segment<B: Backend>(
     models: &[NvNet<B>],
     outputs: &[Region],
@@ -364,57 +486,65 @@ pub fn segment<B: Backend>(
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Segmentation, String> {
-    let prepared = prepare(case, modalities)?;
-    let config = models[0].config();
-    let roi = options
-        .roi
-        .unwrap_or_else(|| choose_roi(&config, prepared.crop.size, options.memory_budget));
-    let blend_logits = models.len() == 1 && !options.tta;
-    let c_out = outputs.len();
-    let mut mean_sw = SlidingWindow::new(
-        prepared.crop.size,
-        roi,
-        options.overlap,
-        options.blend,
-        c_out,
-    );
-    let mut var_sw = options.tta.then(|| {
-        SlidingWindow::new(
-            prepared.crop.size,
-            roi,
-            options.overlap,
-            options.blend,
-            c_out,
-        )
-    });
-    let total = mean_sw.len();
+    let mut run = Segmenter::new(
+        &models[0].config(),
+        models.len(),
+        outputs,
+        case,
+        modalities,
+        options,
+    )?;
+    let total = run.len();
     for w in 0..total {
-        let data = mean_sw.extract(&prepared.input, prepared.channels, w);
-        let shape = [1, prepared.channels, roi[0], roi[1], roi[2]];
-        let window = Tensor::<B, 5>::from_data(TensorData::new(data, shape), device);
-        let work = window_work(models, window, options.tta);
-        mean_sw.add(w, &to_vec(work.mean)?);
-        if let (Some(sw), Some(v)) = (var_sw.as_mut(), work.variance) {
-            sw.add(w, &to_vec(v)?);
-        }
+        let work = window_work(models, run.window(w, device), options.tta);
+        let mean = to_vec(work.mean)?;
+        let variance = work.variance.map(to_vec).transpose()?;
+        run.add(w, &mean, variance.as_deref());
         progress(w + 1, total);
     }
-    let mut boxed = mean_sw.finish();
-    if blend_logits {
-        for v in &mut boxed {
-            *v = 1.0 / (1.0 + (-*v).exp());
-        }
-    }
-    finish(
-        case,
+    run.finish(case, outputs, options)
+}
+
+/// [`segment`] for backends that read back asynchronously (WebGPU in the browser): the same
+/// windows, the same arithmetic. `progress` gets (windows done, total) after each window.
+pub async fn segment_async<B: Backend>(
+    models: &[NvNet<B>],
+    outputs: &[Region],
+    case: &Case,
+    modalities: &[Modality],
+    options: &InferenceOptions,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Segmentation, String> {
+    let mut run = Segmenter::new(
+        &models[0].config(),
+        models.len(),
         outputs,
+        case,
+        modalities,
         options,
-        &prepared.crop,
-        boxed,
-        var_sw.map(|s| s.finish()),
-        roi,
-        total,
-    )
+    )?;
+    let total = run.len();
+    for w in 0..total {
+        let work = window_work(models, run.window(w, device), options.tta);
+        let mean = to_vec_async(work.mean).await?;
+        let variance = match work.variance {
+            Some(v) => Some(to_vec_async(v).await?),
+            None => None,
+        };
+        run.add(w, &mean, variance.as_deref());
+        progress(w + 1, total);
+    }
+    run.finish(case, outputs, options)
+}
+
+async fn to_vec_async<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
+    t.into_data_async()
+        .await
+        .map_err(|e| format!("reading a window back from the device: {e:?}"))?
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading a window back from the device: {e:?}"))
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
@@ -482,9 +612,9 @@ mod tests {
         let config = crate::NvNetConfig::default().with_init_filters(16);
         let whole = [144, 176, 112];
         let big = crate::info::summarize(&config, whole).inference_bytes;
-        assert_eq!(choose_roi(&config, whole, big as u64 + 1), whole);
+        assert_eq!(choose_roi(&config, whole, big as u64 + 1, None), whole);
         let budget = (big / 4.0) as u64;
-        let roi = choose_roi(&config, whole, budget);
+        let roi = choose_roi(&config, whole, budget, None);
         assert!(roi.iter().all(|r| r % 8 == 0), "{roi:?}");
         assert!(crate::info::summarize(&config, roi).inference_bytes <= budget as f64);
         assert!(roi.iter().zip(whole).all(|(r, w)| *r <= w) && roi != whole);

@@ -71,6 +71,20 @@ fn resblock(stage: &mut Stage, kept: &mut f64, c: usize, s: [usize; 3]) {
     conv(stage, kept, c, c, 3, false, s);
 }
 
+/// Bytes of the largest single tensor of an inference forward pass at `shape` (f32): the
+/// widest of the input, the full-resolution feature maps and the output. A GPU must bind it as
+/// one storage buffer, so this is what WebGPU's binding limit caps.
+pub fn largest_tensor_bytes(config: &NvNetConfig, shape: [usize; 3]) -> f64 {
+    let m = config.size_multiple();
+    let shape = shape.map(|s| s.div_ceil(m) * m);
+    // Deeper levels have 2× the channels on 1/8 of the voxels: the full resolution dominates.
+    let widest = config
+        .in_channels
+        .max(config.init_filters)
+        .max(config.out_channels);
+    4.0 * widest as f64 * voxels(shape)
+}
+
 /// Summarise `config` for an input of `shape` (D, H, W; rounded up to the size multiple).
 pub fn summarize(config: &NvNetConfig, shape: [usize; 3]) -> Summary {
     let m = config.size_multiple();

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod case;
 pub mod fsutil;
+pub mod gpu;
 pub mod inference;
 pub mod info;
 pub mod labels;

@@ -202,6 +202,28 @@ fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) ->
         .init(device)
 }
 
+/// `norm.forward(x)` computed with the statistics summed one axis at a time: Burn's GroupNorm
+/// sums each group in one reduction over C/G·D·H·W values, which wgpu on llvmpipe gets wrong
+/// beyond about 10⁵ values (a 64×64×48 window gave errors of 10² after the first norm; tested
+/// in wgpu_reference.rs). Short reductions are also more accurate in float32.
+pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let [b, c, d, h, w] = x.dims();
+    let g = norm.num_groups;
+    let n = (c / g * d * h * w) as f64;
+    let grouped = x.reshape([b * g, c / g * d, h, w]);
+    let sum = |t: Tensor<B, 4>| t.sum_dim(3).sum_dim(2).sum_dim(1);
+    let mean = sum(grouped.clone()) / n;
+    let centred = grouped - mean;
+    let var = sum(centred.clone().square()) / n;
+    let normed = (centred / (var + norm.epsilon).sqrt()).reshape([b, c, d, h, w]);
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) if norm.affine => {
+            normed * gamma.val().reshape([1, c, 1, 1, 1]) + beta.val().reshape([1, c, 1, 1, 1])
+        }
+        _ => normed,
+    }
+}
+
 /// GN → ReLU → conv3 → GN → ReLU → conv3, plus the identity.
 #[derive(Module, Debug)]
 pub struct ResBlock<B: Backend> {
@@ -226,8 +248,8 @@ impl<B: Backend> ResBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let y = self.conv1.forward(relu(self.norm1.forward(x.clone())));
-        let y = self.conv2.forward(relu(self.norm2.forward(y)));
+        let y = self.conv1.forward(relu(group_norm(&self.norm1, x.clone())));
+        let y = self.conv2.forward(relu(group_norm(&self.norm2, y)));
         y + x
     }
 }
@@ -315,7 +337,7 @@ impl<B: Backend> VaeBranch<B> {
         let [b, _, _, _, _] = deepest.dims();
         let x = self
             .down_conv
-            .forward(relu(self.down_norm.forward(deepest)));
+            .forward(relu(group_norm(&self.down_norm, deepest)));
         let stats = self.encode.forward(x.flatten::<2>(1, 4));
         let mu = stats.clone().narrow(1, 0, VAE_LATENT);
         // σ = softplus(v) + 1e-6: smooth, positive, and its gradient never vanishes as exp's can explode.
@@ -389,7 +411,7 @@ impl<B: Backend> NvNet<B> {
         for level in &self.up {
             y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
         }
-        let logits = self.head_conv.forward(relu(self.head_norm.forward(y)));
+        let logits = self.head_conv.forward(relu(group_norm(&self.head_norm, y)));
         (logits, deepest)
     }
 

@@ -339,29 +339,41 @@ pub fn load_file<B: Backend>(
         file: file.clone(),
         source,
     })?;
-    match WeightsFormat::sniff(&bytes) {
-        Some(WeightsFormat::Burnpack) => load_bytes(&bytes, &file, device),
-        #[cfg(feature = "pytorch")]
-        Some(WeightsFormat::Pytorch) => {
-            // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
-            let mut store = burn_store::PytorchStore::from_file(path).map_indices_contiguous(false);
-            let tensors = store
-                .get_all_snapshots()
-                .map_err(|e| WeightsError::Format {
-                    file: file.clone(),
-                    why: format!("cannot read the PyTorch checkpoint: {e}"),
-                })?
-                .clone();
-            import_monai(tensors, &file, &bytes, modalities, device)
-        }
-        #[cfg(not(feature = "pytorch"))]
+    #[cfg(feature = "pytorch")]
+    if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
+        // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
+        let mut store = burn_store::PytorchStore::from_file(path).map_indices_contiguous(false);
+        let tensors = store
+            .get_all_snapshots()
+            .map_err(|e| WeightsError::Format {
+                file: file.clone(),
+                why: format!("cannot read the PyTorch checkpoint: {e}"),
+            })?
+            .clone();
+        return import_monai(tensors, &file, &bytes, modalities, device);
+    }
+    load_any_bytes(&bytes, &file, modalities, device)
+}
+
+/// Load weights from bytes (the web page's "Load weights…"): nvnet `.bpk` or a MONAI
+/// `.safetensors`. PyTorch's `.pt` needs a file (see [`load_file`]).
+pub fn load_any_bytes<B: Backend>(
+    bytes: &[u8],
+    file: &str,
+    modalities: Option<&[Modality]>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    match WeightsFormat::sniff(bytes) {
+        Some(WeightsFormat::Burnpack) => load_bytes(bytes, file, device),
         Some(WeightsFormat::Pytorch) => Err(WeightsError::Format {
-            file,
-            why: "this build reads MONAI checkpoints as .safetensors only, not PyTorch .pt".into(),
+            file: file.to_string(),
+            why: "a PyTorch .pt checkpoint is read by the nvnet command only: convert it with \
+                  `nvnet import FILE.pt --out FILE.bpk`, or save it as .safetensors"
+                .into(),
         }),
-        Some(WeightsFormat::Safetensors) => import_safetensors(&bytes, &file, modalities, device),
+        Some(WeightsFormat::Safetensors) => import_safetensors(bytes, file, modalities, device),
         None => Err(WeightsError::Format {
-            file,
+            file: file.to_string(),
             why: "it is neither an nvnet .bpk, a PyTorch .pt nor a .safetensors file".into(),
         }),
     }

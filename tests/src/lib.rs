@@ -1,1 +1,54 @@
+//! Helpers of nvnet's end-to-end tests: a static file server for the built page, a headless
+//! Chromium driven through the DevTools protocol (CDP), and paths to what the build produced.
 
+pub mod cdp;
+pub mod page;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The `nvnet` binary cargo built beside this test (`cargo test --workspace` builds it).
+pub fn nvnet_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>/nvnet
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = dir.join(format!("nvnet{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p nvnet-cli` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The page built by `trunk build --release` (scripts/test.sh builds it before the tests).
+pub fn dist() -> PathBuf {
+    let dist = repo_root().join("dist");
+    assert!(
+        dist.join("index.html").exists() && dist.join("nvnet-web_bg.wasm").exists(),
+        "{}: the page is not built; run `trunk build --release` at the repository root",
+        dist.display()
+    );
+    dist
+}
+
+/// Where the tests keep what a person may want to look at (screenshots): `target/e2e`.
+pub fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("e2e");
+    std::fs::create_dir_all(&dir).expect("artifacts folder");
+    dir
+}

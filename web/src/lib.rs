@@ -1,1 +1,415 @@
+//! The web page's engine. It runs in a Web Worker (`www/worker.js`), so that the page stays
+//! responsive: the worker hands it the dropped files' bytes, and it answers with the checked
+//! case, the segmentation and the NIfTI to download. Everything it computes is the nvnet
+//! library's — reading NIfTI, preprocessing, the sliding window, thresholding, writing NIfTI —
+//! on Burn's WebGPU backend, or on the flex CPU backend when the browser has no WebGPU.
 
+use std::cell::RefCell;
+
+use burn::prelude::Backend;
+use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
+use nvnet::case::{self, Case, Layout, Role};
+use nvnet::gpu::GpuLimits;
+use nvnet::inference::{self, InferenceOptions};
+use nvnet::labels::RegionCounts;
+use nvnet::nifti::{self, OutputData};
+use nvnet::weights::{self, Manifest};
+use nvnet::{Modality, NvNet};
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+type Gpu = nvnet::backend::WebGpu;
+type Cpu = nvnet::backend::Cpu;
+
+/// Where the network runs.
+enum Engine {
+    Gpu {
+        device: burn::backend::wgpu::WgpuDevice,
+        limits: GpuLimits,
+    },
+    Cpu,
+}
+
+/// Weights chosen with "Load weights…"; `None` is the embedded default model.
+struct Loaded {
+    name: String,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    notices: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    engine: Option<Engine>,
+    weights: Option<Loaded>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Device memory one window may use on the GPU (activations, estimated). Browsers do not say
+/// how much memory the GPU has; 1 GiB is what integrated GPUs spare without trouble.
+const GPU_BUDGET: u64 = 1 << 30;
+/// Memory one window may use on the CPU path (wasm32 memory tops out at 4 GiB).
+const CPU_BUDGET: u64 = 1 << 30;
+
+fn error(message: impl std::fmt::Display) -> JsError {
+    JsError::new(&message.to_string())
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Whether this global scope (window or worker) has `navigator.gpu`.
+fn has_webgpu() -> bool {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or(JsValue::NULL);
+    !navigator.is_undefined()
+        && !navigator.is_null()
+        && Reflect::get(&navigator, &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null())
+}
+
+/// Open the backend: `prefer` is `"webgpu"` (fall back to the CPU when WebGPU is missing or
+/// refuses) or `"cpu"`. `cap_binding` / `cap_buffer` lower the adapter's limits (a test
+/// setting: the windows are then sized as for a smaller GPU). Returns JSON:
+/// `{backend, adapter, limits, notice}`.
+#[wasm_bindgen]
+pub async fn init(
+    prefer: String,
+    cap_binding: Option<f64>,
+    cap_buffer: Option<f64>,
+) -> Result<String, JsError> {
+    let cap = match (cap_binding, cap_buffer) {
+        (None, None) => None,
+        (a, b) => {
+            let defaults = GpuLimits {
+                max_storage_binding: u64::MAX,
+                max_buffer: u64::MAX,
+            };
+            Some(GpuLimits {
+                max_storage_binding: a.map_or(defaults.max_storage_binding, |v| v as u64),
+                max_buffer: b.map_or(defaults.max_buffer, |v| v as u64),
+            })
+        }
+    };
+    let mut notice = String::new();
+    let mut adapter = String::new();
+    let engine = if prefer == "cpu" {
+        notice = "running on the CPU (asked for): slower than WebGPU".into();
+        Engine::Cpu
+    } else if !has_webgpu() {
+        notice = "this browser offers no WebGPU: running on the CPU, which is much slower".into();
+        Engine::Cpu
+    } else {
+        match nvnet::gpu::open(cap).await {
+            Ok(gpu) => {
+                adapter = gpu.adapter;
+                Engine::Gpu {
+                    device: gpu.device,
+                    limits: gpu.limits,
+                }
+            }
+            Err(e) => {
+                notice =
+                    format!("WebGPU is not usable here ({e}): running on the CPU, much slower");
+                Engine::Cpu
+            }
+        }
+    };
+    let (backend, limits) = match &engine {
+        Engine::Gpu { limits, .. } => ("webgpu", Some(*limits)),
+        Engine::Cpu => ("cpu", None),
+    };
+    STATE.with(|s| s.borrow_mut().engine = Some(engine));
+    Ok(json!({
+        "backend": backend,
+        "adapter": adapter,
+        "limits": limits,
+        "notice": notice,
+    })
+    .to_string())
+}
+
+/// The model in use, as JSON: name, provenance, modalities, outputs, filters, whether it is the
+/// embedded demonstration model, and notices from importing it.
+#[wasm_bindgen]
+pub fn model_info() -> Result<String, JsError> {
+    STATE.with(|s| {
+        let s = s.borrow();
+        let (manifest, embedded, notices) = match &s.weights {
+            Some(w) => (w.manifest.clone(), false, w.notices.clone()),
+            None => (default_manifest()?, true, Vec::new()),
+        };
+        Ok(json!({
+            "name": manifest.name,
+            "file": s.weights.as_ref().map(|w| w.name.clone()),
+            "embedded": embedded,
+            "provenance": manifest.provenance,
+            "modalities": manifest.modalities,
+            "outputs": manifest.outputs,
+            "init_filters": manifest.config.init_filters,
+            "half": manifest.half,
+            "notices": notices,
+        })
+        .to_string())
+    })
+}
+
+fn default_manifest() -> Result<Manifest, JsError> {
+    let bytes = weights::default_model().ok_or_else(|| error("no embedded default model"))?;
+    weights::read_manifest(bytes, "the embedded default model").map_err(error)
+}
+
+/// Use other weights (nvnet `.bpk` or a MONAI `.safetensors`; `modalities`, comma separated,
+/// is the channel order of a MONAI file). They are checked by loading them once.
+#[wasm_bindgen]
+pub fn load_weights(
+    name: String,
+    bytes: Vec<u8>,
+    modalities: Option<String>,
+) -> Result<String, JsError> {
+    let order = parse_modalities(modalities.as_deref())?;
+    let loaded =
+        weights::load_any_bytes::<Cpu>(&bytes, &name, order.as_deref(), &Default::default())
+            .map_err(error)?;
+    STATE.with(|s| {
+        s.borrow_mut().weights = Some(Loaded {
+            name,
+            bytes,
+            manifest: loaded.manifest,
+            notices: loaded.notices,
+        })
+    });
+    model_info()
+}
+
+/// Back to the embedded default model.
+#[wasm_bindgen]
+pub fn use_default_weights() -> Result<String, JsError> {
+    STATE.with(|s| s.borrow_mut().weights = None);
+    model_info()
+}
+
+fn parse_modalities(text: Option<&str>) -> Result<Option<Vec<Modality>>, JsError> {
+    text.filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            t.split(',')
+                .map(|m| m.trim().parse::<Modality>().map_err(error))
+                .collect()
+        })
+        .transpose()
+}
+
+/// What a file name says it holds: `t1`, `t1ce`, `t2`, `flair`, `seg`, or `""` (unknown).
+#[wasm_bindgen]
+pub fn detect_role(name: &str) -> String {
+    match case::detect_role(name) {
+        Some(Role::Image(m)) => m.to_string(),
+        Some(Role::Segmentation) => "seg".into(),
+        None => String::new(),
+    }
+}
+
+/// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`, or
+/// `ignore`) and check them as one case, with the library's checks.
+fn read_case(names: &Array, files: &Array, roles: &Array) -> Result<Case, JsError> {
+    let n = names.length();
+    if files.length() != n || roles.length() != n {
+        return Err(error("names, files and roles differ in length"));
+    }
+    let mut images = Vec::new();
+    let mut seg = None;
+    let mut used_names = Vec::new();
+    for i in 0..n {
+        let name = names.get(i).as_string().unwrap_or_default();
+        let role = roles.get(i).as_string().unwrap_or_default();
+        if role == "ignore" || role.is_empty() {
+            continue;
+        }
+        let bytes = files
+            .get(i)
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| error(format!("{name}: not a byte array")))?
+            .to_vec();
+        let image = nifti::read_bytes(&bytes, &name).map_err(error)?;
+        if role == "seg" {
+            seg = Some(image);
+        } else {
+            let m: Modality = role.parse().map_err(error)?;
+            images.push((m, image));
+        }
+        used_names.push(name);
+    }
+    let id = case::case_id_of_names(&used_names);
+    Case::from_images(&id, Layout::Loose, images, seg).map_err(error)
+}
+
+/// Read and check a case without segmenting it: JSON `{id, dims, spacing, warnings}`, or an
+/// error naming the file and the problem.
+#[wasm_bindgen]
+pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, JsError> {
+    let case = read_case(&names, &files, &roles)?;
+    Ok(json!({
+        "id": case.id,
+        "dims": case.dims(),
+        "spacing": case.geometry().spacing(),
+        "warnings": case.warnings().collect::<Vec<_>>(),
+    })
+    .to_string())
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> Result<(), JsError> {
+    Reflect::set(obj, &key.into(), &value.into())
+        .map(|_| ())
+        .map_err(|_| error(format!("cannot set {key}")))
+}
+
+fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), JsError> {
+    let loaded = STATE
+        .with(|s| -> Result<_, JsError> {
+            let s = s.borrow();
+            Ok(match &s.weights {
+                Some(w) => weights::load_any_bytes::<B>(
+                    &w.bytes,
+                    &w.name,
+                    Some(&w.manifest.modalities),
+                    device,
+                ),
+                None => weights::load_bytes::<B>(
+                    weights::default_model().ok_or_else(|| error("no embedded default model"))?,
+                    "the embedded default model",
+                    device,
+                ),
+            })
+        })?
+        .map_err(error)?;
+    Ok((loaded.model, loaded.manifest))
+}
+
+/// Segment a case. `progress(done, total)` is called after each window. Returns an object:
+/// `id`, `dims`, `spacing`, `affine` (4×4, rows), `images` (the four modalities as
+/// Float32Arrays in file order, T1 T1ce T2 FLAIR), `modalities`, `labels` (Uint8Array),
+/// `uncertainty` (Float32Array: the largest flip variance over the regions, with TTA),
+/// `nifti` (the gzipped label map `nvnet predict` writes), `volumes` ({WT, TC, ET} in mL),
+/// `labelConvention`, `roi`, `windows`, `seconds`, `backend`.
+#[wasm_bindgen]
+pub async fn segment(
+    names: Array,
+    files: Array,
+    roles: Array,
+    tta: bool,
+    progress: Function,
+) -> Result<JsValue, JsError> {
+    let started = js_sys::Date::now();
+    let case = read_case(&names, &files, &roles)?;
+    let on_window = |done: usize, total: usize| {
+        let _ = progress.call2(
+            &JsValue::NULL,
+            &(done as u32).into(),
+            &(total as u32).into(),
+        );
+    };
+    enum Which {
+        Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits),
+        Cpu,
+    }
+    let which = STATE.with(|s| match &s.borrow().engine {
+        Some(Engine::Gpu { device, limits }) => Ok(Which::Gpu(device.clone(), *limits)),
+        Some(Engine::Cpu) => Ok(Which::Cpu),
+        None => Err(error("the engine is not initialised (call init first)")),
+    })?;
+    let mut options = InferenceOptions {
+        tta,
+        ..InferenceOptions::default()
+    };
+    let (seg, manifest, backend) = match which {
+        Which::Gpu(device, limits) => {
+            let (model, manifest) = load_model::<Gpu>(&device)?;
+            options.labels = manifest.labels;
+            options.memory_budget = GPU_BUDGET;
+            options.max_buffer = Some(limits.max_tensor());
+            let seg = inference::segment_async(
+                &[model],
+                &manifest.outputs,
+                &case,
+                &manifest.modalities,
+                &options,
+                &device,
+                on_window,
+            )
+            .await
+            .map_err(error)?;
+            (seg, manifest, "webgpu")
+        }
+        Which::Cpu => {
+            let device = Default::default();
+            let (model, manifest) = load_model::<Cpu>(&device)?;
+            options.labels = manifest.labels;
+            options.memory_budget = CPU_BUDGET;
+            let seg = inference::segment(
+                &[model],
+                &manifest.outputs,
+                &case,
+                &manifest.modalities,
+                &options,
+                &device,
+                on_window,
+            )
+            .map_err(error)?;
+            (seg, manifest, "cpu")
+        }
+    };
+    let grid = case.geometry();
+    let nifti_bytes = nifti::encode_on_grid(grid, OutputData::Labels(&seg.labels))
+        .map_err(|e| error(format!("{}: writing the label map: {e}", case.id)))?;
+    let counts = RegionCounts::of(&seg.labels, options.labels);
+    let ml = grid.spacing().iter().product::<f64>() / 1000.0;
+    let n: usize = case.dims().iter().product();
+
+    let out = Object::new();
+    set(&out, "id", case.id.as_str())?;
+    set(&out, "dims", serde_to_js(&case.dims())?)?;
+    set(&out, "spacing", serde_to_js(&grid.spacing())?)?;
+    set(&out, "affine", serde_to_js(&grid.affine)?)?;
+    let images = Array::new();
+    let modalities = Array::new();
+    for (m, image) in &case.images {
+        images.push(&Float32Array::from(image.to_f32().as_slice()));
+        modalities.push(&m.to_string().into());
+    }
+    set(&out, "images", images)?;
+    set(&out, "modalities", modalities)?;
+    set(&out, "labels", Uint8Array::from(seg.labels.as_slice()))?;
+    if let Some(u) = &seg.uncertainty {
+        let c = seg.outputs.len();
+        let max: Vec<f32> = (0..n)
+            .map(|v| (0..c).map(|ch| u[ch * n + v]).fold(0f32, f32::max))
+            .collect();
+        set(&out, "uncertainty", Float32Array::from(max.as_slice()))?;
+    }
+    set(&out, "nifti", Uint8Array::from(nifti_bytes.as_slice()))?;
+    set(
+        &out,
+        "volumes",
+        serde_to_js(&json!({
+            "WT": counts.WT as f64 * ml,
+            "TC": counts.TC as f64 * ml,
+            "ET": counts.ET as f64 * ml,
+        }))?,
+    )?;
+    set(&out, "labelConvention", serde_to_js(&options.labels)?)?;
+    set(&out, "roi", serde_to_js(&seg.roi)?)?;
+    set(&out, "windows", seg.windows as u32)?;
+    set(&out, "seconds", (js_sys::Date::now() - started) / 1000.0)?;
+    set(&out, "backend", backend)?;
+    set(&out, "model", manifest.name.as_str())?;
+    Ok(out.into())
+}
+
+/// Plain data to a JS value through JSON (small values only: the volumes are typed arrays).
+fn serde_to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
+    let text = serde_json::to_string(value).map_err(error)?;
+    js_sys::JSON::parse(&text).map_err(|_| error("JSON"))
+}

@@ -1,0 +1,113 @@
+//! Opening a GPU through wgpu (native Vulkan/Metal/DX12, or WebGPU in the browser) with known
+//! limits: the inference windows are sized from them, and a test can cap them to show that an
+//! adapter offering only WebGPU's defaults still segments a whole case.
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, init_device};
+
+/// The buffer limits that bound one tensor on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GpuLimits {
+    /// `maxStorageBufferBindingSize`: the largest buffer a kernel can bind.
+    pub max_storage_binding: u64,
+    /// `maxBufferSize`: the largest buffer that can be created.
+    pub max_buffer: u64,
+}
+
+impl GpuLimits {
+    /// WebGPU's defaults, what every adapter offers at least.
+    pub const WEBGPU_DEFAULTS: GpuLimits = GpuLimits {
+        max_storage_binding: 128 << 20,
+        max_buffer: 256 << 20,
+    };
+
+    /// The largest single tensor these limits allow.
+    pub fn max_tensor(&self) -> u64 {
+        self.max_storage_binding.min(self.max_buffer)
+    }
+
+    /// The smaller of each limit.
+    pub fn min(self, other: GpuLimits) -> GpuLimits {
+        GpuLimits {
+            max_storage_binding: self.max_storage_binding.min(other.max_storage_binding),
+            max_buffer: self.max_buffer.min(other.max_buffer),
+        }
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+/// An opened GPU: Burn's device handle, the limits the device was created with, the adapter.
+pub struct Gpu {
+    pub device: WgpuDevice,
+    pub limits: GpuLimits,
+    pub adapter: String,
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+/// Open the preferred adapter and create a device with its limits, lowered to `cap` where
+/// given (natively the device then refuses larger buffers, as a small adapter would). Errors
+/// (no adapter: WebGPU missing or blocked) are messages, not panics.
+pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
+    let backend = AutoGraphicsApi::backend();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+        })
+        .await
+        .map_err(|e| format!("no GPU adapter: {e}"))?;
+    let mut limits = adapter.limits();
+    if let Some(cap) = cap {
+        // WebGPU raises requests below its defaults to the defaults; native wgpu takes them.
+        limits.max_storage_buffer_binding_size = limits
+            .max_storage_buffer_binding_size
+            .min(cap.max_storage_binding);
+        limits.max_buffer_size = limits.max_buffer_size.min(cap.max_buffer);
+    }
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("nvnet"),
+            required_features: adapter
+                .features()
+                .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits: limits,
+            memory_hints: wgpu::MemoryHints::MemoryUsage,
+            trace: wgpu::Trace::Off,
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        })
+        .await
+        .map_err(|e| format!("the GPU refused a device: {e}"))?;
+    let got = device.limits();
+    let mut granted = GpuLimits {
+        max_storage_binding: got.max_storage_buffer_binding_size,
+        max_buffer: got.max_buffer_size,
+    };
+    if let Some(cap) = cap {
+        // What the device reports may be above the cap (WebGPU's floor); size by the cap.
+        granted = granted.min(cap);
+    }
+    let info = adapter.get_info();
+    let setup = WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend,
+    };
+    Ok(Gpu {
+        device: init_device(setup, RuntimeOptions::default()),
+        limits: granted,
+        adapter: if info.name.is_empty() {
+            format!("{:?}", info.backend)
+        } else {
+            format!("{} ({:?})", info.name, info.backend)
+        },
+    })
+}

@@ -1,0 +1,88 @@
+//! The page's speed against native, on one phantom with the default model (not a test: run it
+//! by hand, it takes minutes):
+//!
+//! ```sh
+//! trunk build --release
+//! NVNET_BENCH_SHAPE=240,240,155 NVNET_BENCH_TTA=0 \
+//!   cargo test -p nvnet-e2e --test bench -- --ignored --nocapture
+//! ```
+//!
+//! Chromium's WebGPU (SwiftShader here), the page's CPU fallback (flex in wasm), `nvnet predict
+//! --device wgpu` (llvmpipe here) and `--device cpu` (flex), one after the other on the same
+//! case with the same options; seconds as each reports them, and the ratios.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, WEBGPU_FLAGS};
+use nvnet_e2e::page::{agreement, case_files, native_prediction, segment_files, wait_ready};
+use nvnet_e2e::server::StaticServer;
+use nvnet_e2e::{dist, nvnet_binary};
+
+#[test]
+#[ignore = "a benchmark: minutes; run by hand (see the file's header)"]
+fn page_against_native() {
+    let shape = std::env::var("NVNET_BENCH_SHAPE").unwrap_or_else(|_| "240,240,155".into());
+    let tta = std::env::var("NVNET_BENCH_TTA").is_ok_and(|v| v == "1");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let o = Command::new(nvnet_binary())
+        .args([
+            "synth", "--cases", "1", "--seed", "5", "--shape", &shape, "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = "Phantom-00000";
+    let files: Vec<PathBuf> = case_files(&data.join(id), id);
+    let server = StaticServer::start(&dist());
+    let mut rows = Vec::new();
+    let mut downloads_kept = Vec::new();
+    for (name, flags) in [
+        ("page webgpu", WEBGPU_FLAGS),
+        ("page cpu (wasm)", NO_WEBGPU_FLAGS),
+    ] {
+        let mut b = Browser::launch(flags).expect("Chromium");
+        let downloads = tempfile::tempdir().unwrap();
+        let page = b.new_page(downloads.path()).expect("page");
+        page.navigate(&mut b, &format!("{}/", server.url)).unwrap();
+        wait_ready(&page, &mut b);
+        let run = segment_files(
+            &mut b,
+            &page,
+            downloads.path(),
+            (&files, id),
+            tta,
+            &format!("bench-{}", name.replace([' ', '(', ')'], "")),
+        );
+        eprintln!(
+            "{name}: {:.1} s ({}; window {:?}, {} windows)",
+            run.seconds, run.backend, run.roi, run.windows
+        );
+        rows.push((name.to_string(), run.seconds));
+        downloads_kept.push((run.download, downloads));
+    }
+    for device in ["wgpu", "cpu"] {
+        let out = work.path().join(device);
+        let (file, seconds) = native_prediction(&out, (&files, id), device, tta, None);
+        eprintln!("native {device}: {seconds:.1} s (the whole command)");
+        rows.push((format!("nvnet predict --device {device}"), seconds));
+        if device == "cpu" {
+            let native = nvnet::nifti::read_path(&file).unwrap().to_f32();
+            for (download, _) in &downloads_kept {
+                let page = nvnet::nifti::read_path(download).unwrap().to_f32();
+                eprintln!(
+                    "{}: {:.4} % of voxels as native cpu",
+                    download.display(),
+                    100.0 * agreement(&page, &native)
+                );
+            }
+        }
+    }
+    let cpu = rows.last().unwrap().1;
+    eprintln!("\n| {shape}, TTA {tta} | seconds | × native cpu |\n|---|---|---|");
+    for (name, s) in &rows {
+        eprintln!("| {name} | {s:.1} | {:.2} |", s / cpu);
+    }
+}

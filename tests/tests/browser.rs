@@ -1,0 +1,263 @@
+//! The web page in a real headless Chromium (WebGPU on SwiftShader, or no WebGPU at all), on
+//! the page trunk built, served from localhost: the sample case through the file input,
+//! Segment, Download, and the downloaded label map against `nvnet predict --weights default`
+//! on the same files with the same options.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, WEBGPU_FLAGS};
+use nvnet_e2e::page::{
+    CASE_ID, assert_matches_native, native_prediction, sample_files, segment_files, wait_ready,
+};
+use nvnet_e2e::server::StaticServer;
+use nvnet_e2e::{dist, repo_root};
+
+/// One browser at a time: there are two cores, and SwiftShader uses them all.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The main path on WebGPU, recording every request from load to download.
+#[test]
+fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sample = sample_files();
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        true,
+        "webgpu",
+    );
+    assert_eq!(run.backend, "webgpu");
+    assert_eq!(page.text(&mut b, "backend").unwrap(), "webgpu");
+    eprintln!(
+        "webgpu: window {:?}, {} window(s), {:.1} s in the page",
+        run.roi, run.windows, run.seconds
+    );
+    let native_dir = tempfile::tempdir().unwrap();
+    assert_matches_native(
+        &run.download,
+        &native_prediction(native_dir.path(), (&sample, CASE_ID), "cpu", true, None).0,
+    );
+
+    // Privacy: from load to download, only GETs of this origin's own files (blob: is the
+    // download itself, made in the page).
+    b.pump(Duration::from_millis(500)).unwrap();
+    assert!(!b.requests.is_empty(), "no request was recorded at all");
+    let foreign: Vec<_> = b
+        .requests
+        .iter()
+        .filter(|r| {
+            !(r.method == "GET"
+                && (r.url.starts_with(&format!("{}/", server.url))
+                    || r.url.starts_with("blob:")
+                    || r.url.starts_with("data:")))
+        })
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "requests beyond the page's own files: {foreign:?}"
+    );
+    let served = server.requests.lock().unwrap().clone();
+    assert!(
+        served.iter().all(|(m, _)| m == "GET"),
+        "non-GET requests reached the server: {served:?}"
+    );
+    // The engine crossed the wire once: the service worker's offline copy came from the HTTP
+    // cache (what docs/PERFORMANCE.md's page weight assumes).
+    let wasm_fetches = served
+        .iter()
+        .filter(|(_, url)| url.starts_with("/nvnet-web_bg.wasm"))
+        .count();
+    assert_eq!(
+        wasm_fetches, 1,
+        "the wasm was served {wasm_fetches} times: {served:?}"
+    );
+    // The worker fetched the engine (seen through the worker's own DevTools session).
+    assert!(
+        b.requests
+            .iter()
+            .any(|r| r.url.ends_with("nvnet-web_bg.wasm")),
+        "the wasm fetch was not recorded: {:?}",
+        b.requests
+    );
+}
+
+/// Without WebGPU the page says so and segments on the CPU (flex compiled to wasm).
+#[test]
+fn without_webgpu_the_cpu_fallback_segments_like_native() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sample = sample_files();
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "cpu",
+    );
+    assert_eq!(run.backend, "cpu");
+    assert_eq!(page.text(&mut b, "backend").unwrap(), "cpu");
+    let notice = page
+        .eval(&mut b, "document.getElementById('backend-notice').hidden ? '' : document.getElementById('backend-notice').textContent")
+        .unwrap();
+    assert!(
+        notice.as_str().unwrap_or("").contains("CPU"),
+        "no visible notice of the CPU fallback: {notice}"
+    );
+    eprintln!("cpu: {:.1} s in the page", run.seconds);
+    let native_dir = tempfile::tempdir().unwrap();
+    assert_matches_native(
+        &run.download,
+        &native_prediction(native_dir.path(), (&sample, CASE_ID), "cpu", false, None).0,
+    );
+}
+
+/// With the adapter's limits capped so low that the sample needs at least 8 windows, the page
+/// still segments, and matches native with the same window.
+#[test]
+fn capped_gpu_limits_use_many_windows_and_still_match_native() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sample = sample_files();
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    // 1 MiB: a window of 8 filters × 32,768 voxels.
+    page.navigate(
+        &mut b,
+        &format!("{}/?max-binding=1048576&max-buffer=1048576", server.url),
+    )
+    .expect("navigate");
+    wait_ready(&page, &mut b);
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "capped",
+    );
+    assert_eq!(run.backend, "webgpu");
+    assert!(
+        run.windows >= 8,
+        "only {} windows of {:?}",
+        run.windows,
+        run.roi
+    );
+    eprintln!(
+        "capped: window {:?}, {} windows, {:.1} s in the page",
+        run.roi, run.windows, run.seconds
+    );
+    let native_dir = tempfile::tempdir().unwrap();
+    assert_matches_native(
+        &run.download,
+        &native_prediction(
+            native_dir.path(),
+            (&sample, CASE_ID),
+            "cpu",
+            false,
+            Some(run.roi),
+        )
+        .0,
+    );
+}
+
+/// Broken and hostile files get a clear `error:` naming the file; the page keeps working and
+/// then segments a good case.
+#[test]
+fn bad_files_give_clear_errors_and_the_page_keeps_working() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sample = sample_files();
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let bad_dir = repo_root().join("testdata/bad");
+    let mut bad: Vec<PathBuf> = std::fs::read_dir(&bad_dir)
+        .expect("testdata/bad")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.is_file()
+                && nvnet::case::nifti_stem(&p.file_name().unwrap().to_string_lossy()).is_some()
+        })
+        .collect();
+    bad.sort();
+    bad.extend(
+        std::fs::read_dir(repo_root().join("testdata/fuzz"))
+            .expect("testdata/fuzz")
+            .map(|e| e.unwrap().path()),
+    );
+    let good = sample.clone();
+    let mut refused = 0;
+    for file in &bad {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        // The bad file takes the place of the FLAIR in an otherwise good case.
+        let mut set = good[..3].to_vec();
+        set.push(file.clone());
+        page.set_files(&mut b, "file-input", &set)
+            .expect("file input");
+        // Roles: the bad file's name may not say FLAIR; the page fills the missing one.
+        let status = page
+            .wait_for(
+                &mut b,
+                "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                          return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let status = status.as_str().unwrap_or("").to_string();
+        if status.starts_with("error:") {
+            refused += 1;
+            eprintln!("{name}: {status}");
+            assert!(
+                status.contains(&name),
+                "the message does not name the file: {status}"
+            );
+        } else {
+            // Accepted files (NaN values read as 0, with a warning) are legal NIfTI.
+            eprintln!("{name}: accepted ({status})");
+        }
+        // Reset the status between files so that the next wait sees the new answer.
+        page.eval(
+            &mut b,
+            "document.querySelector('[data-testid=status]').textContent = 'next'",
+        )
+        .unwrap();
+    }
+    eprintln!("{refused} of {} bad files refused", bad.len());
+    assert!(
+        refused * 2 > bad.len(),
+        "only {refused} of {} refused",
+        bad.len()
+    );
+    // The page still works: a good case segments.
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "after-bad-files",
+    );
+    assert_eq!(run.backend, "webgpu");
+}

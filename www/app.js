@@ -1,0 +1,324 @@
+// The page: files in, roles, checks, segmentation in a Web Worker, progress, cancel, viewer,
+// download. The computing is the nvnet engine's (web/ → wasm, in worker.js); this file only
+// moves files and results between the page and the worker.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const ROLES = [['t1', 'T1'], ['t1ce', 'T1ce (contrast)'], ['t2', 'T2'], ['flair', 'FLAIR'],
+  ['seg', 'Segmentation (ignored)'], ['ignore', 'Ignore']];
+const SAMPLE = ['Phantom-00000_t1.nii.gz', 'Phantom-00000_t1ce.nii.gz', 'Phantom-00000_t2.nii.gz',
+  'Phantom-00000_flair.nii.gz'];
+
+// Test settings from the address: ?backend=cpu, ?max-binding=BYTES&max-buffer=BYTES (size the
+// inference windows as for an adapter with these limits).
+const params = new URLSearchParams(location.search);
+const settings = {
+  backend: params.get('backend') === 'cpu' ? 'cpu' : 'webgpu',
+  capBinding: params.has('max-binding') ? Number(params.get('max-binding')) : null,
+  capBuffer: params.has('max-buffer') ? Number(params.get('max-buffer')) : null,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The worker, with request/response ids. A crashed or cancelled worker is replaced.
+
+let worker = null;
+let ready = null;
+let nextId = 1;
+const pending = new Map();
+
+function startWorker() {
+  worker = new Worker('worker.js');
+  worker.onmessage = (event) => {
+    const m = event.data;
+    const p = pending.get(m.id);
+    if (!p) return;
+    if (m.type === 'progress') { p.onProgress?.(m.done, m.total); return; }
+    pending.delete(m.id);
+    if (m.ok) p.resolve(m.result);
+    else {
+      if (m.crashed) restartWorker();
+      p.reject(new Error(m.error));
+    }
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    const err = new Error(`the engine stopped: ${event.message || 'out of memory?'}`);
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+    restartWorker();
+  };
+  ready = call('init', settings).then((r) => { showEngine(r); return r; });
+  ready.catch((e) => setStatus(`error: the engine did not start: ${e.message}`));
+}
+
+function restartWorker() {
+  if (worker) worker.terminate();
+  for (const p of pending.values()) p.reject(new Error('cancelled'));
+  pending.clear();
+  startWorker();
+}
+
+function call(type, message = {}, onProgress = null, transfer = []) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject, onProgress });
+    worker.postMessage({ ...message, id, type }, transfer);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model and engine.
+
+function showEngine({ info, model }) {
+  $('backend').textContent = info.backend;
+  $('adapter').textContent = info.adapter ? `(${info.adapter})` : '';
+  const notice = $('backend-notice');
+  notice.hidden = !info.notice;
+  notice.textContent = info.notice || '';
+  showModel(model);
+  if (!busy) setStatus(files.length ? statusAfterCheck : 'ready: drop the four modalities of a case');
+}
+
+function showModel(model) {
+  $('model-name').textContent = model.file ? `${model.name} (${model.file})` : model.name;
+  const p = model.provenance || {};
+  $('model-details').textContent = `inputs ${model.modalities.join(', ')} → ${model.outputs.join(', ')}; `
+    + `${model.init_filters} filters${model.half ? ', float16' : ''}; ${p.source || ''} ${p.created || ''}. `
+    + `${p.notes || ''}${model.notices?.length ? ' ' + model.notices.join(' ') : ''}`;
+  $('demo-warning').hidden = !model.embedded;
+  $('default-weights').hidden = model.embedded;
+}
+
+$('weights-input').addEventListener('change', async (e) => {
+  const file = e.target.files[0];
+  e.target.value = '';
+  if (!file) return;
+  setStatus(`loading weights ${file.name}…`);
+  try {
+    await ready;
+    showModel(await call('weights', { file, modalities: $('weights-modalities').value.trim() }));
+    setStatus(`weights loaded: ${file.name}`);
+  } catch (err) {
+    setStatus(`error: ${err.message}`);
+  }
+});
+
+$('default-weights').addEventListener('click', async () => {
+  await ready;
+  showModel(await call('defaultWeights'));
+  setStatus('using the embedded default model');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Files and roles.
+
+let files = [];          // [{file, role}]
+let checked = null;      // the last successful check
+let statusAfterCheck = '';
+let busy = false;
+
+function setStatus(text) { $('status').textContent = text; }
+
+async function addFiles(list) {
+  const nifti = [...list].filter((f) => /\.nii(\.gz)?$/i.test(f.name));
+  if (nifti.length === 0) {
+    setStatus(`error: ${[...list].map((f) => f.name).join(', ') || 'nothing'}: no NIfTI file (.nii or .nii.gz)`);
+    return;
+  }
+  await ready;
+  const roles = await call('detect', { names: nifti.map((f) => f.name) });
+  files = nifti.map((file, n) => ({ file, role: roles[n] || '' }));
+  // Undetected files take the modalities still missing, in order.
+  for (const f of files.filter((f) => !f.role)) {
+    const free = ['t1', 't1ce', 't2', 'flair'].find((m) => !files.some((g) => g.role === m));
+    f.role = free || 'ignore';
+  }
+  renderFiles();
+  await check();
+}
+
+function renderFiles() {
+  const body = $('files').querySelector('tbody');
+  body.replaceChildren();
+  for (const f of files) {
+    const tr = document.createElement('tr');
+    const select = document.createElement('select');
+    for (const [value, text] of ROLES) select.add(new Option(text, value, false, value === f.role));
+    select.addEventListener('change', () => { f.role = select.value; check(); });
+    tr.append(cell(f.file.webkitRelativePath || f.file.name), cell(formatBytes(f.file.size)));
+    const td = document.createElement('td'); td.append(select); tr.append(td);
+    body.append(tr);
+  }
+  $('files').hidden = files.length === 0;
+}
+
+function cell(text) { const td = document.createElement('td'); td.textContent = text; return td; }
+
+function formatBytes(n) {
+  return n > 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} kB`;
+}
+
+function request() {
+  const used = files.filter((f) => f.role !== 'ignore' && f.role !== 'seg');
+  return { files: used.map((f) => f.file), names: used.map((f) => f.file.name), roles: used.map((f) => f.role) };
+}
+
+async function check() {
+  checked = null;
+  $('segment').disabled = true;
+  const missing = ['t1', 't1ce', 't2', 'flair'].filter((m) => !files.some((f) => f.role === m));
+  if (missing.length) {
+    $('check').textContent = '';
+    setStatus(`error: missing modality: ${missing.join(', ')} (choose it in the table)`);
+    return;
+  }
+  setStatus('checking the files…');
+  try {
+    const r = await call('check', request());
+    checked = r;
+    $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; the four modalities share one grid.`
+      + (r.warnings.length ? ` Warnings: ${r.warnings.join('; ')}` : '');
+    statusAfterCheck = 'ready to segment';
+    setStatus(statusAfterCheck);
+    $('segment').disabled = busy;
+  } catch (err) {
+    $('check').textContent = '';
+    setStatus(`error: ${err.message}`);
+  }
+}
+
+$('file-input').addEventListener('change', (e) => { addFiles(e.target.files); e.target.value = ''; });
+$('folder-input').addEventListener('change', (e) => { addFiles(e.target.files); e.target.value = ''; });
+
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', async (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  const collected = [];
+  const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+  if (entries.length) {
+    for (const entry of entries) await collect(entry, collected);
+    addFiles(collected);
+  } else {
+    addFiles(e.dataTransfer.files);
+  }
+});
+
+// A dropped folder: its files, recursively.
+async function collect(entry, out) {
+  if (entry.isFile) {
+    out.push(await new Promise((res, rej) => entry.file(res, rej)));
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+      if (batch.length === 0) break;
+      for (const e of batch) await collect(e, out);
+    }
+  }
+}
+
+$('sample').addEventListener('click', async () => {
+  setStatus('loading the sample case…');
+  try {
+    const loaded = await Promise.all(SAMPLE.map(async (name) => {
+      const response = await fetch(`sample/${name}`);
+      if (!response.ok) throw new Error(`sample/${name}: HTTP ${response.status}`);
+      return new File([await response.blob()], name);
+    }));
+    await addFiles(loaded);
+  } catch (err) {
+    setStatus(`error: ${err.message}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Segmenting.
+
+let result = null;
+const viewer = new Viewer($('result'), (text) => { $('readout').textContent = text; });
+
+$('segment').addEventListener('click', async () => {
+  if (!checked || busy) return;
+  busy = true;
+  $('segment').disabled = true;
+  $('cancel').disabled = false;
+  const started = performance.now();
+  const bar = $('progress-bar');
+  bar.value = 0;
+  $('progress').textContent = 'preparing…';
+  setStatus('segmenting…');
+  const tick = setInterval(() => {
+    const s = (performance.now() - started) / 1000;
+    if (!$('progress').dataset.done) $('progress').textContent = `preparing… ${s.toFixed(0)} s`;
+  }, 1000);
+  delete $('progress').dataset.done;
+  try {
+    await ready;
+    const r = await call('segment', { ...request(), tta: $('tta').checked }, (done, total) => {
+      const s = (performance.now() - started) / 1000;
+      const eta = done < total ? `, about ${Math.ceil(s / done * (total - done))} s left` : '';
+      $('progress').dataset.done = '1';
+      $('progress').textContent = `${done}/${total} windows, ${s.toFixed(0)} s${eta}`;
+      bar.value = done / total;
+    });
+    result = r;
+    showResult(r);
+    setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}): done`);
+  } catch (err) {
+    setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
+  } finally {
+    clearInterval(tick);
+    busy = false;
+    $('cancel').disabled = true;
+    $('segment').disabled = !checked;
+  }
+});
+
+$('cancel').addEventListener('click', () => {
+  // The worker is stopped mid-computation and a fresh one started: nothing half-done remains.
+  restartWorker();
+  $('progress').textContent = '';
+  $('progress-bar').value = 0;
+});
+
+function showResult(r) {
+  $('result').hidden = false;
+  $('result-id').textContent = r.id;
+  const select = $('view-modality');
+  select.replaceChildren(...r.modalities.map((m, n) => new Option(m, String(n))));
+  const flair = r.modalities.indexOf('flair');
+  viewer.show(r);
+  if (flair >= 0) { select.value = String(flair); viewer.setModality(flair); }
+  $('show-uncertainty').disabled = !r.uncertainty;
+  $('vol-wt').textContent = `${r.volumes.WT.toFixed(1)} mL`;
+  $('vol-tc').textContent = `${r.volumes.TC.toFixed(1)} mL`;
+  $('vol-et').textContent = `${r.volumes.ET.toFixed(1)} mL`;
+  $('result-details').textContent = `Labels: BraTS (${r.labelConvention}); model ${r.model}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
+}
+
+$('view-modality').addEventListener('change', (e) => viewer.setModality(Number(e.target.value)));
+$('opacity').addEventListener('input', (e) => viewer.setOpacity(Number(e.target.value)));
+$('show-labels').addEventListener('change', (e) => viewer.setShowLabels(e.target.checked));
+$('show-uncertainty').addEventListener('change', (e) => viewer.setShowUncertainty(e.target.checked));
+
+$('download').addEventListener('click', () => {
+  if (!result) return;
+  const url = URL.createObjectURL(new Blob([result.nifti], { type: 'application/gzip' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = `${result.id}_seg.nii.gz`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+});
+
+startWorker();
+// Offline use: registered once the engine has loaded, so that the service worker copies the
+// files from the HTTP cache instead of downloading them a second time.
+if ('serviceWorker' in navigator && !params.has('no-offline')) {
+  ready.then(() => navigator.serviceWorker.register('sw.js')).catch(() => { /* a bonus */ });
+}

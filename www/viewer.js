@@ -1,0 +1,216 @@
+// The result viewer: axial, coronal and sagittal slices of one modality under the label map,
+// with crosshair navigation, window/level, and a read-out of the voxel under the cursor.
+// Volumes are in NIfTI file order (i fastest): index = i + nx * (j + ny * k).
+'use strict';
+
+const LABEL_COLOURS = {
+  1: [230, 40, 40],   // necrosis / non-enhancing core
+  2: [40, 190, 60],   // oedema
+  3: [255, 220, 0],   // enhancing tumour (BraTS 2023+)
+  4: [255, 220, 0],   // enhancing tumour (BraTS 2018-2021)
+};
+
+class Viewer {
+  constructor(root, onReadout) {
+    this.root = root;
+    this.onReadout = onReadout;
+    this.views = ['axial', 'coronal', 'sagittal'].map((name) => ({
+      name,
+      canvas: root.querySelector(`#view-${name}`),
+      slider: root.querySelector(`#slider-${name}`),
+    }));
+    this.opacity = 0.5;
+    this.showLabels = true;
+    this.showUncertainty = false;
+    for (const v of this.views) this.bind(v);
+  }
+
+  // result: {dims, spacing, affine, images[], modalities[], labels, uncertainty?}
+  show(result) {
+    this.r = result;
+    const [nx, ny, nz] = result.dims;
+    this.cursor = [nx >> 1, ny >> 1, nz >> 1];
+    // Start the crosshair in the tumour when there is one.
+    let best = -1;
+    for (let idx = 0; idx < result.labels.length; idx++) {
+      if (result.labels[idx] !== 0) { best = idx; break; }
+    }
+    if (best >= 0) {
+      let sum = [0, 0, 0], count = 0;
+      for (let k = 0; k < nz; k++) for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++) {
+        if (result.labels[i + nx * (j + ny * k)] !== 0) { sum[0] += i; sum[1] += j; sum[2] += k; count++; }
+      }
+      this.cursor = sum.map((s) => Math.round(s / count));
+    }
+    this.windows = result.images.map((img) => robustRange(img));
+    this.modality = 0;
+    const [sx, sy, sz] = result.spacing;
+    const scale = Math.max(1, Math.min(3, 300 / Math.max(nx * sx, ny * sy, nz * sz)));
+    const sizes = { axial: [nx, ny, sx, sy], coronal: [nx, nz, sx, sz], sagittal: [ny, nz, sy, sz] };
+    for (const v of this.views) {
+      const [w, h, px, py] = sizes[v.name];
+      v.canvas.width = w; v.canvas.height = h;
+      v.canvas.style.width = `${Math.round(w * px * scale)}px`;
+      v.canvas.style.height = `${Math.round(h * py * scale)}px`;
+      v.image = new ImageData(w, h);
+      v.slider.max = String({ axial: nz, coronal: ny, sagittal: nx }[v.name] - 1);
+    }
+    this.draw();
+  }
+
+  setModality(i) { this.modality = i; this.draw(); }
+  setOpacity(o) { this.opacity = o; this.draw(); }
+  setShowLabels(b) { this.showLabels = b; this.draw(); }
+  setShowUncertainty(b) { this.showUncertainty = b; this.draw(); }
+
+  axisOf(v) { return { axial: 2, coronal: 1, sagittal: 0 }[v.name]; }
+
+  // Canvas pixel (x, y) of view v → voxel [i, j, k]. Rows run bottom-up (superior / anterior up).
+  voxelAt(v, x, y) {
+    const [nx, ny, nz] = this.r.dims;
+    const c = this.cursor.slice();
+    if (v.name === 'axial') { c[0] = x; c[1] = ny - 1 - y; }
+    else if (v.name === 'coronal') { c[0] = x; c[2] = nz - 1 - y; }
+    else { c[1] = x; c[2] = nz - 1 - y; }
+    return [clamp(c[0], 0, nx - 1), clamp(c[1], 0, ny - 1), clamp(c[2], 0, nz - 1)];
+  }
+
+  bind(v) {
+    let drag = null;
+    const pixel = (e) => {
+      const rect = v.canvas.getBoundingClientRect();
+      return [Math.floor((e.clientX - rect.left) / rect.width * v.canvas.width),
+        Math.floor((e.clientY - rect.top) / rect.height * v.canvas.height)];
+    };
+    v.canvas.addEventListener('mousedown', (e) => {
+      if (!this.r) return;
+      drag = { x: e.clientX, y: e.clientY, moved: false, window: this.windows[this.modality].slice() };
+      e.preventDefault();
+    });
+    window.addEventListener('mouseup', (e) => {
+      if (!drag) return;
+      if (!drag.moved && e.target === v.canvas) {
+        const [x, y] = pixel(e);
+        this.cursor = this.voxelAt(v, x, y);
+        this.draw();
+        this.readout(this.cursor);
+      }
+      drag = null;
+    });
+    v.canvas.addEventListener('mousemove', (e) => {
+      if (!this.r) return;
+      if (drag) {
+        const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+        if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+        if (drag.moved) {
+          // Horizontal: window width; vertical: level.
+          const [lo, hi] = drag.window;
+          const width = Math.max(1e-6, (hi - lo) * Math.exp(dx / 150));
+          const level = (lo + hi) / 2 - dy / 150 * (hi - lo);
+          this.windows[this.modality] = [level - width / 2, level + width / 2];
+          this.draw();
+        }
+      }
+      const [x, y] = pixel(e);
+      this.readout(this.voxelAt(v, x, y));
+    });
+    v.canvas.addEventListener('wheel', (e) => {
+      if (!this.r) return;
+      e.preventDefault();
+      const a = this.axisOf(v);
+      this.cursor[a] = clamp(this.cursor[a] + (e.deltaY > 0 ? -1 : 1), 0, this.r.dims[a] - 1);
+      this.draw();
+    }, { passive: false });
+    v.slider.addEventListener('input', () => {
+      if (!this.r) return;
+      this.cursor[this.axisOf(v)] = Number(v.slider.value);
+      this.draw();
+    });
+  }
+
+  readout([i, j, k]) {
+    const r = this.r;
+    const [nx, ny] = r.dims;
+    const idx = i + nx * (j + ny * k);
+    const a = r.affine;
+    const mm = [0, 1, 2].map((row) => a[row][0] * i + a[row][1] * j + a[row][2] * k + a[row][3]);
+    const value = r.images[this.modality][idx];
+    const label = r.labels[idx];
+    const u = r.uncertainty ? `  flip variance ${r.uncertainty[idx].toFixed(3)}` : '';
+    this.onReadout(`voxel (${i}, ${j}, ${k})  ${mm.map((x) => x.toFixed(1)).join(', ')} mm  `
+      + `${r.modalities[this.modality]} ${formatValue(value)}  label ${label}${u}`);
+  }
+
+  draw() {
+    if (!this.r) return;
+    for (const v of this.views) this.drawView(v);
+  }
+
+  drawView(v) {
+    const r = this.r;
+    const [nx, ny, nz] = r.dims;
+    const img = r.images[this.modality];
+    const [lo, hi] = this.windows[this.modality];
+    const span = hi - lo || 1;
+    const w = v.canvas.width, h = v.canvas.height;
+    const px = v.image.data;
+    const [ci, cj, ck] = this.cursor;
+    const alpha = this.opacity;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        let i, j, k;
+        if (v.name === 'axial') { i = x; j = ny - 1 - y; k = ck; }
+        else if (v.name === 'coronal') { i = x; j = cj; k = nz - 1 - y; }
+        else { i = ci; j = x; k = nz - 1 - y; }
+        const idx = i + nx * (j + ny * k);
+        const g = clamp((img[idx] - lo) / span * 255, 0, 255);
+        let rgb = [g, g, g];
+        if (this.showLabels) {
+          const c = LABEL_COLOURS[r.labels[idx]];
+          if (c) rgb = rgb.map((g0, n) => g0 * (1 - alpha) + c[n] * alpha);
+        }
+        if (this.showUncertainty && r.uncertainty) {
+          // Variance of a probability is at most 0.25; show its square root, in magenta.
+          const t = Math.min(1, Math.sqrt(r.uncertainty[idx] / 0.25)) * 0.9;
+          rgb = [rgb[0] * (1 - t) + 255 * t, rgb[1] * (1 - t), rgb[2] * (1 - t) + 255 * t];
+        }
+        const o = 4 * (y * w + x);
+        px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
+      }
+    }
+    const ctx = v.canvas.getContext('2d');
+    ctx.putImageData(v.image, 0, 0);
+    // Crosshair.
+    ctx.strokeStyle = 'rgba(80, 160, 255, 0.8)';
+    ctx.lineWidth = 1;
+    let cx, cy;
+    if (v.name === 'axial') { cx = ci; cy = ny - 1 - cj; }
+    else if (v.name === 'coronal') { cx = ci; cy = nz - 1 - ck; }
+    else { cx = cj; cy = nz - 1 - ck; }
+    ctx.beginPath();
+    ctx.moveTo(cx + 0.5, 0); ctx.lineTo(cx + 0.5, h);
+    ctx.moveTo(0, cy + 0.5); ctx.lineTo(w, cy + 0.5);
+    ctx.stroke();
+    v.slider.value = String(this.cursor[this.axisOf(v)]);
+  }
+}
+
+// The 0.5th and 99.5th percentiles of the nonzero voxels: a window that ignores outliers.
+function robustRange(img) {
+  const sample = [];
+  const step = Math.max(1, Math.floor(img.length / 200000));
+  for (let n = 0; n < img.length; n += step) if (img[n] !== 0) sample.push(img[n]);
+  if (sample.length === 0) return [0, 1];
+  sample.sort((a, b) => a - b);
+  const at = (q) => sample[Math.min(sample.length - 1, Math.floor(q * sample.length))];
+  const lo = at(0.005), hi = at(0.995);
+  return hi > lo ? [lo, hi] : [lo, lo + 1];
+}
+
+function clamp(v, lo, hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+function formatValue(v) {
+  return Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(4);
+}
+
+window.Viewer = Viewer;
