@@ -261,3 +261,58 @@ fn bad_files_give_clear_errors_and_the_page_keeps_working() {
     );
     assert_eq!(run.backend, "webgpu");
 }
+
+/// Cancel stops a segmentation mid-way (the worker is replaced), the page says so, and the next
+/// Segment runs to the end. On the CPU fallback, with the 8 flips, so that there is time to cancel.
+#[test]
+fn cancel_stops_a_segmentation_and_the_next_one_completes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sample = sample_files();
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    page.set_files(&mut b, "file-input", &sample).unwrap();
+    page.wait_for(
+        &mut b,
+        "document.querySelector('[data-testid=status]').textContent === 'ready to segment'",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    page.eval(&mut b, "document.getElementById('tta').checked = true")
+        .unwrap();
+    page.click(&mut b, "segment").unwrap();
+    page.wait_for(
+        &mut b,
+        "document.querySelector('[data-testid=status]').textContent === 'segmenting…'",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    page.click(&mut b, "cancel").unwrap();
+    let status = page
+        .wait_for(
+            &mut b,
+            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                      return s === 'cancelled' || s.endsWith('done') || s.startsWith('error:') ? s : ''; })()",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(status, "cancelled");
+    assert!(
+        page.eval(&mut b, "result === null").unwrap() == serde_json::json!(true),
+        "a result appeared although the run was cancelled"
+    );
+    // The fresh worker takes the next run to the end.
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "after-cancel",
+    );
+    assert_eq!(run.backend, "cpu");
+}
