@@ -256,6 +256,12 @@ struct TrainArgs {
     /// Turn the paper's augmentation off.
     #[arg(long)]
     no_augment: bool,
+    /// The segmentation loss: dice (the paper) or dice-bce (Dice + per-voxel cross-entropy).
+    #[arg(long)]
+    loss: Option<nvnet::loss::SegLoss>,
+    /// Dice smoothing (MONAI's smooth_nr = smooth_dr); 0 = the paper's (0 and 1e-5).
+    #[arg(long)]
+    dice_smooth: Option<f64>,
     /// Fraction of crops centred on tumour (0 = the paper's uniform crops).
     #[arg(long)]
     foreground_fraction: Option<f64>,
@@ -318,6 +324,8 @@ fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, PathBuf)> {
         epochs,
         dropout,
         foreground_fraction,
+        loss,
+        dice_smooth,
         samples_per_epoch,
         seed,
         val_fraction,
@@ -442,7 +450,10 @@ fn run(cli: Cli) -> Result<usize> {
             }
             if let Some(devices) = &args.devices {
                 bail!(
-                    "--devices {devices}: multi-GPU training is not implemented in this nvnet yet; train on one device"
+                    "--devices {devices}: multi-GPU training is not available in this nvnet: Burn 0.21's \
+                     multi-device gradients (its `distributed` feature) require every autodiff backend \
+                     to be a DistributedBackend, which flex (--device cpu) is not, so it cannot be \
+                     built into the same binary; train on one device (--device cuda)"
                 );
             }
             config.validate().map_err(anyhow::Error::msg)?;

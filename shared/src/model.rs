@@ -202,11 +202,24 @@ fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) ->
         .init(device)
 }
 
+/// `conv.forward(x)`; training on the CPU takes a faster backward (`cpu_grad`).
+pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
+    return crate::cpu_grad::conv3d(conv, x);
+    #[cfg(not(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32"))))]
+    conv.forward(x)
+}
+
 /// `norm.forward(x)` computed with the statistics summed one axis at a time: Burn's GroupNorm
 /// sums each group in one reduction over C/G·D·H·W values, which wgpu on llvmpipe gets wrong
 /// beyond about 10⁵ values (a 64×64×48 window gave errors of 10² after the first norm; tested
 /// in wgpu_reference.rs). Short reductions are also more accurate in float32.
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
+    let x = match crate::cpu_grad::group_norm(norm, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let [b, c, d, h, w] = x.dims();
     let g = norm.num_groups;
     let n = (c / g * d * h * w) as f64;
@@ -248,8 +261,8 @@ impl<B: Backend> ResBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let y = self.conv1.forward(relu(group_norm(&self.norm1, x.clone())));
-        let y = self.conv2.forward(relu(group_norm(&self.norm2, y)));
+        let y = conv(&self.conv1, relu(group_norm(&self.norm1, x.clone())));
+        let y = conv(&self.conv2, relu(group_norm(&self.norm2, y)));
         y + x
     }
 }
@@ -264,7 +277,7 @@ pub struct EncoderLevel<B: Backend> {
 impl<B: Backend> EncoderLevel<B> {
     pub fn forward(&self, mut x: Tensor<B, 5>) -> Tensor<B, 5> {
         if let Some(conv) = &self.downsample {
-            x = conv.forward(x);
+            x = self::conv(conv, x);
         }
         self.blocks.iter().fold(x, |x, b| b.forward(x))
     }
@@ -280,7 +293,7 @@ pub struct DecoderLevel<B: Backend> {
 
 impl<B: Backend> DecoderLevel<B> {
     pub fn forward(&self, x: Tensor<B, 5>, skip: Option<Tensor<B, 5>>) -> Tensor<B, 5> {
-        let mut x = upsample_trilinear_x2(self.reduce.forward(x));
+        let mut x = upsample_trilinear_x2(conv(&self.reduce, x));
         if let Some(skip) = skip {
             x = x + skip;
         }
@@ -335,9 +348,7 @@ impl<B: Backend> VaeBranch<B> {
     /// Encode the deepest feature map into (μ, σ), sample z, decode to the input's shape.
     pub fn forward(&self, deepest: Tensor<B, 5>) -> VaeOutput<B> {
         let [b, _, _, _, _] = deepest.dims();
-        let x = self
-            .down_conv
-            .forward(relu(group_norm(&self.down_norm, deepest)));
+        let x = conv(&self.down_conv, relu(group_norm(&self.down_norm, deepest)));
         let stats = self.encode.forward(x.flatten::<2>(1, 4));
         let mu = stats.clone().narrow(1, 0, VAE_LATENT);
         // σ = softplus(v) + 1e-6: smooth, positive, and its gradient never vanishes as exp's can explode.
@@ -346,10 +357,10 @@ impl<B: Backend> VaeBranch<B> {
         let z = mu.clone() + sigma.clone() * eps;
         let [gd, gh, gw] = self.grid;
         let y = relu(self.decode.forward(z)).reshape([b, VAE_CHANNELS, gd, gh, gw]);
-        let y = upsample_trilinear_x2(self.up_conv.forward(y));
+        let y = upsample_trilinear_x2(conv(&self.up_conv, y));
         let y = self.up.iter().fold(y, |y, level| level.forward(y, None));
         VaeOutput {
-            reconstruction: self.end.forward(y),
+            reconstruction: conv(&self.end, y),
             mu,
             sigma,
         }
@@ -400,7 +411,7 @@ impl<B: Backend> NvNet<B> {
     }
 
     fn forward_features(&self, x: Tensor<B, 5>) -> (Tensor<B, 5>, Tensor<B, 5>) {
-        let mut x = self.spatial_dropout(self.conv_init.forward(x));
+        let mut x = self.spatial_dropout(conv(&self.conv_init, x));
         let mut skips = Vec::with_capacity(self.down.len());
         for level in &self.down {
             x = level.forward(x);
@@ -411,7 +422,7 @@ impl<B: Backend> NvNet<B> {
         for level in &self.up {
             y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
         }
-        let logits = self.head_conv.forward(relu(group_norm(&self.head_norm, y)));
+        let logits = conv(&self.head_conv, relu(group_norm(&self.head_norm, y)));
         (logits, deepest)
     }
 

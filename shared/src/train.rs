@@ -65,6 +65,11 @@ pub struct TrainConfig {
     pub modalities: Vec<Modality>,
     /// Batches prepared ahead by the loader threads.
     pub prefetch: usize,
+    /// The segmentation loss (the paper: soft Dice).
+    pub loss: crate::loss::SegLoss,
+    /// Dice smoothing in numerator and denominator (MONAI's smooth_nr = smooth_dr); 0: the
+    /// paper's (0 and 1e-5).
+    pub dice_smooth: f64,
 }
 
 impl Default for TrainConfig {
@@ -91,6 +96,8 @@ impl Default for TrainConfig {
             val_roi: None,
             modalities: Modality::DEFAULT_ORDER.to_vec(),
             prefetch: 4,
+            loss: crate::loss::SegLoss::Dice,
+            dice_smooth: 0.0,
         }
     }
 }
@@ -125,6 +132,12 @@ impl TrainConfig {
             return Err(format!(
                 "val-fraction {} must be in [0, 1)",
                 self.val_fraction
+            ));
+        }
+        if !(self.dice_smooth >= 0.0 && self.dice_smooth.is_finite()) {
+            return Err(format!(
+                "dice-smooth {} must be 0 or more",
+                self.dice_smooth
             ));
         }
         if !(0.0..=1.0).contains(&self.foreground_fraction) {
@@ -862,7 +875,7 @@ pub fn run<B: AutodiffBackend>(
                 device,
             );
             let out = model.forward_train(x.clone());
-            let terms = crate::loss::nvnet_loss(out, x, y);
+            let terms = crate::loss::nvnet_loss(out, x, y, config.loss, config.dice_smooth);
             let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
             let losses = StepLosses {
                 total: scalar(&terms.total),

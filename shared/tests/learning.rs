@@ -57,7 +57,8 @@ fn twenty_adam_steps_lower_the_total_loss() {
     let mut losses = Vec::new();
     for _ in 0..20 {
         let out = model.forward_train(input.clone());
-        let terms = nvnet::loss::nvnet_loss(out, input.clone(), target.clone());
+        let terms =
+            nvnet::loss::nvnet_loss(out, input.clone(), target.clone(), Default::default(), 0.0);
         losses.push(terms.total.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(terms.total.backward(), &model);
         model = optim.step(3e-3, model, grads);
