@@ -6,7 +6,9 @@
 //! 64×80×64: 6.0 s a step). Here the convolution is the same flex forward, but its backward is
 //! a direct loop for the weight gradient (small accumulators that stay in cache) and, for
 //! stride 1, a forward convolution with the flipped kernel for the input gradient (flex's
-//! conv3d is faster than its conv_transpose3d). Other backends never come here.
+//! conv3d is faster than its conv_transpose3d). GroupNorm gets a fused forward and backward
+//! (Burn's composition walks strided broadcasts on flex); its forward also serves flex
+//! inference. Other backends never come here.
 
 use std::any::Any;
 
