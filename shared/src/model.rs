@@ -213,7 +213,8 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
 /// `norm.forward(x)` computed with the statistics summed one axis at a time: Burn's GroupNorm
 /// sums each group in one reduction over C/G·D·H·W values, which wgpu on llvmpipe gets wrong
 /// beyond about 10⁵ values (a 64×64×48 window gave errors of 10² after the first norm; tested
-/// in wgpu_reference.rs). Short reductions are also more accurate in float32.
+/// in wgpu_reference.rs). Short reductions are also more accurate in float32. On flex (native)
+/// `cpu_grad` takes over with a fused kernel (statistics in float64).
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
     let x = match crate::cpu_grad::group_norm(norm, x) {
