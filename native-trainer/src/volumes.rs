@@ -43,7 +43,6 @@ pub fn synth(
             "{}  {:<13} WT {:6.1} mL  TC {:6.1} mL  ET {:6.1} mL{}  ({:.1} s)",
             folder.display(),
             match phantom.kind {
-                TumourKind::None => "no tumour",
                 TumourKind::Typical => "glioblastoma",
                 TumourKind::Solid => "solid",
                 TumourKind::NonEnhancing => "non-enhancing",

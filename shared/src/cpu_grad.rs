@@ -3,8 +3,8 @@
 //! Burn 0.21 computes a 3-D convolution's weight gradient as another convolution whose kernel
 //! is the whole output gradient: on flex that builds an im2col matrix of 27 × D·H·W values per
 //! input channel and spent a third of a training step there (measured with perf on F=8,
-//! 64×80×64: 6.0 s a step). Here the convolution is the same flex forward, but its backward is
-//! a direct loop for the weight gradient (small accumulators that stay in cache) and, for
+//! 64×80×64: 6.0 s a step). Here the convolution is the same flex forward, but its backward
+//! computes the weight gradient as blocked im2col matrix products (flex's gemm) and, for
 //! stride 1, a forward convolution with the flipped kernel for the input gradient (flex's
 //! conv3d is faster than its conv_transpose3d). GroupNorm gets a fused forward and backward
 //! (Burn's composition walks strided broadcasts on flex); its forward also serves flex
@@ -39,6 +39,11 @@ fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
 
 /// `conv.forward(x)`, with this module's backward when `B` is `Autodiff<Flex>`.
 pub fn conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let Some(padding) = explicit_padding(conv) else {
+        // Not used by NvNet: Burn's own path.
+        return conv.forward(x);
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     let x = match cast::<Tensor<B, 5>, Tensor<Ad, 5>>(x) {
         Ok(x) => x,
         Err(x) => return conv.forward(x),
@@ -48,18 +53,16 @@ pub fn conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
         .bias
         .as_ref()
         .map(|b| cast(b.val()).ok().expect("same backend as x"));
-    let padding = match conv.padding {
-        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
-        PaddingConfig3d::Valid => [0, 0, 0],
-        // Not used by NvNet: Burn's own path.
-        PaddingConfig3d::Same => {
-            let x = cast(x).ok().expect("the same type back");
-            return conv.forward(x);
-        }
-    };
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     let out = conv3d_ad(x, weight, bias, options);
     cast(out).ok().expect("the same type back")
+}
+
+fn explicit_padding<B: Backend>(conv: &Conv3d<B>) -> Option<[usize; 3]> {
+    match conv.padding {
+        PaddingConfig3d::Explicit(d, h, w) => Some([d, h, w]),
+        PaddingConfig3d::Valid => Some([0, 0, 0]),
+        PaddingConfig3d::Same => None,
+    }
 }
 
 fn conv3d_ad(
@@ -242,108 +245,158 @@ fn to_vec(t: FloatTensor<Flex>) -> (Vec<f32>, [usize; 5]) {
 }
 
 /// dL/dW[co, ci, kd, kh, kw] = Σ over outputs of grad[co, o] · x[ci, o·s + k − p] (zero outside
-/// x). Rows of the output gradient and of the input are dotted along the last axis; the work
-/// is split over output depth slices, each with its own accumulator, summed in a fixed order
-/// (the result does not depend on the thread count).
-pub fn weight_grad(
+/// x), as matrix products: for a block of output depth slices, an im2col matrix of the input
+/// (ci·k³ rows, one column per output voxel) times the output gradient's block, transposed.
+/// flex's matmul is gemm with SIMD and threads; the blocks are summed in a fixed order, so the
+/// result does not depend on the thread count.
+fn weight_grad(
     x: FloatTensor<Flex>,
     grad: FloatTensor<Flex>,
     k: [usize; 3],
     options: &ConvOptions<3>,
 ) -> FloatTensor<Flex> {
-    let (x, [n, ci, di, hi, wi]) = to_vec(x);
-    let (g, [_, co, d_o, h_o, w_o]) = to_vec(grad);
-    let s = options.stride;
-    let p = options.padding;
-    let kvol = k[0] * k[1] * k[2];
-    let len = co * ci * kvol;
-    // For output index o and kernel tap t along an axis: the input index, if inside.
-    let input_at = |o: usize, t: usize, a: usize, size: usize| -> Option<usize> {
-        (o * s[a] + t).checked_sub(p[a]).filter(|&i| i < size)
-    };
-    // Along the last axis, the range of outputs whose input is inside, for tap t.
-    let w_range: Vec<(usize, usize)> = (0..k[2])
-        .map(|t| {
-            let lo = (p[2].saturating_sub(t)).div_ceil(s[2]);
-            let hi = if wi + p[2] > t {
-                ((wi + p[2] - t - 1) / s[2] + 1).min(w_o)
-            } else {
-                0
-            };
-            (lo, hi.max(lo))
-        })
-        .collect();
-    let slices: Vec<(usize, usize)> = (0..n).flat_map(|b| (0..d_o).map(move |d| (b, d))).collect();
-    let partial: Vec<Vec<f32>> = slices
-        .par_chunks(slices.len().div_ceil(16).max(1))
-        .map(|chunk| {
-            let mut acc = vec![0f32; len];
-            for &(b, od) in chunk {
-                for td in 0..k[0] {
+    // Floats in one im2col block (16 MB): big enough for gemm, small enough to stay cheap.
+    weight_grad_in_blocks(x, grad, k, options, 1 << 22)
+}
+
+fn weight_grad_in_blocks(
+    x: FloatTensor<Flex>,
+    grad: FloatTensor<Flex>,
+    k: [usize; 3],
+    options: &ConvOptions<3>,
+    block_floats: usize,
+) -> FloatTensor<Flex> {
+    let (x, x_dims) = to_vec(x);
+    let grad = flex::<5>(grad);
+    let [n, co, d_o, h_o, w_o] = grad.dims();
+    let cols = Im2col::new(&x, x_dims, k, options, [d_o, h_o, w_o]);
+    let plane = h_o * w_o;
+    let device = Default::default();
+    // Σ im2col · gradᵀ: [ci·k³, co].
+    let mut total: Option<Tensor<Flex, 2>> = None;
+    for b in 0..n {
+        let g = grad.clone().slice([b..b + 1]).reshape([co, d_o * plane]);
+        for (d0, d1) in cols.blocks(block_floats) {
+            let part = cols
+                .block(b, d0, d1)
+                .matmul(g.clone().slice([0..co, d0 * plane..d1 * plane]).transpose());
+            total = Some(match total {
+                Some(t) => t + part,
+                None => part,
+            });
+        }
+    }
+    let total = total.unwrap_or_else(|| Tensor::zeros([cols.rows, co], &device));
+    total
+        .transpose()
+        .reshape([co, x_dims[1], k[0], k[1], k[2]])
+        .into_primitive()
+        .tensor()
+}
+
+/// The im2col matrix of a 3-D convolution's input, one block of output depth slices at a time:
+/// ci·k³ rows (channel, then taps), one column per output voxel, zero where a tap falls outside.
+struct Im2col<'a> {
+    x: &'a [f32],
+    /// Input [n, ci, d, h, w].
+    dims: [usize; 5],
+    k: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    out: [usize; 3],
+    rows: usize,
+    /// Per tap along the last axis: the outputs whose input is inside.
+    w_range: Vec<(usize, usize)>,
+}
+
+impl<'a> Im2col<'a> {
+    fn new(
+        x: &'a [f32],
+        dims: [usize; 5],
+        k: [usize; 3],
+        options: &ConvOptions<3>,
+        out: [usize; 3],
+    ) -> Self {
+        let (s, p, wi) = (options.stride[2], options.padding[2], dims[4]);
+        let w_range = (0..k[2])
+            .map(|t| {
+                let lo = p.saturating_sub(t).div_ceil(s);
+                let hi = if wi + p > t {
+                    ((wi + p - t - 1) / s + 1).min(out[2])
+                } else {
+                    0
+                };
+                (lo, hi.max(lo))
+            })
+            .collect();
+        Im2col {
+            x,
+            dims,
+            k,
+            stride: options.stride,
+            padding: options.padding,
+            out,
+            rows: dims[1] * k[0] * k[1] * k[2],
+            w_range,
+        }
+    }
+
+    /// Output depth ranges whose blocks hold about `floats` values (at least one slice each).
+    fn blocks(&self, floats: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let d_o = self.out[0];
+        let per = (floats / (self.rows * self.out[1] * self.out[2]).max(1)).clamp(1, d_o.max(1));
+        (0..d_o)
+            .step_by(per)
+            .map(move |d0| (d0, (d0 + per).min(d_o)))
+    }
+
+    /// The block of batch item `b` for output depth slices `d0..d1`: [rows, (d1 − d0)·h·w].
+    fn block(&self, b: usize, d0: usize, d1: usize) -> Tensor<Flex, 2> {
+        let [_, ci, di, hi, wi] = self.dims;
+        let [_, h_o, w_o] = self.out;
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let kvol = k[0] * k[1] * k[2];
+        let cols_n = (d1 - d0) * h_o * w_o;
+        // For output index o and kernel tap t along an axis: the input index, if inside.
+        let input_at = |o: usize, t: usize, a: usize, size: usize| -> Option<usize> {
+            (o * s[a] + t).checked_sub(p[a]).filter(|&i| i < size)
+        };
+        let mut cols = vec![0f32; self.rows * cols_n];
+        cols.par_chunks_mut(cols_n.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (c, t) = (r / kvol, r % kvol);
+                let (td, th, tw) = (t / (k[1] * k[2]), (t / k[2]) % k[1], t % k[2]);
+                let (lo, hi_) = self.w_range[tw];
+                if lo >= hi_ {
+                    return;
+                }
+                let start = lo * s[2] + tw - p[2];
+                for od in d0..d1 {
                     let Some(id) = input_at(od, td, 0, di) else {
                         continue;
                     };
                     for oh in 0..h_o {
-                        for th in 0..k[1] {
-                            let Some(ih) = input_at(oh, th, 1, hi) else {
-                                continue;
-                            };
-                            for o in 0..co {
-                                let gs = (((b * co + o) * d_o + od) * h_o + oh) * w_o;
-                                let grow = &g[gs..gs + w_o];
-                                for c in 0..ci {
-                                    let xs = (((b * ci + c) * di + id) * hi + ih) * wi;
-                                    let xrow = &x[xs..xs + wi];
-                                    let base = ((o * ci + c) * k[0] + td) * k[1] + th;
-                                    for (tw, &(lo, hi_)) in w_range.iter().enumerate() {
-                                        if lo >= hi_ {
-                                            continue;
-                                        }
-                                        let start = lo * s[2] + tw - p[2];
-                                        let v = if s[2] == 1 {
-                                            dot(&grow[lo..hi_], &xrow[start..start + (hi_ - lo)])
-                                        } else {
-                                            grow[lo..hi_]
-                                                .iter()
-                                                .enumerate()
-                                                .map(|(j, &gv)| gv * xrow[start + j * s[2]])
-                                                .sum()
-                                        };
-                                        acc[base * k[2] + tw] += v;
-                                    }
-                                }
+                        let Some(ih) = input_at(oh, th, 1, hi) else {
+                            continue;
+                        };
+                        let xrow = &self.x[(((b * ci + c) * di + id) * hi + ih) * wi..][..wi];
+                        let out = &mut row[((od - d0) * h_o + oh) * w_o..][..w_o];
+                        if s[2] == 1 {
+                            out[lo..hi_].copy_from_slice(&xrow[start..start + (hi_ - lo)]);
+                        } else {
+                            for (j, v) in out[lo..hi_].iter_mut().enumerate() {
+                                *v = xrow[start + j * s[2]];
                             }
                         }
                     }
                 }
-            }
-            acc
-        })
-        .collect();
-    let mut total = vec![0f32; len];
-    for part in partial {
-        total.iter_mut().zip(part).for_each(|(t, v)| *t += v);
+            });
+        Tensor::from_data(
+            TensorData::new(cols, [self.rows, cols_n]),
+            &Default::default(),
+        )
     }
-    Tensor::<Flex, 5>::from_data(
-        TensorData::new(total, [co, ci, k[0], k[1], k[2]]),
-        &Default::default(),
-    )
-    .into_primitive()
-    .tensor()
-}
-
-/// A dot product with eight independent sums, which the compiler turns into vector code.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, ar) = a.split_at(a.len() / 8 * 8);
-    let (bc, br) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `group_norm` with a fused forward and backward when `B` is `Autodiff<Flex>`, and the fused
@@ -705,6 +758,43 @@ mod tests {
     fn same_3x3x3_convolution_gradients_match_burn() {
         check(3, 5, 3, 1, 1, false, [6, 7, 9]);
         check(8, 8, 3, 1, 1, true, [5, 4, 17]);
+    }
+
+    #[test]
+    fn weight_gradient_is_the_same_in_blocks_of_one_slice() {
+        let device = Default::default();
+        for (stride, dims) in [(1, [5, 6, 7]), (2, [7, 6, 9])] {
+            let x = Tensor::<Flex, 5>::random(
+                [2, 3, dims[0], dims[1], dims[2]],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let out = [0, 1, 2].map(|a| (dims[a] + 2 - 3) / stride + 1);
+            let g = Tensor::<Flex, 5>::random(
+                [2, 4, out[0], out[1], out[2]],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let options = ConvOptions::new([stride; 3], [1, 1, 1], [1, 1, 1], 1);
+            let whole = weight_grad(
+                x.clone().into_primitive().tensor(),
+                g.clone().into_primitive().tensor(),
+                [3; 3],
+                &options,
+            );
+            let sliced = weight_grad_in_blocks(
+                x.into_primitive().tensor(),
+                g.into_primitive().tensor(),
+                [3; 3],
+                &options,
+                1,
+            );
+            close(
+                flex::<5>(sliced),
+                flex::<5>(whole),
+                "weight gradient in blocks",
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! an irregular brain outline; cortex with gyri and sulci, white matter, deep grey matter,
 //! ventricles and the midline fissure; a tumour of random size, place and shape made of necrosis,
 //! an enhancing rim and edema (or a non-enhancing core), each with its contrast in each modality;
-//! then a bias field, texture and Rician noise. Some cases have no tumour, some a small one, some
-//! a faint one. Labels are thresholds of the same soft memberships that set the intensities, so
+//! then a bias field, texture and Rician noise. Every case has a tumour, as in BraTS; some are
+//! small, some faint. Labels are thresholds of the same soft memberships that set the intensities, so
 //! boundaries are partial-volume blurred as in real scans.
 //!
 //! Geometry is laid out in a reference space of 240×240×155 mm and sampled on the requested
@@ -115,24 +115,25 @@ enum Tissue {
 const TISSUES: usize = 7;
 
 /// Typical relative intensities (white matter on T1 ≈ 0.8), per modality in DEFAULT_ORDER:
-/// T1, T1ce, T2, FLAIR. Edema is bright on T2 and FLAIR; the enhancing rim on T1ce; necrosis is
-/// dark on T1/T1ce and bright on T2; CSF is suppressed on FLAIR.
+/// T1, T1ce, T2, FLAIR. Cortex is a little brighter than white matter on FLAIR (≈ 1.17×); edema
+/// is bright on T2 and FLAIR; the enhancing rim on T1ce; necrosis is dark on T1/T1ce and bright
+/// on T2; CSF is suppressed on FLAIR; a non-enhancing core is dark on T1 and brighter on T2 than
+/// on FLAIR (the T2–FLAIR mismatch of lower-grade gliomas).
 fn base_contrast(t: Tissue) -> [f64; 4] {
     match t {
         Tissue::Csf => [0.25, 0.27, 1.00, 0.10],
-        Tissue::Gm => [0.55, 0.57, 0.62, 0.62],
+        Tissue::Gm => [0.55, 0.57, 0.62, 0.56],
         Tissue::Wm => [0.80, 0.82, 0.42, 0.48],
         Tissue::Edema => [0.48, 0.50, 0.84, 0.95],
         Tissue::Necrosis => [0.26, 0.24, 0.95, 0.42],
         Tissue::Enhancing => [0.55, 1.15, 0.66, 0.76],
-        Tissue::NonEnhancing => [0.45, 0.47, 0.80, 0.78],
+        Tissue::NonEnhancing => [0.36, 0.38, 0.90, 0.70],
     }
 }
 
 /// What kind of case a phantom is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TumourKind {
-    None,
     /// Necrotic core, enhancing rim, edema (a glioblastoma).
     Typical,
     /// Enhancing but no necrosis.
@@ -203,17 +204,17 @@ fn plan(seed: u64, index: usize) -> Plan {
         86.0 * rng.range(0.93, 1.06),
         62.0 * rng.range(0.93, 1.05),
     ];
+    // Every case has a glioma, as every BraTS case does; most are glioblastomas.
     let roll = rng.unit();
-    let kind = if roll < 0.1 {
-        TumourKind::None
-    } else if roll < 0.72 {
+    let kind = if roll < 0.62 {
         TumourKind::Typical
     } else if roll < 0.87 {
         TumourKind::Solid
     } else {
         TumourKind::NonEnhancing
     };
-    let small = rng.chance(0.18);
+    // BraTS whole tumours are rarely under a few cm³: "small" is 9–14 mm, not a speck.
+    let small = rng.chance(0.12);
     let faint = rng.chance(0.18);
     // A point well inside the brain, in one hemisphere or the other.
     let dir = loop {
@@ -231,7 +232,7 @@ fn plan(seed: u64, index: usize) -> Plan {
     let tumour_centre = [0, 1, 2].map(|a| centre[a] + dir[a] * depth * axes[a]);
     let tumour_stretch = [0; 3].map(|_| rng.range(0.75, 1.3));
     let r_edema = if small {
-        rng.range(5.0, 11.0)
+        rng.range(9.0, 14.0)
     } else {
         rng.range(14.0, 36.0)
     };
@@ -240,8 +241,10 @@ fn plan(seed: u64, index: usize) -> Plan {
         TumourKind::Typical => r_core * rng.range(0.35, 0.75),
         _ => 0.0,
     };
+    // Faint: the tumour's tissues 60–80 % of the way from white matter to their own contrast,
+    // so that edema stays brighter than cortex on FLAIR (as in lower-grade gliomas), if less so.
     let contrast = if faint {
-        rng.range(0.3, 0.55)
+        rng.range(0.6, 0.8)
     } else {
         rng.range(0.85, 1.15)
     };
@@ -368,26 +371,24 @@ impl Plan {
         }
         m.gm = cortex.max(deep_gm);
         m.csf = sulcus.max(rim).max(fissure).max(ventricle);
-        if self.kind != TumourKind::None {
-            let d = [0, 1, 2].map(|a| (p[a] - self.tumour_centre[a]) / self.tumour_stretch[a]);
-            let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-            if dist < self.r_edema * 1.9 + 6.0 {
-                let lobes = f.tumour.at(p);
-                let rho = dist / (1.0 + 0.25 * lobes);
-                let rho_edema = dist / (1.0 + 0.42 * f.edema.at(p));
-                // Edema spreads through white matter, not through CSF or cortex.
-                m.edema =
-                    sigmoid((self.r_edema - rho_edema) / 1.0) * (1.0 - m.csf) * (1.0 - 0.6 * m.gm);
-                m.core = sigmoid((self.r_core - rho) / 0.6);
-                if self.r_necrosis > 0.0 {
-                    let r_n = self.r_necrosis * (1.0 + 0.3 * f.tumour2.at(p));
-                    m.necrosis = sigmoid((r_n - rho) / 0.6);
-                }
-                // The tumour displaces what was there.
-                let tumour = m.edema.max(m.core);
-                m.gm *= 1.0 - tumour;
-                m.csf *= 1.0 - tumour;
+        let d = [0, 1, 2].map(|a| (p[a] - self.tumour_centre[a]) / self.tumour_stretch[a]);
+        let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        if dist < self.r_edema * 1.9 + 6.0 {
+            let lobes = f.tumour.at(p);
+            let rho = dist / (1.0 + 0.25 * lobes);
+            let rho_edema = dist / (1.0 + 0.42 * f.edema.at(p));
+            // Edema spreads through white matter, not through CSF or cortex.
+            m.edema =
+                sigmoid((self.r_edema - rho_edema) / 1.0) * (1.0 - m.csf) * (1.0 - 0.6 * m.gm);
+            m.core = sigmoid((self.r_core - rho) / 0.6);
+            if self.r_necrosis > 0.0 {
+                let r_n = self.r_necrosis * (1.0 + 0.3 * f.tumour2.at(p));
+                m.necrosis = sigmoid((r_n - rho) / 0.6);
             }
+            // The tumour displaces what was there.
+            let tumour = m.edema.max(m.core);
+            m.gm *= 1.0 - tumour;
+            m.csf *= 1.0 - tumour;
         }
         m
     }
@@ -512,7 +513,7 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
         images: Modality::DEFAULT_ORDER.into_iter().zip(images).collect(),
         seg,
         kind: plan.kind,
-        faint: plan.contrast < 0.6,
+        faint: plan.contrast < 0.82,
         labels,
     }
 }
