@@ -296,7 +296,7 @@ function showResult(r) {
   $('vol-wt').textContent = `${r.volumes.WT.toFixed(1)} mL`;
   $('vol-tc').textContent = `${r.volumes.TC.toFixed(1)} mL`;
   $('vol-et').textContent = `${r.volumes.ET.toFixed(1)} mL`;
-  $('result-details').textContent = `Labels: BraTS (${r.labelConvention}); model ${r.model}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
+  $('result-details').textContent = `Labels: BraTS (${r.labelConvention}); model ${r.model}; post-processing: ${r.postprocessing}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
 }
 
 $('view-modality').addEventListener('change', (e) => viewer.setModality(Number(e.target.value)));

@@ -7,6 +7,7 @@ use nvnet::case::{AFFINE_TOLERANCE, nifti_stem};
 use nvnet::labels;
 use nvnet::metrics::{self, RegionMetrics};
 use nvnet::nifti::{self, Image};
+use nvnet::postprocess::{self, ValidationCase};
 use nvnet::{LabelConvention, Region};
 
 const REGIONS: [Region; 3] = [Region::WT, Region::TC, Region::ET];
@@ -68,12 +69,17 @@ fn labels_of(image: &Image) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// One case: the metrics of WT, TC, ET.
-fn evaluate_case(
-    pred_path: &Path,
-    truth_path: &Path,
-    labels: Option<LabelConvention>,
-) -> Result<[RegionMetrics; 3]> {
+/// A prediction and its ground truth, checked to share a grid.
+struct Pair {
+    predicted: Vec<u8>,
+    truth: Vec<u8>,
+    labels: LabelConvention,
+    /// The grid [i, j, k] (file order, i fastest) and its spacing (mm).
+    dims: [usize; 3],
+    spacing: [f64; 3],
+}
+
+fn load_pair(pred_path: &Path, truth_path: &Path, labels: Option<LabelConvention>) -> Result<Pair> {
     let pred = nifti::read_path(pred_path)?;
     let truth = nifti::read_path(truth_path)?;
     if pred.dims() != truth.dims() {
@@ -103,19 +109,122 @@ fn evaluate_case(
             LabelConvention::Brats2018
         }
     });
+    Ok(Pair {
+        predicted: p,
+        truth: t,
+        labels: conv,
+        dims: pred.dims(),
+        spacing: truth.geometry.spacing(),
+    })
+}
+
+/// One case: the metrics of WT, TC, ET.
+fn evaluate_case(
+    pred_path: &Path,
+    truth_path: &Path,
+    labels: Option<LabelConvention>,
+) -> Result<[RegionMetrics; 3]> {
+    let pair = load_pair(pred_path, truth_path, labels)?;
     // File order is i fastest: as a C-order volume its axes are (k, j, i).
-    let [nx, ny, nz] = pred.dims();
-    let s = truth.geometry.spacing();
+    let [nx, ny, nz] = pair.dims;
+    let s = pair.spacing;
     let dims = [nz, ny, nx];
     let spacing = [s[2], s[1], s[0]];
     Ok(REGIONS.map(|r| {
         metrics::region_metrics(
-            &labels::region_mask(&p, r, conv),
-            &labels::region_mask(&t, r, conv),
+            &labels::region_mask(&pair.predicted, r, pair.labels),
+            &labels::region_mask(&pair.truth, r, pair.labels),
             dims,
             spacing,
         )
     }))
+}
+
+/// The (id, prediction, truth) of every prediction in `pred` with a ground truth in `gt`, and how
+/// many have none (each reported).
+fn matched(pred: &Path, gt: &Path) -> Result<(Vec<(String, PathBuf, PathBuf)>, usize)> {
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for (id, path) in predictions(pred)? {
+        match find_truth(gt, &id) {
+            Some(truth) => out.push((id, path, truth)),
+            None => {
+                failed += 1;
+                eprintln!(
+                    "failed: {id}: no ground truth {id}_seg.nii.gz or {id}-seg.nii.gz in {} or {}",
+                    gt.display(),
+                    gt.join(&id).display()
+                );
+            }
+        }
+    }
+    Ok((out, failed))
+}
+
+/// `--choose-postprocessing`: score the candidates on validation predictions, print them and the
+/// choice. Returns how many cases failed.
+pub fn choose_postprocessing(
+    pred: &Path,
+    gt: &Path,
+    labels: Option<LabelConvention>,
+) -> Result<usize> {
+    let (pairs, mut failed) = matched(pred, gt)?;
+    let mut cases = Vec::new();
+    let mut conv = None;
+    for (id, p, t) in &pairs {
+        match load_pair(p, t, labels) {
+            Ok(pair) => {
+                if conv.is_some_and(|c| c != pair.labels) {
+                    bail!(
+                        "{id}: its labels follow another BraTS convention than the other cases'; give --labels"
+                    );
+                }
+                conv = Some(pair.labels);
+                cases.push(ValidationCase {
+                    predicted: pair.predicted,
+                    truth: pair.truth,
+                    dims: pair.dims,
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed: {id}: {e:#}");
+            }
+        }
+    }
+    let Some(conv) = conv else {
+        bail!(
+            "{}: no prediction could be compared with a ground truth",
+            pred.display()
+        );
+    };
+    let (candidates, chosen) = postprocess::choose(&cases, conv);
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8}   ({} case(s))",
+        "post-processing",
+        "WT",
+        "TC",
+        "ET",
+        "mean",
+        cases.len()
+    );
+    for c in &candidates {
+        println!(
+            "{:<40} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{}",
+            c.postprocessing.flags(),
+            c.dice[0],
+            c.dice[1],
+            c.dice[2],
+            c.mean(),
+            if c.postprocessing == chosen {
+                "   <- chosen"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("chosen: {}", chosen.flags());
+    Ok(failed)
 }
 
 /// Run; returns how many cases failed.
@@ -126,17 +235,8 @@ pub fn run(
     out: Option<&Path>,
 ) -> Result<usize> {
     let mut rows: Vec<(String, [RegionMetrics; 3])> = Vec::new();
-    let mut failed = 0;
-    for (id, path) in predictions(pred)? {
-        let Some(truth) = find_truth(gt, &id) else {
-            failed += 1;
-            eprintln!(
-                "failed: {id}: no ground truth {id}_seg.nii.gz or {id}-seg.nii.gz in {} or {}",
-                gt.display(),
-                gt.join(&id).display()
-            );
-            continue;
-        };
+    let (pairs, mut failed) = matched(pred, gt)?;
+    for (id, path, truth) in pairs {
         match evaluate_case(&path, &truth, labels) {
             Ok(m) => rows.push((id, m)),
             Err(e) => {

@@ -108,9 +108,16 @@ enum Command {
         /// Label values: brats2018 (ET = 4) or brats2023 (ET = 3); default: the model's.
         #[arg(long)]
         labels: Option<nvnet::LabelConvention>,
-        /// Relabel ET as necrosis (1) when it has fewer voxels than this.
+        /// Relabel ET as necrosis (1) when it has fewer voxels than this (default: the model's).
         #[arg(long)]
         min_et_voxels: Option<usize>,
+        /// Remove whole-tumour islands: connected components without tumour core (default: the
+        /// model's).
+        #[arg(long)]
+        remove_islands: bool,
+        /// Ignore the post-processing recorded in the model's manifest (flags given still apply).
+        #[arg(long)]
+        no_postprocess: bool,
         /// Also write `<ID>_prob.nii.gz` (float32, 4-D: TC, WT, ET).
         #[arg(long)]
         save_probabilities: bool,
@@ -137,6 +144,10 @@ enum Command {
         /// Per-case CSV.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// On validation predictions made with `--no-postprocess`: the mean Dice of each
+        /// post-processing candidate, and the set to record with `nvnet export`.
+        #[arg(long)]
+        choose_postprocessing: bool,
     },
     /// Train with the paper's recipe (every setting a flag; --config run.toml for the set).
     Train(Box<TrainArgs>),
@@ -149,6 +160,13 @@ enum Command {
         /// Store float16 (half the download); read back as float32.
         #[arg(long)]
         half: bool,
+        /// Record post-processing in the manifest (as chosen by `nvnet evaluate
+        /// --choose-postprocessing`): remove whole-tumour islands.
+        #[arg(long)]
+        remove_islands: bool,
+        /// Record post-processing in the manifest: the small-ET threshold.
+        #[arg(long)]
+        min_et_voxels: Option<usize>,
     },
     /// Write synthetic BraTS-like cases (skull-stripped T1, T1ce, T2, FLAIR and labels).
     Synth {
@@ -393,6 +411,8 @@ fn run(cli: Cli) -> Result<usize> {
             no_tta,
             labels,
             min_et_voxels,
+            remove_islands,
+            no_postprocess,
             save_probabilities,
             save_uncertainty,
             memory_budget,
@@ -426,7 +446,10 @@ fn run(cli: Cli) -> Result<usize> {
                     blend,
                     tta: !no_tta,
                     labels: labels.unwrap_or_default(),
-                    min_et_voxels,
+                    postprocessing: nvnet::postprocess::Postprocessing {
+                        remove_islands,
+                        min_et_voxels,
+                    },
                     memory_budget: memory_budget.unwrap_or(match device {
                         DeviceKind::Cpu => 6 << 30,
                         DeviceKind::Wgpu => 2 << 30,
@@ -436,6 +459,7 @@ fn run(cli: Cli) -> Result<usize> {
                     max_buffer: None,
                 },
                 labels_given: labels.is_some(),
+                postprocess_from_model: !no_postprocess,
                 save_probabilities,
                 save_uncertainty,
                 verbose,
@@ -463,13 +487,35 @@ fn run(cli: Cli) -> Result<usize> {
             })
             .map(|()| 0)
         }
-        Command::Export { from, out, half } => train_cmd::export(&from, &out, half).map(|()| 0),
+        Command::Export {
+            from,
+            out,
+            half,
+            remove_islands,
+            min_et_voxels,
+        } => train_cmd::export(
+            &from,
+            &out,
+            half,
+            nvnet::postprocess::Postprocessing {
+                remove_islands,
+                min_et_voxels,
+            },
+        )
+        .map(|()| 0),
         Command::Evaluate {
             pred,
             gt,
             labels,
             out,
-        } => evaluate::run(&pred, &gt, labels, out.as_deref()),
+            choose_postprocessing,
+        } => {
+            if choose_postprocessing {
+                evaluate::choose_postprocessing(&pred, &gt, labels)
+            } else {
+                evaluate::run(&pred, &gt, labels, out.as_deref())
+            }
+        }
         Command::Synth {
             out,
             cases,

@@ -24,6 +24,8 @@ pub struct PredictArgs {
     pub modalities: Option<Vec<Modality>>,
     pub options: InferenceOptions,
     pub labels_given: bool,
+    /// Add the manifest's post-processing to the flags'.
+    pub postprocess_from_model: bool,
     pub save_probabilities: bool,
     pub save_uncertainty: bool,
     pub verbose: bool,
@@ -113,6 +115,12 @@ pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usiz
     if !args.labels_given {
         args.options.labels = manifest.labels;
     }
+    if args.postprocess_from_model {
+        let (given, model) = (&mut args.options.postprocessing, manifest.postprocessing);
+        given.remove_islands |= model.remove_islands;
+        given.min_et_voxels = given.min_et_voxels.or(model.min_et_voxels);
+    }
+    eprintln!("post-processing: {}", args.options.postprocessing.flags());
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create the output folder", args.output.display()))?;
     let mut failed = refused.len();

@@ -140,7 +140,12 @@ pub fn load_config(path: &Path) -> Result<TrainConfig> {
 }
 
 /// `nvnet export`: the weights for the page, optionally as float16, manifest kept.
-pub fn export(from: &Path, out: &Path, half: bool) -> Result<()> {
+pub fn export(
+    from: &Path,
+    out: &Path,
+    half: bool,
+    postprocessing: nvnet::postprocess::Postprocessing,
+) -> Result<()> {
     let loaded = weights::load_file::<nvnet::backend::Cpu>(from, None, &Default::default())?;
     let mut manifest = loaded.manifest.clone();
     if manifest.provenance.source == "imported" {
@@ -150,16 +155,18 @@ pub fn export(from: &Path, out: &Path, half: bool) -> Result<()> {
         );
     }
     manifest.half = half;
+    manifest.postprocessing = postprocessing;
     // The VAE branch is for training only: the page needs the segmentation path.
     manifest.config.vae = None;
     let model = loaded.model.without_vae();
     weights::save(&model, &manifest, out)?;
     let size = std::fs::metadata(out)?.len();
     println!(
-        "wrote {} ({:.2} MB{})",
+        "wrote {} ({:.2} MB{}; post-processing: {})",
         out.display(),
         size as f64 / 1e6,
-        if half { ", float16" } else { "" }
+        if half { ", float16" } else { "" },
+        postprocessing.flags()
     );
     Ok(())
 }

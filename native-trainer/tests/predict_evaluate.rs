@@ -354,7 +354,82 @@ fn evaluate_reproduces_medpy_through_nifti_files() {
     assert!(t.contains("WT_dice") && t.contains("median"), "{t}");
 }
 
-/// The embedded model scores mean WT Dice 0.94 on these four phantom windows (docs/TRAINING.md);
+#[test]
+fn choose_postprocessing_keeps_the_rules_that_help_on_nifti_files() {
+    // Two cases on a 40×36×30 grid. A: a tumour predicted right plus a far edema island.
+    // B: a non-enhancing core (no ET in truth) with 5 voxels predicted as ET.
+    let dims = [40usize, 36, 30];
+    let at = |i: usize, j: usize, k: usize| i + dims[0] * (j + dims[1] * k);
+    let n = dims.iter().product();
+    let mut truth_a = vec![0u8; n];
+    for k in 10..16 {
+        for j in 10..16 {
+            for i in 10..16 {
+                let inner = (11..15).contains(&i) && (11..15).contains(&j) && (11..15).contains(&k);
+                truth_a[at(i, j, k)] = if inner { 4 } else { 2 };
+            }
+        }
+    }
+    let mut pred_a = truth_a.clone();
+    for i in 30..34 {
+        pred_a[at(i, 30, 25)] = 2;
+    }
+    let mut truth_b = vec![0u8; n];
+    for i in 5..15 {
+        truth_b[at(i, 5, 5)] = 1;
+    }
+    let mut pred_b = truth_b.clone();
+    for i in 5..10 {
+        pred_b[at(i, 5, 5)] = 4;
+    }
+    let mut geometry = nifti::read_path(&testdata(
+        "reference/brats_case/BraTS-Synth-0001/BraTS-Synth-0001_t1.nii.gz",
+    ))
+    .unwrap()
+    .geometry;
+    geometry.dims = dims;
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, gt) = (dir.path().join("pred"), dir.path().join("gt"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    for (id, p, t) in [("A", &pred_a, &truth_a), ("B", &pred_b, &truth_b)] {
+        let write = |path: PathBuf, labels: &[u8]| {
+            nifti::write_on_grid(&path, &geometry, OutputData::Labels(labels)).unwrap()
+        };
+        write(pred.join(format!("{id}.nii.gz")), p);
+        write(gt.join(format!("{id}_seg.nii.gz")), t);
+    }
+    let out = nvnet(&[
+        "evaluate",
+        "--pred",
+        s(&pred),
+        "--gt",
+        s(&gt),
+        "--choose-postprocessing",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("chosen: --remove-islands --min-et-voxels 25"),
+        "{t}"
+    );
+    // Without any rule: WT of A is 2·216/(220+216); ET of B is 0 (5 predicted, none true).
+    let none = t
+        .lines()
+        .find(|l| l.starts_with("none "))
+        .expect("a row per candidate");
+    let v: Vec<f64> = none
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let wt_a = 2.0 * 216.0 / (220.0 + 216.0);
+    assert!((v[0] - (wt_a + 1.0) / 2.0).abs() < 1e-4, "{none}");
+    assert!((v[2] - 0.5).abs() < 1e-4, "{none}");
+}
+
+/// The embedded model scores mean WT Dice 0.95 on these four phantom windows (docs/TRAINING.md);
 /// random weights score about 0. The margin leaves room for numeric differences across machines.
 const MIN_DEFAULT_WT_DICE: f64 = 0.8;
 

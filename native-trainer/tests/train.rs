@@ -247,7 +247,8 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
     assert!(out.status.success(), "{}", text(&out));
     let (full, half) = (dir.path().join("full.bpk"), dir.path().join("half.bpk"));
     let best = run.join("best.bpk");
-    for (file, extra) in [(&full, None), (&half, Some("--half"))] {
+    let half_flags = ["--half", "--remove-islands", "--min-et-voxels", "300"];
+    for (file, extra) in [(&full, &half_flags[..0]), (&half, &half_flags[..])] {
         let mut a = vec!["export", s(&best), "--out", s(file)];
         a.extend(extra);
         let out = nvnet(&a);
@@ -261,6 +262,34 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
     let m = nvnet::weights::read_manifest(&std::fs::read(&half).unwrap(), "half").unwrap();
     assert!(m.half && m.config.vae.is_none());
     assert_eq!(m.provenance.source, "trained");
+    let pp = nvnet::postprocess::Postprocessing {
+        remove_islands: true,
+        min_et_voxels: Some(300),
+    };
+    assert_eq!(m.postprocessing, pp);
+    // predict applies the manifest's post-processing unless told not to; flags add to it.
+    let case = data.join("Phantom-00000");
+    for (extra, want) in [
+        (
+            &[][..],
+            "post-processing: --remove-islands --min-et-voxels 300",
+        ),
+        (&["--no-postprocess"][..], "post-processing: none"),
+        (
+            &["--no-postprocess", "--min-et-voxels", "7"][..],
+            "post-processing: --min-et-voxels 7",
+        ),
+    ] {
+        let pred = dir.path().join("pred");
+        let mut a = vec!["predict", "--weights", s(&half), "--input", s(&case)];
+        a.extend(["--output", s(&pred), "--no-tta"]);
+        a.extend(extra);
+        let out = nvnet(&a);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(want), "{extra:?}: {}", text(&out));
+    }
+    let m = nvnet::weights::read_manifest(&std::fs::read(&full).unwrap(), "full").unwrap();
+    assert_eq!(m.postprocessing, nvnet::postprocess::Postprocessing::NONE);
     let (a, b) = (fingerprint(&full), fingerprint(&half));
     let d = a
         .iter()

@@ -12,6 +12,7 @@ use crate::case::Case;
 use crate::labels;
 use crate::modality::{LabelConvention, Modality, Region};
 use crate::model::NvNet;
+use crate::postprocess::Postprocessing;
 use crate::preprocess::{Crop, normalize_nonzero};
 
 /// How overlapping windows are weighted.
@@ -220,8 +221,9 @@ pub struct InferenceOptions {
     /// The mean over the 8 axis-flip combinations.
     pub tta: bool,
     pub labels: LabelConvention,
-    /// Relabel ET as 1 when there are fewer ET voxels than this.
-    pub min_et_voxels: Option<usize>,
+    /// Applied to the label map (the model's manifest holds the set chosen on validation).
+    #[serde(default)]
+    pub postprocessing: Postprocessing,
     /// Bytes of device memory one window may use (activations, estimated).
     pub memory_budget: u64,
     /// The largest single buffer the device can bind (WebGPU's `maxStorageBufferBindingSize`
@@ -238,7 +240,7 @@ impl Default for InferenceOptions {
             blend: Blend::Gaussian,
             tta: true,
             labels: LabelConvention::Brats2018,
-            min_et_voxels: None,
+            postprocessing: Postprocessing::NONE,
             memory_budget: 4 << 30,
             max_buffer: None,
         }
@@ -554,7 +556,7 @@ fn to_vec<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
         .map_err(|e| format!("reading a window back from the device: {e:?}"))
 }
 
-/// Paste the box results back on the full grid, threshold, apply the small-ET rule.
+/// Paste the box results back on the full grid, threshold, post-process.
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
     case: &Case,
@@ -577,9 +579,7 @@ pub fn finish(
     };
     let probabilities = to_file(boxed_probabilities);
     let mut map = labels::label_map(&probabilities, outputs, options.labels, 0.5);
-    if let Some(min) = options.min_et_voxels {
-        labels::suppress_small_et(&mut map, options.labels, min);
-    }
+    options.postprocessing.apply(&mut map, dims, options.labels);
     Ok(Segmentation {
         probabilities,
         outputs: outputs.to_vec(),

@@ -23,23 +23,10 @@ pub fn region_metrics(
     dims: [usize; 3],
     spacing: [f64; 3],
 ) -> RegionMetrics {
-    assert_eq!(pred.len(), truth.len());
-    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
-    for (&p, &t) in pred.iter().zip(truth) {
-        match (p, t) {
-            (true, true) => tp += 1,
-            (true, false) => fp += 1,
-            (false, true) => fn_ += 1,
-            _ => {}
-        }
-    }
+    let (tp, fp, fn_) = confusion(pred, truth);
     let tn = pred.len() - tp - fp - fn_;
     let (np, nt) = (tp + fp, tp + fn_);
-    let dice = match (np, nt) {
-        (0, 0) => 1.0,
-        _ if np == 0 || nt == 0 => 0.0,
-        _ => 2.0 * tp as f64 / (np + nt) as f64,
-    };
+    let dice = dice_of(tp, np, nt);
     let hd95 = match (np, nt) {
         (0, 0) => 0.0,
         _ if np == 0 || nt == 0 => HD95_ONE_EMPTY,
@@ -56,6 +43,36 @@ pub fn region_metrics(
         hd95,
         sensitivity,
         specificity,
+    }
+}
+
+/// Dice of `pred` against `truth` (both empty → 1, exactly one empty → 0).
+pub fn dice(pred: &[bool], truth: &[bool]) -> f64 {
+    let (tp, fp, fn_) = confusion(pred, truth);
+    dice_of(tp, tp + fp, tp + fn_)
+}
+
+/// True positives, false positives, false negatives.
+fn confusion(pred: &[bool], truth: &[bool]) -> (usize, usize, usize) {
+    assert_eq!(pred.len(), truth.len());
+    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+    for (&p, &t) in pred.iter().zip(truth) {
+        match (p, t) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            _ => {}
+        }
+    }
+    (tp, fp, fn_)
+}
+
+/// Dice from the overlap and the two mask sizes, with the BraTS rules for empty masks.
+fn dice_of(tp: usize, np: usize, nt: usize) -> f64 {
+    match (np, nt) {
+        (0, 0) => 1.0,
+        _ if np == 0 || nt == 0 => 0.0,
+        _ => 2.0 * tp as f64 / (np + nt) as f64,
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::modality::{LabelConvention, Modality, Region};
 use crate::model::{ConfigError, NvNet, NvNetConfig};
+use crate::postprocess::Postprocessing;
 
 /// Key of the manifest in the burnpack metadata.
 pub const MANIFEST_KEY: &str = "nvnet.manifest";
@@ -62,6 +63,10 @@ pub struct Manifest {
     /// Stored as float16 (`nvnet export --half`, half the download); read back as float32.
     #[serde(default)]
     pub half: bool,
+    /// The label-map post-processing chosen for this model on validation cases
+    /// (`nvnet evaluate --choose-postprocessing`, recorded by `nvnet export`).
+    #[serde(default)]
+    pub postprocessing: Postprocessing,
 }
 
 impl Manifest {
@@ -75,6 +80,7 @@ impl Manifest {
             labels: LabelConvention::Brats2018,
             provenance,
             half: false,
+            postprocessing: Postprocessing::NONE,
         }
     }
 

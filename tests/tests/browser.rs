@@ -39,6 +39,17 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
     );
     assert_eq!(run.backend, "webgpu");
     assert_eq!(page.text(&mut b, "backend").unwrap(), "webgpu");
+    // The embedded model's post-processing (its manifest) is named, and applied as natively.
+    let details = page.text(&mut b, "result-details").unwrap();
+    let manifest =
+        nvnet::weights::read_manifest(nvnet::weights::default_model().unwrap(), "default").unwrap();
+    assert!(
+        details.contains(&format!(
+            "post-processing: {}",
+            manifest.postprocessing.flags()
+        )),
+        "{details}"
+    );
     eprintln!(
         "webgpu: window {:?}, {} window(s), {:.1} s in the page",
         run.roi, run.windows, run.seconds

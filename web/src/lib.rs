@@ -293,7 +293,8 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
 /// Float32Arrays in file order, T1 T1ce T2 FLAIR), `modalities`, `labels` (Uint8Array),
 /// `uncertainty` (Float32Array: the largest flip variance over the regions, with TTA),
 /// `nifti` (the gzipped label map `nvnet predict` writes), `volumes` ({WT, TC, ET} in mL),
-/// `labelConvention`, `roi`, `windows`, `seconds`, `backend`.
+/// `labelConvention`, `postprocessing` (the flags of the model's rules, or "none"), `roi`, `windows`,
+/// `seconds`, `backend`.
 #[wasm_bindgen]
 pub async fn segment(
     names: Array,
@@ -328,6 +329,7 @@ pub async fn segment(
         Which::Gpu(device, limits) => {
             let (model, manifest) = load_model::<Gpu>(&device)?;
             options.labels = manifest.labels;
+            options.postprocessing = manifest.postprocessing;
             options.memory_budget = GPU_BUDGET;
             options.max_buffer = Some(limits.max_tensor());
             let seg = inference::segment_async(
@@ -347,6 +349,7 @@ pub async fn segment(
             let device = Default::default();
             let (model, manifest) = load_model::<Cpu>(&device)?;
             options.labels = manifest.labels;
+            options.postprocessing = manifest.postprocessing;
             options.memory_budget = CPU_BUDGET;
             let seg = inference::segment(
                 &[model],
@@ -400,6 +403,11 @@ pub async fn segment(
         }))?,
     )?;
     set(&out, "labelConvention", serde_to_js(&options.labels)?)?;
+    set(
+        &out,
+        "postprocessing",
+        options.postprocessing.flags().as_str(),
+    )?;
     set(&out, "roi", serde_to_js(&seg.roi)?)?;
     set(&out, "windows", seg.windows as u32)?;
     set(&out, "seconds", (js_sys::Date::now() - started) / 1000.0)?;
