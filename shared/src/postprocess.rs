@@ -184,17 +184,22 @@ pub fn choose(
     }
     for case in cases {
         let truth = REGIONS.map(|r| labels::region_mask(&case.truth, r, labels));
+        // Islands once per case (the costly rule), then each candidate's ET rule through `apply`.
         let mut kept = case.predicted.clone();
         remove_islands(&mut kept, case.dims, labels);
         for c in sums.iter_mut() {
-            let mut map = if c.postprocessing.remove_islands {
-                kept.clone()
+            let rules = c.postprocessing;
+            let mut map = if rules.remove_islands {
+                &kept
             } else {
-                case.predicted.clone()
-            };
-            if let Some(min) = c.postprocessing.min_et_voxels {
-                labels::suppress_small_et(&mut map, labels, min);
+                &case.predicted
             }
+            .clone();
+            let et_only = Postprocessing {
+                remove_islands: false,
+                ..rules
+            };
+            et_only.apply(&mut map, case.dims, labels);
             for (i, t) in truth.iter().enumerate() {
                 let p = labels::region_mask(&map, REGIONS[i], labels);
                 c.dice[i] += crate::metrics::dice(&p, t);
