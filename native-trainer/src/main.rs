@@ -483,7 +483,7 @@ fn run(cli: Cli) -> Result<usize> {
             config.validate().map_err(anyhow::Error::msg)?;
             let notes = args.notes.clone();
             device::with_train_backend!(device, args.precision, |B, dev| {
-                train_cmd::run::<B>(&dev, config, &out, notes)
+                train_cmd::run::<B>(&dev, config, &out, notes, device != DeviceKind::Cpu)
             })
             .map(|()| 0)
         }

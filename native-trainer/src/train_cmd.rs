@@ -17,18 +17,37 @@ struct CliReporter {
     run_dir: PathBuf,
     last: Option<StepLosses>,
     epoch: usize,
+    epochs: usize,
+    steps: usize,
     started: Instant,
+    /// Where stderr is no terminal (a log file, nohup, a batch job) the bar draws nothing:
+    /// then a plain line every `PLAIN_EVERY`, and one after the first step.
+    plain: Option<PlainLog>,
 }
+
+struct PlainLog {
+    last_line: Instant,
+    /// When the step now running began (the end of the previous one).
+    step_started: Instant,
+    steps_done: usize,
+}
+
+const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Reporter for CliReporter {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
         self.epoch = epoch;
+        self.epochs = epochs;
+        self.steps = steps;
+        if let Some(p) = &mut self.plain {
+            p.step_started = Instant::now();
+        }
         self.bar.reset();
         self.bar.set_length(steps as u64);
         self.bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     }
 
-    fn step(&mut self, _step: usize, l: &StepLosses) {
+    fn step(&mut self, step: usize, l: &StepLosses) {
         self.last = Some(*l);
         let vae = match (l.l2, l.kl) {
             (Some(a), Some(b)) => format!(" l2 {a:.4} kl {b:.4}"),
@@ -37,6 +56,26 @@ impl Reporter for CliReporter {
         self.bar
             .set_message(format!("loss {:.4} dice {:.4}{vae}", l.total, l.dice));
         self.bar.inc(1);
+        if let Some(p) = &mut self.plain {
+            let now = Instant::now();
+            let took = now - p.step_started;
+            p.step_started = now;
+            p.steps_done += 1;
+            if p.steps_done == 1 || now - p.last_line >= PLAIN_EVERY {
+                p.last_line = now;
+                eprintln!(
+                    "epoch {}/{} step {}/{}  {:.2} s/step  {:.0} s in all  loss {:.4} dice {:.4}{vae}",
+                    self.epoch + 1,
+                    self.epochs,
+                    step + 1,
+                    self.steps,
+                    took.as_secs_f64(),
+                    self.started.elapsed().as_secs_f64(),
+                    l.total,
+                    l.dice
+                );
+            }
+        }
     }
 
     fn validating(&mut self, done: usize, total: usize) {
@@ -82,6 +121,7 @@ pub fn run<B: AutodiffBackend>(
     config: TrainConfig,
     out: &Path,
     notes: String,
+    gpu: bool,
 ) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let dir = RunDir(out.to_path_buf());
@@ -99,13 +139,29 @@ pub fn run<B: AutodiffBackend>(
         .expect("template")
         .progress_chars("=> "),
     );
+    let plain = bar.is_hidden().then(|| PlainLog {
+        last_line: Instant::now(),
+        step_started: Instant::now(),
+        steps_done: 0,
+    });
     let mut reporter = CliReporter {
         bar,
         run_dir: out.to_path_buf(),
         last: None,
         epoch: 0,
+        epochs: config.epochs,
+        steps: 0,
         started: Instant::now(),
+        plain,
     };
+    if gpu {
+        // Seen on an H200 with burn-cuda 0.21: no step finished within minutes while one CPU core
+        // compiled kernels; say so rather than look hung.
+        reporter.message(
+            "note: on a GPU the first steps compile and autotune every kernel of the network (minutes \
+             with CUDA; the autotuning choices are cached for later runs); the steps after that are fast",
+        );
+    }
     let now = crate::now_rfc3339;
     let ctx = RunContext {
         dir,

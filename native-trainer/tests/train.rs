@@ -126,6 +126,12 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
     ] {
         assert!(a.join(f).is_file(), "{f} missing: {t}");
     }
+    // stderr is a pipe here, as in a log file: the progress comes as plain lines.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("epoch 1/3 step 1/") && stderr.contains("s/step"),
+        "{stderr}"
+    );
     let split: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("split.json")).unwrap()).unwrap();
     assert_eq!(split["train"].as_array().unwrap().len(), 3);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Training on burn-cuda against MONAI's SegResNetVAE on the same GPU (issue: native training):
+# F=32 with the VAE at 160x192x128, batch 1, f32 then bf16, step time and peak GPU memory.
+#
+# Prepared on a build machine, run on the GPU machine from the repository root:
+#   cargo build --release --locked -p nvnet-cli --features cuda
+#   mkdir -p .device && cp $CARGO_TARGET_DIR/release/nvnet .device/ && strip .device/nvnet
+#   python3 -m pip download --no-deps monai==1.6.1 -d .device     # PyTorch is already there
+#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16]
+#
+# The first steps on burn-cuda compile and autotune every kernel (no step had finished after
+# 230 s on an H200, 2026-11-28); the autotuning choices land in target/autotune (cubecl's cache
+# beside the nearest Cargo.toml), which this script also saves to $OUT when that is set, so that
+# a later run can bring it along.
+set -u
+cd "$(dirname "$0")/../.device"
+F32=${1:-300}
+BF16=${2:-150}
+T0=$(date +%s)
+el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
+[ -x nvnet ] || { gunzip -c nvnet.gz > nvnet && chmod +x nvnet; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -m pip install -q --no-deps ./monai-*.whl 2>&1 | tail -1
+python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)"
+
+# Peak GPU memory of a phase: nvidia-smi every 100 ms while it runs (the GPU is otherwise idle).
+poll() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > mem_$1.log & POLL=$!; }
+peak() { kill $POLL 2>/dev/null; wait $POLL 2>/dev/null; echo "$1: peak nvidia-smi memory.used $(sort -n mem_$1.log | tail -1) MiB"; }
+
+el synth
+[ -d data ] || ./nvnet synth --out data --cases 4 --seed 5 2>&1 | tail -1
+
+for p in f32 bf16; do
+  el "monai $p"
+  poll monai_$p
+  timeout 90 python3 ../bench/monai_train_step.py --device cuda --vae --init-filters 32 \
+    --shape 160,192,128 --steps 40 --precision $p --threads 8 --quiet 2>&1 | tail -2
+  peak monai_$p
+done
+
+train() {  # precision, seconds
+  el "nvnet train --device cuda --precision $1 (the paper's recipe: F=32, VAE, 160x192x128)"
+  poll nvnet_$1
+  timeout "$2" ./nvnet --device cuda train --data data --out run_$1 --precision "$1" \
+    --epochs 1000 --samples-per-epoch 10 --val-every 1000 --seed 1 > train_$1.log 2>&1
+  echo "exit $? (124: stopped by the time limit, as planned)"
+  peak nvnet_$1
+  grep -E "step|^epoch" train_$1.log | head -4
+  echo ...
+  grep -E "step|^epoch" train_$1.log | tail -3
+  [ -f run_$1/metrics.csv ] && awk -F, 'NR>2 {n++; s+=$2} END {if (n) printf "steady: %d epochs of 10 steps, %.3f s per step (epochs 2..)\n", n, s/n/10}' run_$1/metrics.csv
+  if [ -n "${OUT:-}" ]; then cp train_$1.log "$OUT/"; cp run_$1/metrics.csv "$OUT/metrics_$1.csv" 2>/dev/null; fi
+}
+train f32 "$F32"
+train bf16 "$BF16"
+el done
+[ -n "${OUT:-}" ] && [ -d ../target/autotune ] && tar czf "$OUT/cubecl-autotune.tgz" -C .. target/autotune
+true
