@@ -8,205 +8,51 @@
 //! stride 1, a forward convolution with the flipped kernel for the input gradient (flex's
 //! conv3d is faster than its conv_transpose3d). GroupNorm gets a fused forward and backward
 //! (Burn's composition walks strided broadcasts on flex); its forward also serves flex
-//! inference. Other backends never come here.
+//! inference. The autodiff operation around the convolution gradients is `conv_grad`'s; other
+//! backends never come here.
 
-use std::any::Any;
-
-use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::nn::GroupNorm;
-use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use rayon::prelude::*;
 
+use crate::conv_grad::{ConvGrads, cast};
+
 type Ad = Autodiff<Flex>;
 
-/// Move a value to another type when the two are the same type (a checked, safe cast).
-fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("just filled")),
-        None => Err(slot.expect("untouched")),
-    }
-}
-
-/// `conv.forward(x)`, with this module's backward when `B` is `Autodiff<Flex>`.
+/// `conv.forward(x)`, with this module's gradients when `B` is `Autodiff<Flex>`.
 pub fn conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
-    let Some(padding) = explicit_padding(conv) else {
-        // Not used by NvNet: Burn's own path.
-        return conv.forward(x);
-    };
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    let x = match cast::<Tensor<B, 5>, Tensor<Ad, 5>>(x) {
-        Ok(x) => x,
-        Err(x) => return conv.forward(x),
-    };
-    let weight: Tensor<Ad, 5> = cast(conv.weight.val()).ok().expect("same backend as x");
-    let bias: Option<Tensor<Ad, 1>> = conv
-        .bias
-        .as_ref()
-        .map(|b| cast(b.val()).ok().expect("same backend as x"));
-    let out = conv3d_ad(x, weight, bias, options);
-    cast(out).ok().expect("the same type back")
+    crate::conv_grad::try_conv3d(conv, x).unwrap_or_else(|x| conv.forward(x))
 }
 
-fn explicit_padding<B: Backend>(conv: &Conv3d<B>) -> Option<[usize; 3]> {
-    match conv.padding {
-        PaddingConfig3d::Explicit(d, h, w) => Some([d, h, w]),
-        PaddingConfig3d::Valid => Some([0, 0, 0]),
-        PaddingConfig3d::Same => None,
+impl ConvGrads for Flex {
+    fn input_grad(
+        x: FloatTensor<Flex>,
+        w: FloatTensor<Flex>,
+        grad: FloatTensor<Flex>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Flex> {
+        input_grad(x, w, grad, options)
     }
-}
-
-fn conv3d_ad(
-    x: Tensor<Ad, 5>,
-    weight: Tensor<Ad, 5>,
-    bias: Option<Tensor<Ad, 1>>,
-    options: ConvOptions<3>,
-) -> Tensor<Ad, 5> {
-    let supported = options.groups == 1 && options.dilation == [1, 1, 1];
-    let x = x.into_primitive().tensor();
-    let w = weight.into_primitive().tensor();
-    let b = bias.map(|b| b.into_primitive().tensor());
-    if !supported {
-        return Tensor::from_primitive(TensorPrimitive::Float(Ad::conv3d(x, w, b, options)));
-    }
-    let out = match b {
-        Some(b) => match ConvBias
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let xs = prep.checkpoint(&x);
-                let ws = prep.checkpoint(&w);
-                prep.finish(
-                    (xs, ws, options.clone()),
-                    Flex::conv3d(x.primitive, w.primitive, Some(b.primitive), options),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv3d(
-                x.primitive,
-                w.primitive,
-                Some(b.primitive),
-                options,
-            )),
-        },
-        None => match ConvNoBias
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let xs = prep.checkpoint(&x);
-                let ws = prep.checkpoint(&w);
-                prep.finish(
-                    (xs, ws, options.clone()),
-                    Flex::conv3d(x.primitive, w.primitive, None, options),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::conv3d(x.primitive, w.primitive, None, options))
-            }
-        },
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
-}
-
-#[derive(Debug)]
-struct ConvBias;
-#[derive(Debug)]
-struct ConvNoBias;
-
-type ConvState = (NodeId, NodeId, ConvOptions<3>);
-
-impl Backward<Flex, 3> for ConvBias {
-    type State = ConvState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x, node_w, node_b] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, bias_grad(grad.clone()));
-        }
-        conv_backward(
-            ops.state,
-            node_x.map(|n| n.id),
-            node_w.map(|n| n.id),
-            grad,
-            grads,
-            checkpointer,
-        );
-    }
-}
-
-impl Backward<Flex, 2> for ConvNoBias {
-    type State = ConvState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x, node_w] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        conv_backward(
-            ops.state,
-            node_x.map(|n| n.id),
-            node_w.map(|n| n.id),
-            grad,
-            grads,
-            checkpointer,
-        );
+    fn weight_grad(
+        x: FloatTensor<Flex>,
+        grad: FloatTensor<Flex>,
+        k: [usize; 3],
+        options: &ConvOptions<3>,
+    ) -> FloatTensor<Flex> {
+        weight_grad(x, grad, k, options)
     }
 }
 
 fn flex<const D: usize>(t: FloatTensor<Flex>) -> Tensor<Flex, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn bias_grad(grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let g = flex::<5>(grad);
-    let [_, c, _, _, _] = g.dims();
-    g.swap_dims(0, 1)
-        .reshape([c as i32, -1])
-        .sum_dim(1)
-        .reshape([c])
-        .into_primitive()
-        .tensor()
-}
-
-fn conv_backward(
-    (x_state, w_state, options): ConvState,
-    node_x: Option<NodeId>,
-    node_w: Option<NodeId>,
-    grad: FloatTensor<Flex>,
-    grads: &mut Gradients,
-    checkpointer: &mut Checkpointer,
-) {
-    let x = checkpointer.retrieve_node_output::<FloatTensor<Flex>>(x_state);
-    let w = checkpointer.retrieve_node_output::<FloatTensor<Flex>>(w_state);
-    if let Some(id) = node_x {
-        let gx = input_grad(x.clone(), w.clone(), grad.clone(), options.clone());
-        grads.register::<Flex>(id, gx);
-    }
-    if let Some(id) = node_w {
-        let [_, _, kd, kh, kw] = flex::<5>(w).dims();
-        grads.register::<Flex>(id, weight_grad(x, grad, [kd, kh, kw], &options));
-    }
 }
 
 /// dL/dx. Stride 1: a convolution of the output gradient with the kernel flipped and its
@@ -638,6 +484,7 @@ fn tensor1(values: Vec<f32>) -> FloatTensor<Flex> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3dConfig;
     use burn::tensor::Distribution;
 
@@ -663,6 +510,8 @@ mod tests {
             &device,
         )
         .require_grad();
+        // nvnet's backward, not Burn's, must be the one under test.
+        assert!(crate::conv_grad::try_conv3d(&conv, x.clone()).is_ok());
         let ours = conv3d(&conv, x.clone());
         let burns = conv.forward(x.clone());
         let r = Tensor::<Ad, 5>::random(burns.dims(), Distribution::Normal(0.0, 1.0), &device);

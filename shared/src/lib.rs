@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod case;
+#[cfg(feature = "autodiff")]
+pub mod conv_grad;
 #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
 pub mod cpu_grad;
 pub mod fsutil;
