@@ -6,7 +6,10 @@
 #   cargo build --release --locked -p nvnet-cli --features cuda
 #   mkdir -p .device && cp $CARGO_TARGET_DIR/release/nvnet .device/ && strip .device/nvnet
 #   python3 -m pip download --no-deps monai==1.6.1 -d .device     # PyTorch is already there
-#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16]
+#   # optional, the CUDA correctness tests (reference logits, a training step against flex):
+#   cargo test --locked -p nvnet --features cuda --test cuda_reference --no-run
+#   cp <the test binary it names> .device/cuda_reference && strip .device/cuda_reference
+#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16] [SECONDS_TESTS]
 #
 # The first steps on burn-cuda compile and autotune every kernel (no step had finished after
 # 230 s on an H200, 2026-11-28); the autotuning choices land in target/autotune (cubecl's cache
@@ -16,9 +19,12 @@ set -u
 cd "$(dirname "$0")/../.device"
 F32=${1:-300}
 BF16=${2:-150}
+TESTS=${3:-120}
 T0=$(date +%s)
 el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-[ -x nvnet ] || { gunzip -c nvnet.gz > nvnet && chmod +x nvnet; }
+for f in nvnet cuda_reference; do
+  [ -x $f ] || [ ! -f $f.gz ] || { gunzip -c $f.gz > $f && chmod +x $f; }
+done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -m pip install -q --no-deps ./monai-*.whl 2>&1 | tail -1
 python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)"
@@ -53,6 +59,11 @@ train() {  # precision, seconds
 }
 train f32 "$F32"
 train bf16 "$BF16"
+if [ -x cuda_reference ]; then
+  el "cuda reference tests"
+  NVNET_TESTDATA="$PWD/../testdata" timeout "$TESTS" ./cuda_reference --nocapture --test-threads 1 2>&1 |
+    grep -E "max abs|^loss|worst|test result|panicked|^test " | head -20
+fi
 el done
 [ -n "${OUT:-}" ] && [ -d ../target/autotune ] && tar czf "$OUT/cubecl-autotune.tgz" -C .. target/autotune
 true
