@@ -117,6 +117,131 @@ unsafe fn libc_dlopen(name: &str) -> bool {
     unsafe { !dlopen(c.as_ptr(), 1).is_null() }
 }
 
+/// `--devices`: a comma-separated list of one kind, `cuda:0,cuda:1`; for wgpu `wgpu:N` (the N-th
+/// discrete GPU), `wgpu:integrated:N`, `wgpu:cpu` (a software adapter) or `wgpu:default`.
+/// Returns the kind and each entry's part after the kind.
+pub fn parse_device_list(list: &str) -> Result<(DeviceKind, Vec<String>), String> {
+    let mut kind = None;
+    let mut rest = Vec::new();
+    for entry in list.split(',').map(str::trim) {
+        let (k, r) = entry.split_once(':').unwrap_or((entry, ""));
+        let k: DeviceKind = k.parse().map_err(|e| format!("--devices {list}: {e}"))?;
+        if kind.is_some_and(|first| first != k) {
+            return Err(format!(
+                "--devices {list}: all devices must be of one kind (one backend)"
+            ));
+        }
+        kind = Some(k);
+        rest.push(r.to_string());
+    }
+    Ok((kind.expect("split yields one entry"), rest))
+}
+
+/// A backend's device from the part of a `--devices` entry after its kind.
+pub trait DeviceFromSpec: Sized {
+    fn from_spec(spec: &str) -> Result<Self, String>;
+}
+
+fn index(spec: &str, entry: &str) -> Result<usize, String> {
+    spec.parse()
+        .map_err(|_| format!("'{entry}': expected a device number, as in {entry}:0"))
+}
+
+impl DeviceFromSpec for burn::backend::flex::FlexDevice {
+    fn from_spec(spec: &str) -> Result<Self, String> {
+        match spec {
+            "" | "0" => Ok(Default::default()),
+            other => Err(format!(
+                "'cpu:{other}': the CPU backend (flex) is one device; it already uses every core"
+            )),
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DeviceFromSpec for burn::backend::wgpu::WgpuDevice {
+    fn from_spec(spec: &str) -> Result<Self, String> {
+        use burn::backend::wgpu::WgpuDevice;
+        Ok(match spec.split_once(':') {
+            None if spec.is_empty() || spec == "default" => WgpuDevice::DefaultDevice,
+            None if spec == "cpu" => WgpuDevice::Cpu,
+            None => WgpuDevice::DiscreteGpu(index(spec, "wgpu")?),
+            Some(("integrated", n)) => WgpuDevice::IntegratedGpu(index(n, "wgpu:integrated")?),
+            Some(_) => {
+                return Err(format!(
+                    "'wgpu:{spec}': expected wgpu:N, wgpu:integrated:N, wgpu:cpu or wgpu:default"
+                ));
+            }
+        })
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DeviceFromSpec for burn::backend::cuda::CudaDevice {
+    fn from_spec(spec: &str) -> Result<Self, String> {
+        let i = if spec.is_empty() {
+            0
+        } else {
+            index(spec, "cuda")?
+        };
+        // A device that does not exist makes burn-cuda panic when it is first used.
+        let count = std::panic::catch_unwind(|| {
+            <burn::backend::Cuda as burn::prelude::Backend>::device_count(0)
+        })
+        .unwrap_or(0);
+        if i >= count {
+            return Err(format!(
+                "'cuda:{i}': this machine has {count} CUDA device(s) (cuda:0 to cuda:{})",
+                count.saturating_sub(1)
+            ));
+        }
+        Ok(Self::new(i))
+    }
+}
+
+/// The training devices: `--devices` when given, else the backend's default device.
+pub fn training_devices<D: DeviceFromSpec>(
+    specs: Option<&[String]>,
+    default: D,
+) -> Result<Vec<D>, String> {
+    match specs {
+        None => Ok(vec![default]),
+        Some(specs) => specs.iter().map(|s| D::from_spec(s)).collect(),
+    }
+}
+
+/// How tensors move between the training devices of `kind` (see `nvnet::parallel`).
+pub fn transfer(kind: DeviceKind, devices: usize) -> Result<nvnet::parallel::Transfer, String> {
+    use nvnet::parallel::Transfer;
+    let _ = devices; // only CUDA asks
+    Ok(match kind {
+        // Burn 0.21 cannot copy between wgpu devices.
+        DeviceKind::Wgpu => Transfer::Host,
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda if devices > 1 => {
+            // burn-cuda copies between GPUs with NCCL, loaded at run time under these names
+            // (cudarc's); without it the copy panics on a device thread.
+            let names = [
+                "libnccl.so",
+                "libnccl.so.13",
+                "libnccl.so.12",
+                "libnccl.so.11",
+            ];
+            // SAFETY: dlopen of a system library, as for libcuda.
+            if !names.iter().any(|n| unsafe { libc_dlopen(n) }) {
+                return Err(format!(
+                    "--devices: {devices} CUDA devices need NCCL, which Burn uses to copy between \
+                     GPUs, and none of {} was found on the library path (install NCCL; where only \
+                     libnccl.so.2 exists, link libnccl.so to it in a directory on LD_LIBRARY_PATH)",
+                    names.join(", ")
+                ));
+            }
+            Transfer::Burn
+        }
+        _ => Transfer::Burn,
+    })
+}
+
 /// Floating-point precision of training on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {

@@ -27,9 +27,10 @@ use device::DeviceKind;
     about = "NvNet 3-D brain tumour segmentation (Myronenko, BraTS 2018) on Burn"
 )]
 struct Cli {
-    /// Where tensors live: cpu (Burn's flex backend), wgpu (Vulkan/Metal/DX12) or cuda.
-    #[arg(long, global = true, default_value = "cpu")]
-    device: DeviceKind,
+    /// Where tensors live: cpu (Burn's flex backend; the default), wgpu (Vulkan/Metal/DX12) or
+    /// cuda.
+    #[arg(long, global = true)]
+    device: Option<DeviceKind>,
     /// With --device wgpu: open the GPU with at most these buffer limits, BINDING,BUFFER
     /// (e.g. 128M,256M: WebGPU's defaults); inference windows are sized to fit them.
     #[arg(long, global = true, value_parser = device::parse_gpu_limits)]
@@ -301,7 +302,9 @@ struct TrainArgs {
     /// f32, or f16 / bf16 on CUDA.
     #[arg(long, default_value = "f32")]
     precision: device::Precision,
-    /// Several GPUs (cuda:0,cuda:1).
+    /// Several GPUs of one backend, e.g. cuda:0,cuda:1 (wgpu:0,wgpu:1): each step's batch is
+    /// split across them (--batch-size at least the number of devices); the first holds the
+    /// model, the optimizer and validation.
     #[arg(long)]
     devices: Option<String>,
     /// Provenance text for the weights' manifest (e.g. "synthetic phantoms").
@@ -391,7 +394,8 @@ fn main() -> ExitCode {
 
 /// Run a command; the number of cases that failed (0 for commands without cases).
 fn run(cli: Cli) -> Result<usize> {
-    let device = cli.device;
+    let chosen_device = cli.device;
+    let device = chosen_device.unwrap_or(DeviceKind::Cpu);
     if let Some(cap) = cli.gpu_limits {
         let _ = device::GPU_CAP.set(cap);
     }
@@ -472,18 +476,33 @@ fn run(cli: Cli) -> Result<usize> {
                 print!("{}", toml::to_string_pretty(&config)?);
                 return Ok(0);
             }
-            if let Some(devices) = &args.devices {
-                bail!(
-                    "--devices {devices}: multi-GPU training is not available in this nvnet: Burn 0.21's \
-                     multi-device gradients (its `distributed` feature) require every autodiff backend \
-                     to be a DistributedBackend, which flex (--device cpu) is not, so it cannot be \
-                     built into the same binary; train on one device (--device cuda)"
-                );
-            }
+            // --devices names the backend too; a different --device is a contradiction.
+            let (device, specs) = match &args.devices {
+                None => (device, None),
+                Some(list) => {
+                    let (kind, specs) =
+                        device::parse_device_list(list).map_err(anyhow::Error::msg)?;
+                    if let Some(d) = chosen_device.filter(|d| *d != kind) {
+                        bail!("--device {d} and --devices {list} name different backends");
+                    }
+                    (kind, Some(specs))
+                }
+            };
             config.validate().map_err(anyhow::Error::msg)?;
             let notes = args.notes.clone();
             device::with_train_backend!(device, args.precision, |B, dev| {
-                train_cmd::run::<B>(&dev, config, &out, notes, device != DeviceKind::Cpu)
+                let devices =
+                    device::training_devices(specs.as_deref(), dev).map_err(anyhow::Error::msg)?;
+                let transfer =
+                    device::transfer(device, devices.len()).map_err(anyhow::Error::msg)?;
+                train_cmd::run::<B>(
+                    &devices,
+                    transfer,
+                    config,
+                    &out,
+                    notes,
+                    device != DeviceKind::Cpu,
+                )
             })
             .map(|()| 0)
         }

@@ -117,7 +117,8 @@ fn commit() -> String {
 }
 
 pub fn run<B: AutodiffBackend>(
-    device: &B::Device,
+    devices: &[B::Device],
+    transfer: nvnet::parallel::Transfer,
     config: TrainConfig,
     out: &Path,
     notes: String,
@@ -169,8 +170,8 @@ pub fn run<B: AutodiffBackend>(
         commit: commit(),
         notes,
     };
-    let state =
-        train::run::<B>(&config, &ctx, device, &mut reporter).map_err(anyhow::Error::msg)?;
+    let state = train::run::<B>(&config, &ctx, devices, transfer, &mut reporter)
+        .map_err(anyhow::Error::msg)?;
     reporter.bar.finish_and_clear();
     println!(
         "{} epoch(s) in {:.1} min; weights: {}{}",

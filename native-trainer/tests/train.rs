@@ -304,3 +304,85 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
         .fold(0f32, f32::max);
     assert!(d > 0.0 && d < 2e-2, "float16 weights change logits by {d}");
 }
+
+/// `--devices`: a tiny run with each batch split across two wgpu devices (on llvmpipe: the
+/// default device and the software-adapter device, two separate wgpu devices), and the lists
+/// that cannot work refused with a message saying why.
+#[test]
+fn a_run_on_two_wgpu_devices_and_bad_device_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantoms(dir.path());
+    let (out, cache) = (dir.path().join("run"), dir.path().join("cache"));
+    let base = |extra: &[&'static str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--cache",
+            s(&cache),
+            "--init-filters",
+            "8",
+            "--no-vae",
+            "--crop",
+            "16,16,16",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "4",
+            "--val-fraction",
+            "0.25",
+            "--seed",
+            "5",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        a.extend(extra.iter().map(|v| v.to_string()));
+        a
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        nvnet(&refs)
+    };
+    for (extra, want) in [
+        (&["--devices", "cpu:1"][..], "one device"),
+        (&["--devices", "cuda:0,wgpu:0"][..], "one kind"),
+        (
+            &["--device", "cpu", "--devices", "wgpu:default,wgpu:cpu"][..],
+            "different backends",
+        ),
+        (
+            &["--devices", "wgpu:default,wgpu:cpu"][..],
+            "--batch-size 1",
+        ),
+        (
+            &["--devices", "wgpu:cpu,wgpu:cpu", "--batch-size", "2"][..],
+            "listed twice",
+        ),
+    ] {
+        let o = run(base(extra));
+        let t = text(&o);
+        assert!(!o.status.success(), "{extra:?} was accepted: {t}");
+        assert!(t.contains(want), "{extra:?}: '{want}' not in: {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    let o = run(base(&[
+        "--devices",
+        "wgpu:default,wgpu:cpu",
+        "--batch-size",
+        "2",
+    ]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = metrics.lines().collect();
+    assert_eq!(rows.len(), 2, "{metrics}");
+    let cells: Vec<&str> = rows[1].split(',').collect();
+    let loss: f64 = cells[2].parse().unwrap();
+    assert!(loss > 0.0 && loss < 1.0, "{metrics}");
+    assert!(!cells[7].is_empty(), "validated: {metrics}");
+    let loaded = nvnet::weights::load_file::<Cpu>(&out.join("last.bpk"), None, &Default::default());
+    assert!(loaded.is_ok(), "last.bpk loads");
+}

@@ -20,6 +20,7 @@ pub mod modality;
 pub mod model;
 pub mod nifti;
 pub mod npy;
+pub mod parallel;
 pub mod postprocess;
 pub mod preprocess;
 pub mod synth;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, decay::WeightDecayConfig};
+use burn::optim::{AdamConfig, Optimizer, decay::WeightDecayConfig};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::TensorData;
@@ -23,6 +23,7 @@ use crate::case::{Case, CaseFiles};
 use crate::inference::{Blend, SlidingWindow};
 use crate::labels;
 use crate::modality::{LabelConvention, Modality, Region};
+use crate::parallel::{Devices, StepSpec, Transfer};
 use crate::preprocess::Crop;
 use crate::synth::Rng;
 use crate::weights::{self, Manifest, Provenance};
@@ -375,12 +376,7 @@ pub fn fingerprint(paths: &[PathBuf]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Samples.
 
-/// A batch: `n` inputs (channels × crop) and targets (regions × crop), network order.
-pub struct Batch {
-    pub n: usize,
-    pub input: Vec<f32>,
-    pub target: Vec<f32>,
-}
+pub use crate::parallel::{Batch, StepLosses};
 
 /// One training sample from a cached case: a random crop (tumour-centred with probability
 /// `foreground_fraction`), the paper's augmentation, and the region targets.
@@ -540,15 +536,6 @@ pub struct EpochRow {
     pub lr: f64,
     /// Validation Dice per region (WT, TC, ET) when measured this epoch.
     pub val_dice: Option<[f64; 3]>,
-}
-
-/// The running losses of a step.
-#[derive(Debug, Clone, Copy)]
-pub struct StepLosses {
-    pub total: f64,
-    pub dice: f64,
-    pub l2: Option<f64>,
-    pub kl: Option<f64>,
 }
 
 /// What a run tells its user.
@@ -801,15 +788,38 @@ pub struct RunContext<'a> {
     pub notes: String,
 }
 
-/// Train (or resume: when `ctx.dir` holds a checkpoint) until `config.epochs`.
+/// Train (or resume: when `ctx.dir` holds a checkpoint) until `config.epochs`, on `devices`
+/// (the first holds the model; each step's batch is split across all of them, see `parallel`).
 pub fn run<B: AutodiffBackend>(
     config: &TrainConfig,
     ctx: &RunContext,
-    device: &B::Device,
+    devices: &[B::Device],
+    transfer: Transfer,
     reporter: &mut dyn Reporter,
 ) -> Result<RunState, String> {
     config.validate()?;
+    if devices.len() > config.batch_size {
+        return Err(format!(
+            "{} devices need a batch of at least {} (--batch-size {}): each step's batch is split \
+             across the devices",
+            devices.len(),
+            devices.len(),
+            config.batch_size
+        ));
+    }
     let outputs = Region::DEFAULT_ORDER.to_vec();
+    let devices = Devices::<B>::new(
+        devices.to_vec(),
+        StepSpec {
+            channels: config.modalities.len(),
+            regions: outputs.len(),
+            crop: config.crop,
+            loss: config.loss,
+            dice_smooth: config.dice_smooth,
+        },
+        transfer,
+    )?;
+    let device = devices.main();
     let model_config = config.model_config();
     let mut model: NvNet<B> = model_config.init(device).map_err(|e| e.to_string())?;
     let mut optim = AdamConfig::new()
@@ -864,32 +874,15 @@ pub fn run<B: AutodiffBackend>(
         reporter.epoch_start(epoch, config.epochs, steps);
         let (mut sum, mut count) = ([0f64; 4], 0usize);
         for (step, batch) in batches.into_iter().enumerate() {
-            let batch = batch?;
-            let [cx, cy, cz] = config.crop;
-            let x = Tensor::<B, 5>::from_data(
-                TensorData::new(batch.input, [batch.n, config.modalities.len(), cx, cy, cz]),
-                device,
-            );
-            let y = Tensor::<B, 5>::from_data(
-                TensorData::new(batch.target, [batch.n, outputs.len(), cx, cy, cz]),
-                device,
-            );
-            let out = model.forward_train(x.clone());
-            let terms = crate::loss::nvnet_loss(out, x, y, config.loss, config.dice_smooth);
-            let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
-            let losses = StepLosses {
-                total: scalar(&terms.total),
-                dice: scalar(&terms.dice),
-                l2: terms.l2.as_ref().map(scalar),
-                kl: terms.kl.as_ref().map(scalar),
-            };
+            let (grads, losses) = devices
+                .gradients(&model, batch?)
+                .map_err(|e| format!("epoch {epoch}, step {step}: {e}"))?;
             if !losses.total.is_finite() {
                 return Err(format!(
                     "epoch {epoch}, step {step}: the loss is {}; stopping (lower --lr?)",
                     losses.total
                 ));
             }
-            let grads = GradientsParams::from_grads(terms.total.backward(), &model);
             model = optim.step(lr, model, grads);
             sum[0] += losses.total;
             sum[1] += losses.dice;

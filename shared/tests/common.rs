@@ -146,3 +146,132 @@ pub fn training_step_vs_flex<G: burn::tensor::backend::AutodiffBackend>(
     );
     worst
 }
+
+/// Every parameter's gradient in `grads`, flattened, in visiting order.
+fn gradients_of<B: burn::tensor::backend::AutodiffBackend>(
+    model: &nvnet::NvNet<B>,
+    grads: &burn::optim::GradientsParams,
+) -> Vec<Vec<f32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Collect<'a> {
+        grads: &'a burn::optim::GradientsParams,
+        out: Vec<Vec<f32>>,
+    }
+    impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let g = self
+                .grads
+                .get::<B::InnerBackend, D>(param.id)
+                .expect("every parameter gets a gradient");
+            self.out
+                .push(g.into_data().convert::<f32>().into_vec::<f32>().unwrap());
+        }
+    }
+    let mut visitor = Collect {
+        grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+/// A batch of two different samples split across `devices` (the first holds the model) gives
+/// the gradients and losses of the whole batch on the first device alone, within `tolerance`
+/// (relative to each parameter's largest gradient). Returns the worst relative difference.
+pub fn split_batch_matches_one_device<G: burn::tensor::backend::AutodiffBackend>(
+    devices: Vec<G::Device>,
+    transfer: nvnet::parallel::Transfer,
+    tolerance: f32,
+) -> f32 {
+    use burn::backend::Flex;
+    use nvnet::parallel::{Batch, Devices, StepSpec};
+    let mut config = nvnet::NvNetConfig::default().with_init_filters(8);
+    config.dropout = 0.0;
+    Flex::seed(&Default::default(), 5);
+    let flex_model = config.init::<Flex>(&Default::default()).unwrap();
+    let manifest = nvnet::weights::Manifest::new("split", config, Default::default());
+    let bytes = nvnet::weights::to_bytes(&flex_model, &manifest).unwrap();
+    let model = nvnet::weights::load_bytes::<G>(&bytes, "split", &devices[0])
+        .unwrap()
+        .model;
+    let n = 16usize;
+    let voxels = n * n * n;
+    let sample = |k: usize| {
+        let input: Vec<f32> = (0..4 * voxels)
+            .map(|i| {
+                ((((i + 31 * k) * 7919) % 1000) as f32 / 500.0) - 1.0
+                    + ((i % voxels) as f32 * 0.013 * (k + 1) as f32).sin()
+            })
+            .collect();
+        let target: Vec<f32> = (0..3 * voxels)
+            .map(|i| (input[i] > 0.1 * k as f32) as u8 as f32)
+            .collect();
+        (input, target)
+    };
+    let (x0, y0) = sample(0);
+    let (x1, y1) = sample(1);
+    let batch = Batch {
+        n: 2,
+        input: [x0.clone(), x1].concat(),
+        target: [y0.clone(), y1].concat(),
+    };
+    let spec = StepSpec {
+        channels: 4,
+        regions: 3,
+        crop: [n; 3],
+        loss: Default::default(),
+        dice_smooth: 0.0,
+    };
+    let one = Devices::<G>::new(vec![devices[0].clone()], spec, transfer).unwrap();
+    let (whole, whole_loss) = one.gradients(&model, batch.clone()).unwrap();
+    let (first, first_loss) = one
+        .gradients(
+            &model,
+            Batch {
+                n: 1,
+                input: x0,
+                target: y0,
+            },
+        )
+        .unwrap();
+    let many = Devices::<G>::new(devices, spec, transfer).unwrap();
+    let (split, split_loss) = many.gradients(&model, batch).unwrap();
+    eprintln!(
+        "loss: whole batch {:.6}, split {:.6}, first sample {:.6}",
+        whole_loss.total, split_loss.total, first_loss.total
+    );
+    assert!((whole_loss.total - split_loss.total).abs() < 1e-5);
+    assert!((whole_loss.dice - split_loss.dice).abs() < 1e-5);
+    let (whole, split, first) = (
+        gradients_of(&model, &whole),
+        gradients_of(&model, &split),
+        gradients_of(&model, &first),
+    );
+    assert_eq!(whole.len(), split.len());
+    let mut worst = 0f32;
+    let mut first_off = 0f32;
+    for (i, ((a, b), c)) in whole.iter().zip(&split).zip(&first).enumerate() {
+        let scale = a.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
+        let diff = |o: &[f32]| {
+            a.iter()
+                .zip(o)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+                / scale
+        };
+        let rel = diff(b);
+        worst = worst.max(rel);
+        first_off = first_off.max(diff(c));
+        assert!(rel < tolerance, "parameter {i}: {rel:e} relative");
+    }
+    // Both samples matter: one alone gives other gradients, so the check can fail.
+    assert!(
+        first_off > 100.0 * tolerance,
+        "one sample's gradients: {first_off:e}"
+    );
+    eprintln!(
+        "{} parameters: split vs whole worst {worst:e}; one sample alone differs by {first_off:e}",
+        whole.len()
+    );
+    worst
+}

@@ -93,3 +93,15 @@ fn a_64x64x48_window_matches_flex_stage_by_stage() {
 fn a_training_step_matches_flex_on_wgpu() {
     training_step_vs_flex::<burn::backend::Autodiff<Wgpu>>(1e-4, 2e-3);
 }
+
+/// `--devices`: a batch split across two wgpu devices (on llvmpipe: the default device and the
+/// software-adapter device, two separate wgpu devices) gives the one-device step.
+#[test]
+fn a_batch_split_across_two_wgpu_devices_gives_the_one_device_step() {
+    use burn::backend::wgpu::WgpuDevice;
+    split_batch_matches_one_device::<burn::backend::Autodiff<Wgpu>>(
+        vec![WgpuDevice::DefaultDevice, WgpuDevice::Cpu],
+        nvnet::parallel::Transfer::Host,
+        1e-4,
+    );
+}
