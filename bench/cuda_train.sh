@@ -9,17 +9,20 @@
 #   # optional, the CUDA correctness tests (reference logits, a training step against flex):
 #   cargo test --locked -p nvnet --features cuda --test cuda_reference --no-run
 #   cp <the test binary it names> .device/cuda_reference && strip .device/cuda_reference
-#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16] [SECONDS_TESTS]
+#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16] [SECONDS_TESTS] [SECONDS_F32_AGAIN]
 #
 # The first steps on burn-cuda compile and autotune every kernel (no step had finished after
-# 230 s on an H200, 2026-11-28); the autotuning choices land in target/autotune (cubecl's cache
-# beside the nearest Cargo.toml), which this script also saves to $OUT when that is set, so that
-# a later run can bring it along.
+# 230 s on an H200, 2026-11-28). nvnet keeps the compiled kernels (PTX, target/cuda) and cubecl
+# the autotuning choices (target/autotune) beside the nearest Cargo.toml, the repository here.
+# So the f32 run is made twice: the second starts with what the first compiled and tuned, which
+# shows whether the time went to compiling. Every 10 s the size of both caches is logged beside
+# the GPU's utilisation. Both are saved to $OUT when that is set, for a later lease to bring.
 set -u
 cd "$(dirname "$0")/../.device"
 F32=${1:-300}
 BF16=${2:-150}
 TESTS=${3:-120}
+AGAIN=${4:-120}
 T0=$(date +%s)
 el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 for f in nvnet cuda_reference; do
@@ -32,6 +35,12 @@ python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', mona
 # Peak GPU memory of a phase: nvidia-smi every 100 ms while it runs (the GPU is otherwise idle).
 poll() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > mem_$1.log & POLL=$!; }
 peak() { kill $POLL 2>/dev/null; wait $POLL 2>/dev/null; echo "$1: peak nvidia-smi memory.used $(sort -n mem_$1.log | tail -1) MiB"; }
+# The kernel caches growing (compiling) against the GPU working, every 10 s.
+watch_caches() {
+  while sleep 10; do
+    echo "[cache] $(du -sk ../target/cuda ../target/autotune 2>/dev/null | awk '{printf "%s %s KiB  ", $2, $1}')gpu $(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader)"
+  done > cache_$1.log & WATCH=$!
+}
 
 el synth
 [ -d data ] || ./nvnet synth --out data --cases 4 --seed 5 2>&1 | tail -1
@@ -44,20 +53,28 @@ for p in f32 bf16; do
   peak monai_$p
 done
 
-train() {  # precision, seconds
-  el "nvnet train --device cuda --precision $1 (the paper's recipe: F=32, VAE, 160x192x128)"
-  poll nvnet_$1
-  timeout "$2" ./nvnet --device cuda train --data data --out run_$1 --precision "$1" \
-    --epochs 1000 --samples-per-epoch 10 --val-every 1000 --seed 1 > train_$1.log 2>&1
-  echo "exit $? (124: stopped by the time limit, as planned)"
-  peak nvnet_$1
-  grep -E "step|^epoch" train_$1.log | head -4
+train() {  # precision, seconds, run name
+  local r=${3:-$1}
+  el "nvnet train --device cuda --precision $1 (the paper's recipe: F=32, VAE, 160x192x128) -> run_$r"
+  poll nvnet_$r
+  watch_caches $r
+  rm -rf run_$r
+  timeout "$2" ./nvnet --device cuda train --data data --out run_$r --precision "$1" \
+    --epochs 1000 --samples-per-epoch 10 --val-every 1000 --seed 1 > train_$r.log 2>&1
+  local rc=$?
+  echo "exit $rc (124: stopped by the time limit, as planned)"
+  [ $rc = 124 ] || tail -3 train_$r.log
+  kill $WATCH 2>/dev/null
+  peak nvnet_$r
+  head -2 cache_$r.log; echo ...; tail -2 cache_$r.log
+  grep -E "step|^epoch" train_$r.log | head -4
   echo ...
-  grep -E "step|^epoch" train_$1.log | tail -3
-  [ -f run_$1/metrics.csv ] && awk -F, 'NR>2 {n++; s+=$2} END {if (n) printf "steady: %d epochs of 10 steps, %.3f s per step (epochs 2..)\n", n, s/n/10}' run_$1/metrics.csv
-  if [ -n "${OUT:-}" ]; then cp train_$1.log "$OUT/"; cp run_$1/metrics.csv "$OUT/metrics_$1.csv" 2>/dev/null; fi
+  grep -E "step|^epoch" train_$r.log | tail -3
+  [ -f run_$r/metrics.csv ] && awk -F, 'NR>2 {n++; s+=$2} END {if (n) printf "steady: %d epochs of 10 steps, %.3f s per step (epochs 2..)\n", n, s/n/10}' run_$r/metrics.csv
+  if [ -n "${OUT:-}" ]; then cp train_$r.log cache_$r.log "$OUT/"; cp run_$r/metrics.csv "$OUT/metrics_$r.csv" 2>/dev/null; fi
 }
 train f32 "$F32"
+train f32 "$AGAIN" f32_again   # with the kernels the first run compiled and tuned
 train bf16 "$BF16"
 if [ -x cuda_reference ]; then
   el "cuda reference tests"
@@ -65,5 +82,5 @@ if [ -x cuda_reference ]; then
     grep -E "max abs|^loss|worst|test result|panicked|^test " | head -20
 fi
 el done
-[ -n "${OUT:-}" ] && [ -d ../target/autotune ] && tar czf "$OUT/cubecl-autotune.tgz" -C .. target/autotune
+[ -n "${OUT:-}" ] && [ -d ../target ] && tar czf "$OUT/cubecl-caches.tgz" -C .. $(cd .. && ls -d target/autotune target/cuda 2>/dev/null)
 true

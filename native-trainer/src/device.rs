@@ -104,6 +104,25 @@ pub fn check_cuda() -> anyhow::Result<()> {
     anyhow::bail!("--device cuda: the CUDA driver (libcuda.so) was not found on this machine")
 }
 
+/// burn-cuda compiles every kernel with NVRTC when first used (on an H200 no training step had
+/// finished after minutes of it, docs/PERFORMANCE.md). cubecl can keep the compiled PTX on disk,
+/// beside its autotune cache (`target/` of the nearest Cargo.toml, else the user's cache
+/// directory), but does not by default: turn it on, so that a resumed run, the next run or a
+/// `predict` after `train` skip the compiling. A cubecl.toml / burn.toml that sets a cache, or
+/// NVNET_KERNEL_CACHE=0, wins. Call before any tensor exists.
+#[cfg(feature = "cuda")]
+pub fn keep_compiled_kernels() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    if std::env::var("NVNET_KERNEL_CACHE").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    if config.compilation.cache.is_none() {
+        config.compilation.cache = Some(CacheConfig::Target);
+    }
+    CubeClRuntimeConfig::set(config);
+}
+
 #[cfg(feature = "cuda")]
 unsafe fn libc_dlopen(name: &str) -> bool {
     unsafe extern "C" {

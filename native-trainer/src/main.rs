@@ -396,6 +396,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<usize> {
     let chosen_device = cli.device;
     let device = chosen_device.unwrap_or(DeviceKind::Cpu);
+    #[cfg(feature = "cuda")]
+    if device == DeviceKind::Cuda
+        || matches!(&cli.command, Command::Train(a) if a.devices.as_deref().is_some_and(|d| d.starts_with("cuda")))
+    {
+        device::keep_compiled_kernels();
+    }
     if let Some(cap) = cli.gpu_limits {
         let _ = device::GPU_CAP.set(cap);
     }
