@@ -19,10 +19,11 @@
 # the GPU's utilisation. Both are saved to $OUT when that is set, for a later lease to bring.
 set -u
 cd "$(dirname "$0")/../.device"
-F32=${1:-300}
-BF16=${2:-150}
-TESTS=${3:-120}
-AGAIN=${4:-120}
+# Within one 600-s command: MONAI ~70 s, setup ~20 s, then these.
+F32=${1:-200}
+BF16=${2:-90}
+TESTS=${3:-60}
+AGAIN=${4:-100}
 T0=$(date +%s)
 el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 for f in nvnet cuda_reference; do
@@ -49,10 +50,15 @@ for p in f32 bf16; do
   el "monai $p"
   poll monai_$p
   timeout 90 python3 ../bench/monai_train_step.py --device cuda --vae --init-filters 32 \
-    --shape 160,192,128 --steps 40 --precision $p --threads 8 --quiet 2>&1 | tail -2
+    --shape 160,192,128 --steps 20 --precision $p --threads 8 --quiet 2>&1 | tail -2
   peak monai_$p
 done
 
+# After every run, so that a command cut off by its time limit still brings them back.
+save_caches() {
+  local dirs; dirs=$(cd .. && ls -d target/autotune target/cuda 2>/dev/null)
+  [ -z "$dirs" ] || tar czf "$OUT/cubecl-caches.tgz" -C .. $dirs
+}
 train() {  # precision, seconds, run name
   local r=${3:-$1}
   el "nvnet train --device cuda --precision $1 (the paper's recipe: F=32, VAE, 160x192x128) -> run_$r"
@@ -64,14 +70,14 @@ train() {  # precision, seconds, run name
   local rc=$?
   echo "exit $rc (124: stopped by the time limit, as planned)"
   [ $rc = 124 ] || tail -3 train_$r.log
-  kill $WATCH 2>/dev/null
+  kill $WATCH 2>/dev/null; wait $WATCH 2>/dev/null
   peak nvnet_$r
   head -2 cache_$r.log; echo ...; tail -2 cache_$r.log
   grep -E "step|^epoch" train_$r.log | head -4
   echo ...
   grep -E "step|^epoch" train_$r.log | tail -3
   [ -f run_$r/metrics.csv ] && awk -F, 'NR>2 {n++; s+=$2} END {if (n) printf "steady: %d epochs of 10 steps, %.3f s per step (epochs 2..)\n", n, s/n/10}' run_$r/metrics.csv
-  if [ -n "${OUT:-}" ]; then cp train_$r.log cache_$r.log "$OUT/"; cp run_$r/metrics.csv "$OUT/metrics_$r.csv" 2>/dev/null; fi
+  if [ -n "${OUT:-}" ]; then cp train_$r.log cache_$r.log "$OUT/"; cp run_$r/metrics.csv "$OUT/metrics_$r.csv" 2>/dev/null; save_caches; fi
 }
 train f32 "$F32"
 train f32 "$AGAIN" f32_again   # with the kernels the first run compiled and tuned
@@ -82,5 +88,5 @@ if [ -x cuda_reference ]; then
     grep -E "max abs|^loss|worst|test result|panicked|^test " | head -20
 fi
 el done
-[ -n "${OUT:-}" ] && [ -d ../target ] && tar czf "$OUT/cubecl-caches.tgz" -C .. $(cd .. && ls -d target/autotune target/cuda 2>/dev/null)
+[ -n "${OUT:-}" ] && save_caches
 true

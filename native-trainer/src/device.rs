@@ -109,7 +109,8 @@ pub fn check_cuda() -> anyhow::Result<()> {
 /// beside its autotune cache (`target/` of the nearest Cargo.toml, else the user's cache
 /// directory), but does not by default: turn it on, so that a resumed run, the next run or a
 /// `predict` after `train` skip the compiling. A cubecl.toml / burn.toml that sets a cache, or
-/// NVNET_KERNEL_CACHE=0, wins. Call before any tensor exists.
+/// NVNET_KERNEL_CACHE=0, wins. The cache is for one GPU model: its keys do not name the
+/// architecture. Call before any tensor exists.
 #[cfg(feature = "cuda")]
 pub fn keep_compiled_kernels() {
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
@@ -118,7 +119,21 @@ pub fn keep_compiled_kernels() {
     }
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
     if config.compilation.cache.is_none() {
-        config.compilation.cache = Some(CacheConfig::Target);
+        // cubecl panics where it cannot write its cache: leave it off there.
+        let dir = CacheConfig::Target.root().join("cuda");
+        let probe = dir.join(format!(".nvnet-probe-{}", std::process::id()));
+        let writable = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .is_ok();
+        if writable {
+            config.compilation.cache = Some(CacheConfig::Target);
+        } else {
+            eprintln!(
+                "note: {} cannot be written; compiled CUDA kernels are not kept for later runs",
+                dir.display()
+            );
+        }
     }
     CubeClRuntimeConfig::set(config);
 }
@@ -161,9 +176,10 @@ pub trait DeviceFromSpec: Sized {
     fn from_spec(spec: &str) -> Result<Self, String>;
 }
 
-fn index(spec: &str, entry: &str) -> Result<usize, String> {
-    spec.parse()
-        .map_err(|_| format!("'{entry}': expected a device number, as in {entry}:0"))
+/// The device number `n` of the `--devices` entry `prefix:n`.
+fn index(n: &str, prefix: &str) -> Result<usize, String> {
+    n.parse()
+        .map_err(|_| format!("'{prefix}:{n}': expected a device number, as in {prefix}:0"))
 }
 
 impl DeviceFromSpec for burn::backend::flex::FlexDevice {
@@ -184,6 +200,9 @@ impl DeviceFromSpec for burn::backend::wgpu::WgpuDevice {
         Ok(match spec.split_once(':') {
             None if spec.is_empty() || spec == "default" => WgpuDevice::DefaultDevice,
             None if spec == "cpu" => WgpuDevice::Cpu,
+            None if spec == "integrated" => {
+                return Err("'wgpu:integrated': expected wgpu:integrated:N".into());
+            }
             None => WgpuDevice::DiscreteGpu(index(spec, "wgpu")?),
             Some(("integrated", n)) => WgpuDevice::IntegratedGpu(index(n, "wgpu:integrated")?),
             Some(_) => {
@@ -203,16 +222,21 @@ impl DeviceFromSpec for burn::backend::cuda::CudaDevice {
         } else {
             index(spec, "cuda")?
         };
-        // A device that does not exist makes burn-cuda panic when it is first used.
-        let count = std::panic::catch_unwind(|| {
-            <burn::backend::Cuda as burn::prelude::Backend>::device_count(0)
-        })
-        .unwrap_or(0);
+        // A device that does not exist makes burn-cuda panic when it is first used; ask the
+        // driver (check_cuda has found libcuda).
+        let count = cudarc::driver::result::init()
+            .and_then(|()| cudarc::driver::result::device::get_count())
+            .map_err(|e| format!("'cuda:{i}': the CUDA driver cannot count devices: {e:?}"))?
+            as usize;
         if i >= count {
-            return Err(format!(
-                "'cuda:{i}': this machine has {count} CUDA device(s) (cuda:0 to cuda:{})",
-                count.saturating_sub(1)
-            ));
+            return Err(match count {
+                0 => format!("'cuda:{i}': the CUDA driver reports no device"),
+                1 => format!("'cuda:{i}': this machine has one CUDA device, cuda:0"),
+                n => format!(
+                    "'cuda:{i}': this machine has {n} CUDA devices, cuda:0 to cuda:{}",
+                    n - 1
+                ),
+            });
         }
         Ok(Self::new(i))
     }
@@ -238,21 +262,14 @@ pub fn transfer(kind: DeviceKind, devices: usize) -> Result<nvnet::parallel::Tra
         DeviceKind::Wgpu => Transfer::Host,
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda if devices > 1 => {
-            // burn-cuda copies between GPUs with NCCL, loaded at run time under these names
-            // (cudarc's); without it the copy panics on a device thread.
-            let names = [
-                "libnccl.so",
-                "libnccl.so.13",
-                "libnccl.so.12",
-                "libnccl.so.11",
-            ];
-            // SAFETY: dlopen of a system library, as for libcuda.
-            if !names.iter().any(|n| unsafe { libc_dlopen(n) }) {
+            // burn-cuda copies between GPUs with NCCL, which cudarc loads at run time; without
+            // it the copy panics on a device thread.
+            // SAFETY: only tries to dlopen NCCL under cudarc's own candidate names.
+            if !unsafe { cudarc::nccl::sys::is_culib_present() } {
                 return Err(format!(
                     "--devices: {devices} CUDA devices need NCCL, which Burn uses to copy between \
-                     GPUs, and none of {} was found on the library path (install NCCL; where only \
-                     libnccl.so.2 exists, link libnccl.so to it in a directory on LD_LIBRARY_PATH)",
-                    names.join(", ")
+                     GPUs, and it was not found on the library path (install NCCL; where only \
+                     libnccl.so.2 exists, link libnccl.so to it in a directory on LD_LIBRARY_PATH)"
                 ));
             }
             Transfer::Burn

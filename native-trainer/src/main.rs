@@ -397,10 +397,18 @@ fn run(cli: Cli) -> Result<usize> {
     let chosen_device = cli.device;
     let device = chosen_device.unwrap_or(DeviceKind::Cpu);
     #[cfg(feature = "cuda")]
-    if device == DeviceKind::Cuda
-        || matches!(&cli.command, Command::Train(a) if a.devices.as_deref().is_some_and(|d| d.starts_with("cuda")))
     {
-        device::keep_compiled_kernels();
+        let kind = match &cli.command {
+            Command::Train(a) => a
+                .devices
+                .as_deref()
+                .and_then(|list| device::parse_device_list(list).ok())
+                .map_or(device, |(kind, _)| kind),
+            _ => device,
+        };
+        if kind == DeviceKind::Cuda {
+            device::keep_compiled_kernels();
+        }
     }
     if let Some(cap) = cli.gpu_limits {
         let _ = device::GPU_CAP.set(cap);
@@ -490,6 +498,25 @@ fn run(cli: Cli) -> Result<usize> {
                         device::parse_device_list(list).map_err(anyhow::Error::msg)?;
                     if let Some(d) = chosen_device.filter(|d| *d != kind) {
                         bail!("--device {d} and --devices {list} name different backends");
+                    }
+                    // Refused here, before the run folder is made.
+                    for (i, spec) in specs.iter().enumerate() {
+                        if specs[..i].contains(spec) {
+                            bail!("--devices {list}: {kind}:{spec} is listed twice");
+                        }
+                    }
+                    if specs.len() > config.batch_size {
+                        bail!(
+                            "--devices {list}: {} devices need a batch of at least {} ({}): each \
+                             step's batch is split across the devices",
+                            specs.len(),
+                            specs.len(),
+                            if args.resume.is_some() {
+                                format!("this run's batch size is {}", config.batch_size)
+                            } else {
+                                format!("--batch-size {}", config.batch_size)
+                            }
+                        );
                     }
                     (kind, Some(specs))
                 }

@@ -195,6 +195,14 @@ impl Transfer {
     }
 }
 
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
 struct Job<B: AutodiffBackend> {
     model: NvNet<B>,
     share: Batch,
@@ -211,35 +219,40 @@ struct Worker<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Worker<B> {
-    fn start(device: B::Device, spec: StepSpec, transfer: Transfer) -> Self {
+    fn start(
+        index: usize,
+        device: B::Device,
+        spec: StepSpec,
+        transfer: Transfer,
+    ) -> Result<Self, String> {
         let (jobs, inbox) = mpsc::channel::<Job<B>>();
         let (outbox, results) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            while let Ok(job) = inbox.recv() {
-                // A backend panic (out of memory, a driver error) becomes this step's error
-                // instead of a hung trainer.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let model = transfer.fork(job.model, &device);
-                    share_gradients(&model, job.share, job.weight, &spec, &device)
-                }))
-                .unwrap_or_else(|panic| {
-                    let text = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "a panic".into());
-                    Err(format!("device {device:?}: {text}"))
-                });
-                if outbox.send(outcome).is_err() {
-                    return;
+        let device_name = format!("{device:?}");
+        // Named, so that a panic message says which device.
+        let thread = std::thread::Builder::new()
+            .name(format!("nvnet-device-{index}"))
+            .spawn(move || {
+                while let Ok(job) = inbox.recv() {
+                    // A backend panic (out of memory, a driver error) becomes this step's error
+                    // instead of a hung trainer.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let model = transfer.fork(job.model, &device);
+                        share_gradients(&model, job.share, job.weight, &spec, &device)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(format!("device {device:?}: {}", panic_text(panic.as_ref())))
+                    });
+                    if outbox.send(outcome).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        Worker {
+            })
+            .map_err(|e| format!("a thread for {device_name}: {e}"))?;
+        Ok(Worker {
             jobs: Some(jobs),
             results,
             thread: Some(thread),
-        }
+        })
     }
 }
 
@@ -279,8 +292,9 @@ impl<B: AutodiffBackend> Devices<B> {
         let workers = if devices.len() > 1 {
             devices
                 .iter()
-                .map(|d| Worker::start(d.clone(), spec, transfer))
-                .collect()
+                .enumerate()
+                .map(|(i, d)| Worker::start(i, d.clone(), spec, transfer))
+                .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
@@ -341,8 +355,20 @@ impl<B: AutodiffBackend> Devices<B> {
         for (worker, weight) in sent {
             match worker.results.recv() {
                 Ok(Ok((grads, l))) => {
-                    let grads = self.transfer.gradients_to(grads, self.main(), model);
-                    accumulator.accumulate(model, grads);
+                    // Reading gradients back can fail in the backend (a panic): make it this
+                    // step's error.
+                    let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let grads = self.transfer.gradients_to(grads, self.main(), model);
+                        accumulator.accumulate(model, grads);
+                    }));
+                    if let Err(panic) = moved {
+                        first_error.get_or_insert(format!(
+                            "moving gradients to {:?}: {}",
+                            self.main(),
+                            panic_text(panic.as_ref())
+                        ));
+                        continue;
+                    }
                     losses.total += weight * l.total;
                     losses.dice += weight * l.dice;
                     losses.l2 = l.l2.map(|v| losses.l2.unwrap_or(0.0) + weight * v);
