@@ -505,18 +505,13 @@ fn run(cli: Cli) -> Result<usize> {
                             bail!("--devices {list}: {kind}:{spec} is listed twice");
                         }
                     }
-                    if specs.len() > config.batch_size {
-                        bail!(
-                            "--devices {list}: {} devices need a batch of at least {} ({}): each \
-                             step's batch is split across the devices",
-                            specs.len(),
-                            specs.len(),
-                            if args.resume.is_some() {
-                                format!("this run's batch size is {}", config.batch_size)
-                            } else {
-                                format!("--batch-size {}", config.batch_size)
-                            }
-                        );
+                    if let Err(e) = config.check_devices(specs.len()) {
+                        let resume = if args.resume.is_some() {
+                            "; a resumed run keeps its batch size"
+                        } else {
+                            ""
+                        };
+                        bail!("--devices {list}: {e}{resume}");
                     }
                     (kind, Some(specs))
                 }

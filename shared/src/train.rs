@@ -147,6 +147,18 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Each step's batch is split across the devices: at least one sample each.
+    pub fn check_devices(&self, devices: usize) -> Result<(), String> {
+        if devices > self.batch_size {
+            return Err(format!(
+                "{devices} devices need a batch of at least {devices} (--batch-size {}): each \
+                 step's batch is split across the devices",
+                self.batch_size
+            ));
+        }
+        Ok(())
+    }
+
     /// The learning rate of an epoch (poly decay).
     pub fn lr_at(&self, epoch: usize) -> f64 {
         self.lr * (1.0 - epoch as f64 / self.epochs as f64).powf(self.poly_power)
@@ -798,15 +810,7 @@ pub fn run<B: AutodiffBackend>(
     reporter: &mut dyn Reporter,
 ) -> Result<RunState, String> {
     config.validate()?;
-    if devices.len() > config.batch_size {
-        return Err(format!(
-            "{} devices need a batch of at least {} (--batch-size {}): each step's batch is split \
-             across the devices",
-            devices.len(),
-            devices.len(),
-            config.batch_size
-        ));
-    }
+    config.check_devices(devices.len())?;
     let outputs = Region::DEFAULT_ORDER.to_vec();
     let devices = Devices::<B>::new(
         devices.to_vec(),

@@ -95,6 +95,18 @@ fn training_step<B: burn::tensor::backend::AutodiffBackend>(
     (loss, visitor.out)
 }
 
+/// A fresh F=8 network without dropout or VAE (both draw from each backend's own random numbers),
+/// as nvnet weight bytes, from flex seeded with `seed`.
+fn f8_weights(seed: u64) -> Vec<u8> {
+    use burn::backend::Flex;
+    let mut config = nvnet::NvNetConfig::default().with_init_filters(8);
+    config.dropout = 0.0;
+    Flex::seed(&Default::default(), seed);
+    let model = config.init::<Flex>(&Default::default()).unwrap();
+    let manifest = nvnet::weights::Manifest::new("f8", config, Default::default());
+    nvnet::weights::to_bytes(&model, &manifest).unwrap()
+}
+
 /// One training step on the GPU backend `G` against flex from the same weights: the loss and the
 /// gradient of every parameter (relative to its largest value) within the tolerances. No dropout
 /// and no VAE: both draw from each backend's own random numbers. Returns the worst relative
@@ -104,13 +116,7 @@ pub fn training_step_vs_flex<G: burn::tensor::backend::AutodiffBackend>(
     tolerance: f32,
 ) -> f32 {
     use burn::backend::{Autodiff, Flex};
-    use burn::prelude::Backend;
-    let mut config = nvnet::NvNetConfig::default().with_init_filters(8);
-    config.dropout = 0.0;
-    Flex::seed(&Default::default(), 3);
-    let model = config.init::<Flex>(&Default::default()).unwrap();
-    let manifest = nvnet::weights::Manifest::new("step", config, Default::default());
-    let bytes = nvnet::weights::to_bytes(&model, &manifest).unwrap();
+    let bytes = f8_weights(3);
     let (cpu_loss, cpu) = training_step::<Autodiff<Flex>>(&bytes, &Default::default());
     let (gpu_loss, gpu) = training_step::<G>(&bytes, &Default::default());
     eprintln!("loss: flex {cpu_loss:.6}, other {gpu_loss:.6}");
@@ -183,14 +189,8 @@ pub fn split_batch_matches_one_device<G: burn::tensor::backend::AutodiffBackend>
     transfer: nvnet::parallel::Transfer,
     tolerance: f32,
 ) -> f32 {
-    use burn::backend::Flex;
     use nvnet::parallel::{Batch, Devices, StepSpec};
-    let mut config = nvnet::NvNetConfig::default().with_init_filters(8);
-    config.dropout = 0.0;
-    Flex::seed(&Default::default(), 5);
-    let flex_model = config.init::<Flex>(&Default::default()).unwrap();
-    let manifest = nvnet::weights::Manifest::new("split", config, Default::default());
-    let bytes = nvnet::weights::to_bytes(&flex_model, &manifest).unwrap();
+    let bytes = f8_weights(5);
     let model = nvnet::weights::load_bytes::<G>(&bytes, "split", &devices[0])
         .unwrap()
         .model;
