@@ -9,7 +9,9 @@
 #   # optional, the CUDA correctness tests (reference logits, a training step against flex):
 #   cargo test --locked -p nvnet --features cuda --test cuda_reference --no-run
 #   cp <the test binary it names> .device/cuda_reference && strip .device/cuda_reference
-#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16] [SECONDS_TESTS] [SECONDS_F32_AGAIN]
+#   bash bench/cuda_train.sh [SECONDS_F32] [SECONDS_BF16] [SECONDS_TESTS] [SECONDS_F32_AGAIN] [SECONDS_MONAI]
+# 0 seconds skips that part (e.g. MONAI, already measured on an H200: `... 480 0 0 0 0` gives the
+# first f32 run the whole command).
 #
 # The first steps on burn-cuda compile and autotune every kernel (no step had finished after
 # 230 s on an H200, 2026-11-28). nvnet keeps the compiled kernels (PTX, target/cuda) and cubecl
@@ -24,6 +26,7 @@ F32=${1:-200}
 BF16=${2:-90}
 TESTS=${3:-60}
 AGAIN=${4:-100}
+MONAI=${5:-180}  # both precisions, each at most half
 T0=$(date +%s)
 el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 for f in nvnet cuda_reference; do
@@ -47,9 +50,10 @@ el synth
 [ -d data ] || ./nvnet synth --out data --cases 4 --seed 5 2>&1 | tail -1
 
 for p in f32 bf16; do
+  [ "$MONAI" = 0 ] && break
   el "monai $p"
   poll monai_$p
-  timeout 90 python3 ../bench/monai_train_step.py --device cuda --vae --init-filters 32 \
+  timeout $((MONAI / 2)) python3 ../bench/monai_train_step.py --device cuda --vae --init-filters 32 \
     --shape 160,192,128 --steps 20 --precision $p --threads 8 --quiet 2>&1 | tail -2
   peak monai_$p
 done
@@ -61,6 +65,7 @@ save_caches() {
 }
 train() {  # precision, seconds, run name
   local r=${3:-$1}
+  [ "$2" = 0 ] && return   # `timeout 0` would mean no limit
   el "nvnet train --device cuda --precision $1 (the paper's recipe: F=32, VAE, 160x192x128) -> run_$r"
   poll nvnet_$r
   watch_caches $r
@@ -82,7 +87,7 @@ train() {  # precision, seconds, run name
 train f32 "$F32"
 train f32 "$AGAIN" f32_again   # with the kernels the first run compiled and tuned
 train bf16 "$BF16"
-if [ -x cuda_reference ]; then
+if [ -x cuda_reference ] && [ "$TESTS" != 0 ]; then
   el "cuda reference tests"
   NVNET_TESTDATA="$PWD/../testdata" timeout "$TESTS" ./cuda_reference --nocapture --test-threads 1 2>&1 |
     grep -E "max abs|^loss|worst|test result|panicked|^test " | head -20
