@@ -312,10 +312,12 @@ struct TrainArgs {
     notes: String,
 }
 
-fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, PathBuf)> {
+/// The run's effective configuration (a config file, then the flags over it) and its folder,
+/// which `--print-config` does not need.
+fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, Option<PathBuf>)> {
     if let Some(dir) = &a.resume {
         let config = train_cmd::load_config(&dir.join("config.toml"))?;
-        return Ok((config, dir.clone()));
+        return Ok((config, Some(dir.clone())));
     }
     let mut c = match &a.config {
         Some(p) => train_cmd::load_config(p)?,
@@ -323,9 +325,6 @@ fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, PathBuf)> {
     };
     if let Some(v) = &a.data {
         c.data = v.clone();
-    }
-    if c.data.as_os_str().is_empty() {
-        bail!("--data ROOT is required (or a --config that sets data)");
     }
     if let Some(v) = &a.val {
         c.val = Some(v.clone());
@@ -364,8 +363,7 @@ fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, PathBuf)> {
     if let Some(m) = &a.modalities {
         c.modalities = Modality::parse_list(m).map_err(anyhow::Error::msg)?;
     }
-    let out = a.out.clone().context("--out RUN_DIR is required")?;
-    Ok((c, out))
+    Ok((c, a.out.clone()))
 }
 
 fn parse_layout(text: &str) -> Result<nvnet::case::Layout, String> {
@@ -490,6 +488,10 @@ fn run(cli: Cli) -> Result<usize> {
                 print!("{}", toml::to_string_pretty(&config)?);
                 return Ok(0);
             }
+            if config.data.as_os_str().is_empty() {
+                bail!("--data ROOT is required (or a --config that sets data)");
+            }
+            let out = out.context("--out RUN_DIR is required")?;
             // --devices names the backend too; a different --device is a contradiction.
             let (device, specs) = match &args.devices {
                 None => (device, None),

@@ -1,28 +1,9 @@
 //! The `nvnet` binary on real files: info, import, and bad weights.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn nvnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvnet"))
-        .args(args)
-        .output()
-        .expect("run nvnet")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn reference(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/reference")
-        .join(path)
-}
+mod common;
+use common::{nvnet, testdata, text};
 
 #[test]
 fn info_reports_parameters_flop_and_memory() {
@@ -60,7 +41,9 @@ fn import_writes_weights_that_info_reads_back() {
     let out_file = dir.path().join("f8.bpk");
     let out = nvnet(&[
         "import",
-        reference("segresnet_f8/model.pt").to_str().unwrap(),
+        testdata("reference/segresnet_f8/model.pt")
+            .to_str()
+            .unwrap(),
         "--out",
         out_file.to_str().unwrap(),
         "--modalities",
@@ -108,7 +91,9 @@ fn bad_weights_fail_with_a_message_naming_the_file() {
 
     let out = nvnet(&[
         "import",
-        reference("segresnet_f8/model.pt").to_str().unwrap(),
+        testdata("reference/segresnet_f8/model.pt")
+            .to_str()
+            .unwrap(),
         "--out",
         "/x.bpk",
         "--modalities",
@@ -147,7 +132,7 @@ fn json_of(out: &Output) -> serde_json::Value {
 
 #[test]
 fn inspect_json_of_the_reference_case_reproduces_its_expected_values() {
-    let folder = reference("brats_case/BraTS-Synth-0001");
+    let folder = testdata("reference/brats_case/BraTS-Synth-0001");
     let out = nvnet(&["inspect", "--json", folder.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let got = json_of(&out);
@@ -185,7 +170,7 @@ fn inspect_json_of_the_reference_case_reproduces_its_expected_values() {
 
 #[test]
 fn inspect_accepts_a_good_file_and_refuses_a_bad_one_with_its_name() {
-    let good = reference("brats_case/BraTS-Synth-0001/BraTS-Synth-0001_t1.nii.gz");
+    let good = testdata("reference/brats_case/BraTS-Synth-0001/BraTS-Synth-0001_t1.nii.gz");
     let out = nvnet(&["inspect", "--json", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let v = json_of(&out);
@@ -194,7 +179,7 @@ fn inspect_accepts_a_good_file_and_refuses_a_bad_one_with_its_name() {
     assert_eq!(v["modality"], "t1");
     assert_eq!(v["min"], 0.5);
 
-    let bad = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad/two_d.nii");
+    let bad = testdata("bad/two_d.nii");
     let out = nvnet(&["inspect", "--json", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let t = text(&out);
@@ -205,8 +190,7 @@ fn inspect_accepts_a_good_file_and_refuses_a_bad_one_with_its_name() {
     );
 
     // A NaN voxel: accepted, with the warning on stderr.
-    let nan =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad/warn_nan_values.nii.gz");
+    let nan = testdata("bad/warn_nan_values.nii.gz");
     let out = nvnet(&["inspect", "--json", nan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NaN"));

@@ -4,34 +4,11 @@
 //! the others.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use nvnet::nifti::{self, OutputData};
 
-fn nvnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvnet"))
-        .args(args)
-        .output()
-        .expect("run nvnet")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn testdata(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(path)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{nvnet, s, testdata, text};
 
 const MODEL: &str = "reference/segresnet_f8/model.pt";
 

@@ -100,28 +100,32 @@ impl Crop {
         self.size.iter().product()
     }
 
+    /// Where the box meets the grid, as runs along z: (offset in a full volume, offset in a box
+    /// volume, length). Crop and paste copy the same runs in opposite directions.
+    fn runs(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let [sx, sy, sz] = self.size;
+        let [_, fy, fz] = self.full;
+        // The run of z inside the grid, the same for every (x, y).
+        let z0 = (-self.start[2]).max(0) as usize;
+        let z1 = ((fz as isize - self.start[2]).min(sz as isize)).max(0) as usize;
+        let k0 = (self.start[2] + z0 as isize).max(0) as usize;
+        (0..sx)
+            .filter_map(move |x| self.inside(0, x).map(|i| (x, i)))
+            .flat_map(move |(x, i)| {
+                (0..sy).filter_map(move |y| self.inside(1, y).map(|j| (x, i, y, j)))
+            })
+            .filter(move |_| z0 < z1)
+            .map(move |(x, i, y, j)| ((i * fy + j) * fz + k0, (x * sy + y) * sz + z0, z1 - z0))
+    }
+
     /// Cut the box out of `channels` full volumes (zeros outside the grid).
     pub fn crop<T: Copy + Default>(&self, data: &[T], channels: usize) -> Vec<T> {
         let n_full: usize = self.full.iter().product();
         let mut out = vec![T::default(); channels * self.voxels()];
-        let [sx, sy, sz] = self.size;
-        let [_, fy, fz] = self.full;
         for c in 0..channels {
-            for x in 0..sx {
-                let Some(i) = self.inside(0, x) else { continue };
-                for y in 0..sy {
-                    let Some(j) = self.inside(1, y) else { continue };
-                    // The run of z inside the grid.
-                    let z0 = (-self.start[2]).max(0) as usize;
-                    let z1 = ((fz as isize - self.start[2]).min(sz as isize)).max(0) as usize;
-                    if z0 >= z1 {
-                        continue;
-                    }
-                    let k0 = (self.start[2] + z0 as isize) as usize;
-                    let src = c * n_full + (i * fy + j) * fz + k0;
-                    let dst = c * self.voxels() + (x * sy + y) * sz + z0;
-                    out[dst..dst + (z1 - z0)].copy_from_slice(&data[src..src + (z1 - z0)]);
-                }
+            let (full, boxed) = (c * n_full, c * self.voxels());
+            for (f, b, len) in self.runs() {
+                out[boxed + b..boxed + b + len].copy_from_slice(&data[full + f..full + f + len]);
             }
         }
         out
@@ -132,23 +136,10 @@ impl Crop {
     pub fn paste<T: Copy>(&self, boxed: &[T], channels: usize, fill: T) -> Vec<T> {
         let n_full: usize = self.full.iter().product();
         let mut out = vec![fill; channels * n_full];
-        let [sx, sy, sz] = self.size;
-        let [_, fy, fz] = self.full;
         for c in 0..channels {
-            for x in 0..sx {
-                let Some(i) = self.inside(0, x) else { continue };
-                for y in 0..sy {
-                    let Some(j) = self.inside(1, y) else { continue };
-                    let z0 = (-self.start[2]).max(0) as usize;
-                    let z1 = ((fz as isize - self.start[2]).min(sz as isize)).max(0) as usize;
-                    if z0 >= z1 {
-                        continue;
-                    }
-                    let k0 = (self.start[2] + z0 as isize) as usize;
-                    let dst = c * n_full + (i * fy + j) * fz + k0;
-                    let src = c * self.voxels() + (x * sy + y) * sz + z0;
-                    out[dst..dst + (z1 - z0)].copy_from_slice(&boxed[src..src + (z1 - z0)]);
-                }
+            let (full, bx) = (c * n_full, c * self.voxels());
+            for (f, b, len) in self.runs() {
+                out[full + f..full + f + len].copy_from_slice(&boxed[bx + b..bx + b + len]);
             }
         }
         out
@@ -201,6 +192,54 @@ mod tests {
             assert_eq!(crop.paste(&boxed, 2, 0.0), v, "{dims:?}");
         }
         assert_eq!(Crop::brain_box(&vec![0.0; 64], 1, [4, 4, 4], 8), None);
+    }
+
+    /// Crop and paste against their voxel-by-voxel definition, on boxes that stick out of the
+    /// grid on either side of every axis or miss it entirely.
+    #[test]
+    fn crop_and_paste_match_their_definition_on_boxes_partly_outside() {
+        let full = [5, 6, 7];
+        let n: usize = full.iter().product();
+        let data: Vec<i32> = (0..2 * n as i32).collect();
+        for start in [
+            [-2, 0, -3],
+            [1, -1, 2],
+            [3, 4, 5],
+            [0, 0, -9],
+            [6, 1, 1],
+            [-1, -1, -1],
+        ] {
+            let crop = Crop {
+                start,
+                size: [4, 3, 5],
+                full,
+            };
+            let boxed = crop.crop(&data, 2);
+            let pasted = crop.paste(&boxed, 2, -1);
+            let mut want_box = vec![0; 2 * crop.voxels()];
+            let mut want_full = vec![-1; 2 * n];
+            for c in 0..2 {
+                for (x, y, z) in
+                    (0..4).flat_map(|x| (0..3).flat_map(move |y| (0..5).map(move |z| (x, y, z))))
+                {
+                    let g = [
+                        start[0] + x as isize,
+                        start[1] + y as isize,
+                        start[2] + z as isize,
+                    ];
+                    if (0..3).all(|a| g[a] >= 0 && (g[a] as usize) < full[a]) {
+                        let f = c * n
+                            + ((g[0] as usize * full[1]) + g[1] as usize) * full[2]
+                            + g[2] as usize;
+                        let b = c * crop.voxels() + (x * 3 + y) * 5 + z;
+                        want_box[b] = data[f];
+                        want_full[f] = data[f];
+                    }
+                }
+            }
+            assert_eq!(boxed, want_box, "{start:?}");
+            assert_eq!(pasted, want_full, "{start:?}");
+        }
     }
 
     #[test]

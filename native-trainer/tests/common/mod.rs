@@ -1,0 +1,34 @@
+//! What every test of the `nvnet` binary needs: running it, its output, test data paths.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Run the `nvnet` binary built for these tests and wait for it.
+pub fn nvnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvnet"))
+        .args(args)
+        .output()
+        .expect("run nvnet")
+}
+
+/// Standard output then standard error, as one text for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A path in the repository's `testdata/`.
+pub fn testdata(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(path)
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
