@@ -101,14 +101,32 @@ fn load_pair(pred_path: &Path, truth_path: &Path, labels: Option<LabelConvention
     }
     let p = labels_of(&pred).map_err(anyhow::Error::msg)?;
     let t = labels_of(&truth).map_err(anyhow::Error::msg)?;
-    // The convention: given, else read from the labels present (3 → 2023, else 2018).
+    // The convention: given, else the ground truth's (its ET label, else its file naming:
+    // `<ID>-seg` from BraTS 2023 on, `<ID>_seg` before).
     let conv = labels.unwrap_or_else(|| {
-        if t.contains(&3) || (!t.contains(&4) && p.contains(&3)) {
+        let named_2023 = truth_path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("-seg."));
+        if t.contains(&3) || (!t.contains(&4) && named_2023) {
             LabelConvention::Brats2023
         } else {
             LabelConvention::Brats2018
         }
     });
+    for (map, image) in [(&p, &pred), (&t, &truth)] {
+        if let Some(bad) = map.iter().find(|l| !conv.labels().contains(l)) {
+            let hint = if [3, 4].contains(bad) {
+                ": do the prediction and the ground truth use different conventions? (--labels)"
+            } else {
+                ""
+            };
+            bail!(
+                "{}: label {bad} is not a label of {}{hint}",
+                image.source,
+                conv.name()
+            );
+        }
+    }
     Ok(Pair {
         predicted: p,
         truth: t,
@@ -158,7 +176,46 @@ fn matched(pred: &Path, gt: &Path) -> Result<(Vec<(String, PathBuf, PathBuf)>, u
             }
         }
     }
+    // Said, not failed: scoring a subset (the validation split of a dataset root) is common.
+    let missing: Vec<String> = truth_ids(gt)
+        .into_iter()
+        .filter(|id| !out.iter().any(|(p, _, _)| p == id))
+        .collect();
+    if !missing.is_empty() {
+        const SHOWN: usize = 10;
+        eprintln!(
+            "note: {} ground-truth case(s) in {} have no prediction and are not scored: {}{}",
+            missing.len(),
+            gt.display(),
+            missing[..missing.len().min(SHOWN)].join(", "),
+            if missing.len() > SHOWN { ", ..." } else { "" }
+        );
+    }
     Ok((out, failed))
+}
+
+/// The ids of the ground truths in `gt`: loose `<ID>_seg.nii.gz` / `<ID>-seg.nii.gz`, or in
+/// `gt/<ID>/`.
+fn truth_ids(gt: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(gt) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().is_dir() {
+                find_truth(gt, &name).map(|_| name)
+            } else {
+                let stem = nifti_stem(&name)?;
+                let id = stem.strip_suffix("_seg").or(stem.strip_suffix("-seg"))?;
+                Some(id.to_string())
+            }
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// `--choose-postprocessing`: score the candidates on validation predictions, print them and the

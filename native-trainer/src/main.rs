@@ -224,10 +224,22 @@ fn parse_shape(text: &str) -> Result<[usize; 3], String> {
                 .map_err(|_| format!("'{text}' is not a shape like 160,192,128"))
         })
         .collect::<Result<_, _>>()?;
-    match parts.as_slice() {
-        [d, h, w] if *d > 0 && *h > 0 && *w > 0 => Ok([*d, *h, *w]),
+    let shape = match parts.as_slice() {
+        [d, h, w] if *d > 0 && *h > 0 && *w > 0 => [*d, *h, *w],
+        _ => {
+            return Err(format!(
+                "'{text}' is not a shape of three positive sizes like 160,192,128"
+            ));
+        }
+    };
+    // The volumes nvnet reads are capped; no shape here needs more (and sizes this large would
+    // fail in the allocator, not with a message).
+    let voxels = shape.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+    match voxels {
+        Some(v) if v <= nvnet::nifti::MAX_VOXELS => Ok(shape),
         _ => Err(format!(
-            "'{text}' is not a shape of three positive sizes like 160,192,128"
+            "{text}: more than the {} voxels nvnet handles",
+            nvnet::nifti::MAX_VOXELS
         )),
     }
 }
@@ -786,6 +798,9 @@ fn bench<B: Backend>(
     shape: [usize; 3],
     runs: usize,
 ) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1 (the median of the timed runs is reported)");
+    }
     let config = NvNetConfig::default().with_init_filters(init_filters);
     let model = config.init::<B>(device)?;
     let m = config.size_multiple();

@@ -200,33 +200,33 @@ fn predict_case<B: Backend>(
     }
     let grid = case.geometry();
     let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", case.id));
-    nifti::write_on_grid(&out(""), grid, OutputData::Labels(&seg.labels))?;
+    let mut files = vec![(out(""), OutputData::Labels(&seg.labels))];
+    let floats = |values| OutputData::Floats {
+        values,
+        channels: seg.outputs.len(),
+    };
     if args.save_probabilities {
-        nifti::write_on_grid(
-            &out("_prob"),
-            grid,
-            OutputData::Floats {
-                values: &seg.probabilities,
-                channels: seg.outputs.len(),
-            },
-        )?;
+        files.push((out("_prob"), floats(&seg.probabilities)));
     }
     if args.save_uncertainty {
         match &seg.uncertainty {
-            Some(u) => nifti::write_on_grid(
-                &out("_uncertainty"),
-                grid,
-                OutputData::Floats {
-                    values: u,
-                    channels: seg.outputs.len(),
-                },
-            )?,
+            Some(u) => files.push((out("_uncertainty"), floats(u))),
             None => bar.suspend(|| {
                 eprintln!(
                     "{}: no uncertainty without test-time flips (--no-tta)",
                     case.id
                 )
             }),
+        }
+    }
+    // A case's outputs come all or not at all: a failed case leaves no label map that a later
+    // `nvnet evaluate` would score.
+    for (n, (path, data)) in files.iter().enumerate() {
+        if let Err(e) = nifti::write_on_grid(path, grid, *data) {
+            for (written, _) in &files[..n] {
+                let _ = std::fs::remove_file(written);
+            }
+            return Err(e.into());
         }
     }
     let counts = RegionCounts::of(&seg.labels, args.options.labels);

@@ -191,7 +191,10 @@ pub fn run<B: AutodiffBackend>(
 
 /// The effective configuration: defaults < --config file < --resume's config.toml < flags.
 pub fn load_config(path: &Path) -> Result<TrainConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let bytes = nvnet::fsutil::read_regular(path, 1 << 20)
+        .with_context(|| format!("{}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{}: not a valid training configuration", path.display()))
 }

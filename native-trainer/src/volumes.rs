@@ -26,11 +26,14 @@ pub fn synth(
     if layout == Layout::Loose {
         bail!("--layout must be brats2018 or brats2023");
     }
+    let Some(end) = first.checked_add(cases) else {
+        bail!("--first {first} with --cases {cases} runs past the largest case index");
+    };
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", out.display()))?;
     let start = Instant::now();
     let mut shown = Vec::new();
-    for index in first..first + cases {
+    for index in first..end {
         let t = Instant::now();
         let mut phantom = synth::generate(seed, index, shape, layout.labels());
         if let Some(size) = window {
@@ -88,6 +91,14 @@ fn file_json(image: &Image) -> Value {
     json!({ "file": image.source, "dtype": image.dtype.name(), "min": min, "max": max })
 }
 
+/// "lo .. hi" of the values the network is given, or that there are none.
+fn value_range(image: &Image) -> String {
+    match image.min_max() {
+        (lo, hi) if lo <= hi => format!("{lo} .. {hi}"),
+        _ => "no usable values (all read as 0)".into(),
+    }
+}
+
 fn case_json(case: &Case) -> Value {
     let mut v = geometry_json(case.geometry());
     v["id"] = json!(case.id);
@@ -123,7 +134,9 @@ fn warn_all<'a>(warnings: impl Iterator<Item = &'a String>) {
 /// Load PATH as nvnet would (a modality file, a case folder or a dataset root) and report.
 /// Returns whether everything was accepted.
 pub fn inspect(path: &Path, as_json: bool) -> Result<bool> {
-    if path.is_file() {
+    // Anything but a folder is read as a file, which says what is wrong with it (missing, a
+    // named pipe, a device, ...).
+    if !path.is_dir() {
         let image = nifti::read_path(path)?;
         warn_all(image.warnings.iter());
         let mut v = geometry_json(&image.geometry);
@@ -145,7 +158,7 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<bool> {
                 image.dtype.name(),
                 g.spacing()
             );
-            println!("  values {} .. {}", v["min"], v["max"]);
+            println!("  values {}", value_range(&image));
             println!("  affine {:?}", &g.affine[..3]);
             println!("accepted");
         }
@@ -205,11 +218,11 @@ fn print_case(case: &Case, v: &Value) {
     println!("case {} ({} layout)", case.id, case.layout);
     println!("  grid {:?}, spacing {:?} mm", g.dims, g.spacing());
     for (m, img) in &case.images {
-        let (lo, hi) = img.min_max();
         println!(
-            "  {:<6} {:<8} {lo} .. {hi}  {}",
+            "  {:<6} {:<8} {}  {}",
             m.to_string(),
             img.dtype.name(),
+            value_range(img),
             img.source
         );
     }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use nvnet::nifti::{self, OutputData};
 
 mod common;
+#[cfg(unix)]
+use common::mkfifo;
 use common::{nvnet, s, testdata, text};
 
 const MODEL: &str = "reference/segresnet_f8/model.pt";
@@ -218,7 +220,12 @@ fn a_bad_case_is_reported_and_the_others_go_on() {
         "--out",
         s(&csv),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("1 ground-truth case(s)") && t.contains("not scored: Phantom-00001"),
+        "{t}"
+    );
     let table = std::fs::read_to_string(&csv).unwrap();
     assert!(table.starts_with(
         "case,WT_dice,WT_hd95,WT_sens,WT_spec,TC_dice,TC_hd95,TC_sens,TC_spec,ET_dice,ET_hd95,ET_sens,ET_spec\n"
@@ -246,6 +253,122 @@ fn a_bad_case_is_reported_and_the_others_go_on() {
         "{t}"
     );
     assert!(t.contains("WT_dice"), "{t}");
+}
+
+/// Requests that cannot work fail with a message before any work or output: windows the
+/// network cannot take or the memory cannot hold, label maps of another convention, outputs
+/// that would replace something that is not a regular file.
+#[cfg(unix)]
+#[test]
+fn impossible_requests_fail_cleanly_and_leave_no_partial_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&root),
+        "--cases",
+        "1",
+        "--shape",
+        "40,40,32",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let case = root.join("Phantom-00000");
+    let pred = dir.path().join("pred");
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--weights",
+            "default",
+            "--input",
+            s(&case),
+            "--output",
+            s(&pred),
+            "--no-tta",
+        ];
+        args.extend_from_slice(extra);
+        nvnet(&args)
+    };
+    for (extra, words) in [
+        (
+            &["--roi", "20,16,16"][..],
+            &["window [20, 16, 16]", "multiple of 8"][..],
+        ),
+        (
+            &["--roi", "256,256,256", "--memory-budget", "1G"],
+            &["window [256, 256, 256]", "memory budget"],
+        ),
+        (
+            &["--roi", "99999,99999,99999"],
+            &["more than the 268435456 voxels"],
+        ),
+    ] {
+        let out = predict(extra);
+        let t = text(&out);
+        assert!(!out.status.success(), "{extra:?}: {t}");
+        assert!(words.iter().all(|w| t.contains(w)), "{extra:?}: {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    // The second output cannot be written (a folder stands there): the case fails and its
+    // label map, written first, is taken back.
+    std::fs::create_dir_all(pred.join("Phantom-00000_prob.nii.gz")).unwrap();
+    let out = predict(&["--save-probabilities"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Phantom-00000_prob.nii.gz") && t.contains("a folder"),
+        "{t}"
+    );
+    assert!(!pred.join("Phantom-00000.nii.gz").exists(), "{t}");
+    std::fs::remove_dir(pred.join("Phantom-00000_prob.nii.gz")).unwrap();
+    let out = predict(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Labels of the other convention (3 for ET against a 2018 ground truth) are not scored.
+    let labels = pred.join("Phantom-00000.nii.gz");
+    let image = nifti::read_path(&labels).unwrap();
+    let mut as_2023: Vec<u8> = (0..image.voxels.len())
+        .map(|i| match image.value(i) as u8 {
+            4 => 3,
+            l => l,
+        })
+        .collect();
+    as_2023[0] = 3; // whether or not the model found enhancing tumour here
+    let other = dir.path().join("pred23");
+    std::fs::create_dir_all(&other).unwrap();
+    nifti::write_on_grid(
+        &other.join("Phantom-00000.nii.gz"),
+        &image.geometry,
+        OutputData::Labels(&as_2023),
+    )
+    .unwrap();
+    let out = nvnet(&["evaluate", "--pred", s(&other), "--gt", s(&root)]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("label 3 is not a label of BraTS 2018") && t.contains("--labels"),
+        "{t}"
+    );
+    // A named pipe as --out stays a pipe.
+    let fifo = dir.path().join("metrics.csv");
+    mkfifo(&fifo);
+    let out = nvnet(&[
+        "evaluate",
+        "--pred",
+        s(&pred),
+        "--gt",
+        s(&root),
+        "--out",
+        s(&fifo),
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("a named pipe") && t.contains("does not replace"),
+        "{t}"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }
 
 #[test]

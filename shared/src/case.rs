@@ -300,8 +300,15 @@ pub fn discover_case(folder: &Path) -> Result<CaseFiles, CaseError> {
     let mut found: Vec<(String, Layout, Role, PathBuf)> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| err(e.to_string()))?;
-        let name = entry.file_name().to_string_lossy().to_string();
+        let raw = entry.file_name();
+        let name = raw.to_string_lossy().to_string();
         if let Some((id, layout, role)) = parse_brats_name(&name) {
+            // The id names the outputs and finds the ground truth: it must survive as text.
+            if raw.to_str().is_none() {
+                return Err(err(format!(
+                    "{name}: the file name is not valid UTF-8; rename the case's files"
+                )));
+            }
             found.push((id, layout, role, entry.path()));
         }
     }

@@ -264,7 +264,8 @@ pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String>
     normalize_nonzero(&mut data, channels);
     let crop = Crop::brain_box(&data, channels, case.dims(), 8).ok_or_else(|| {
         format!(
-            "{}: every voxel of every modality is zero: there is no brain to segment",
+            "{}: after normalisation every voxel of every modality is zero (each is empty or \
+             one constant value): there is no brain to segment",
             case.id
         )
     })?;
@@ -295,6 +296,46 @@ pub fn choose_roi(
         let a = (0..3).max_by_key(|&a| roi[a]).unwrap();
         roi[a] -= 8;
     }
+}
+
+/// A window the user chose: sizes the network can take, and within the memory budget and the
+/// device's largest buffer (a window that does not fit fails before any work, with a message,
+/// rather than in the allocator).
+pub fn check_roi(
+    config: &crate::NvNetConfig,
+    roi: [usize; 3],
+    options: &InferenceOptions,
+) -> Result<(), String> {
+    let k = config.size_multiple();
+    if roi.iter().any(|r| *r == 0 || r % k != 0) {
+        return Err(format!(
+            "window {roi:?}: each size must be a positive multiple of {k} (the network halves \
+             it {} times)",
+            k.trailing_zeros()
+        ));
+    }
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    let bytes = crate::info::summarize(config, roi).inference_bytes;
+    if bytes > options.memory_budget as f64 {
+        return Err(format!(
+            "window {roi:?} needs about {:.1} GiB of activations, more than the memory budget \
+             ({:.1} GiB): choose a smaller window, or raise the budget",
+            gib(bytes),
+            gib(options.memory_budget as f64)
+        ));
+    }
+    let largest = crate::info::largest_tensor_bytes(config, roi);
+    if let Some(max) = options.max_buffer
+        && largest > max as f64
+    {
+        return Err(format!(
+            "window {roi:?}: its largest tensor ({:.0} MiB) exceeds the device's largest buffer \
+             ({:.0} MiB): choose a smaller window",
+            largest / (1u64 << 20) as f64,
+            max as f64 / (1u64 << 20) as f64
+        ));
+    }
+    Ok(())
 }
 
 /// What a prediction gives, on the case's full grid, in file order (i fastest).
@@ -387,6 +428,9 @@ impl Segmenter {
         modalities: &[Modality],
         options: &InferenceOptions,
     ) -> Result<Self, String> {
+        if let Some(roi) = options.roi {
+            check_roi(config, roi, options)?;
+        }
         let prepared = prepare(case, modalities)?;
         let roi = options.roi.unwrap_or_else(|| {
             choose_roi(

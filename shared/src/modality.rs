@@ -114,6 +114,18 @@ impl LabelConvention {
             LabelConvention::Brats2023 => 3,
         }
     }
+
+    /// Every label a map of this convention holds: background, necrosis, oedema, enhancing.
+    pub fn labels(self) -> [u8; 4] {
+        [0, 1, 2, self.et_label()]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelConvention::Brats2018 => "BraTS 2018 (0, 1, 2, 4)",
+            LabelConvention::Brats2023 => "BraTS 2023 (0, 1, 2, 3)",
+        }
+    }
 }
 
 impl FromStr for LabelConvention {

@@ -5,11 +5,15 @@
 //! hostile or broken file gets a [`NiftiError`] naming it and the problem, never a panic or an
 //! allocation the file cannot back.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 /// The largest volume accepted: 2^28 voxels, e.g. 1024×1024×256 (BraTS is 240×240×155 ≈ 9·10⁶).
 /// With float64 that is 2 GiB of decompressed data at most, which a browser tab can hold.
 pub const MAX_VOXELS: u64 = 1 << 28;
+
+/// The most bytes of header extensions (between the header and `vox_offset`) read; real ones
+/// (DICOM fields, CIFTI XML) are far smaller.
+const MAX_EXTENSIONS: usize = 64 << 20;
 
 /// Why a file was refused. The message names the file.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -240,7 +244,8 @@ impl Image {
     pub fn min_max(&self) -> (f64, f64) {
         (0..self.voxels.len())
             .map(|i| self.value(i))
-            .filter(|v| v.is_finite())
+            // What the network is given: values that are not usable are read as 0.
+            .filter(|&v| usable_f32(v).is_some())
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                 (lo.min(v), hi.max(v))
             })
@@ -459,55 +464,67 @@ fn best_affine(h: &RawHeader, dims: [usize; 3], pixdim: &[f64; 8]) -> [[f64; 4];
     a
 }
 
-fn is_gzip(bytes: &[u8]) -> bool {
-    bytes.starts_with(&[0x1f, 0x8b])
-}
-
 /// Read a NIfTI image from its bytes (`.nii` or `.nii.gz`); `name` is used in messages.
 pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Image, NiftiError> {
+    read_from(bytes, name)
+}
+
+/// Read a NIfTI image from a path. Only a regular file is read (a named pipe or a device is
+/// refused), and of a `.nii` only what its header announces.
+pub fn read_path(path: &std::path::Path) -> Result<Image, NiftiError> {
+    let name = path.display().to_string();
+    let file = crate::fsutil::open_regular(path).map_err(|e| NiftiError {
+        file: name.clone(),
+        problem: e.to_string(),
+    })?;
+    read_from(std::io::BufReader::new(file), &name)
+}
+
+/// Read from a stream: the header first, then exactly the bytes it announces, never more, so
+/// that a small file that claims 10¹² voxels, puts its data a terabyte in, or inflates without
+/// end is refused, not allocated.
+fn read_from<R: BufRead>(mut source: R, name: &str) -> Result<Image, NiftiError> {
     let err = |problem: String| NiftiError {
         file: name.to_string(),
         problem,
     };
-    if is_gzip(bytes) {
-        // Decompress the header first, then exactly what it announces, never more: a small
-        // file that claims 10¹² voxels or inflates without end is refused, not allocated.
-        let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
-        let mut head = Vec::with_capacity(NIFTI2_HEADER);
-        (&mut decoder)
-            .take(NIFTI2_HEADER as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| err(format!("truncated or corrupt gzip stream ({e})")))?;
-        let header = parse_header(&head).map_err(err)?;
-        let layout = check_header(&header).map_err(err)?;
-        let mut all = head;
-        let remaining = (layout.data_end as u64).saturating_sub(all.len() as u64);
-        (&mut decoder)
-            .take(remaining)
-            .read_to_end(&mut all)
-            .map_err(|e| err(format!("truncated or corrupt gzip stream ({e})")))?;
+    let gzip = source
+        .fill_buf()
+        .map_err(|e| err(e.to_string()))?
+        .starts_with(&[0x1f, 0x8b]);
+    let corrupt = |e: std::io::Error| {
+        err(if gzip {
+            format!("truncated or corrupt gzip stream ({e})")
+        } else {
+            e.to_string()
+        })
+    };
+    let mut stream: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(source))
+    } else {
+        Box::new(source)
+    };
+    let mut all = Vec::with_capacity(NIFTI2_HEADER);
+    (&mut stream)
+        .take(NIFTI2_HEADER as u64)
+        .read_to_end(&mut all)
+        .map_err(corrupt)?;
+    let header = parse_header(&all).map_err(err)?;
+    let layout = check_header(&header).map_err(err)?;
+    let remaining = (layout.data_end as u64).saturating_sub(all.len() as u64);
+    (&mut stream)
+        .take(remaining)
+        .read_to_end(&mut all)
+        .map_err(corrupt)?;
+    if gzip {
         // Read on to the end of the stream (bounded) so that a cut-off or corrupted trailer
         // (CRC, length) is noticed even when the voxel data itself came through.
-        (&mut decoder)
+        (&mut stream)
             .take(1 << 20)
             .read_to_end(&mut Vec::new())
-            .map_err(|e| err(format!("truncated or corrupt gzip stream ({e})")))?;
-        decode(&all, header, layout, name)
-    } else {
-        let header = parse_header(bytes).map_err(err)?;
-        let layout = check_header(&header).map_err(err)?;
-        decode(bytes, header, layout, name)
+            .map_err(corrupt)?;
     }
-}
-
-/// Read a NIfTI image from a path.
-pub fn read_path(path: &std::path::Path) -> Result<Image, NiftiError> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| NiftiError {
-        file: name.clone(),
-        problem: e.to_string(),
-    })?;
-    read_bytes(&bytes, &name)
+    decode(&all, header, layout, name)
 }
 
 struct Layout {
@@ -577,6 +594,14 @@ fn check_header(h: &RawHeader) -> Result<Layout, String> {
     if !off.is_finite() || off < header_size as f64 {
         return Err(format!(
             "vox_offset {off} lies inside the {header_size}-byte header"
+        ));
+    }
+    if off > (header_size + MAX_EXTENSIONS) as f64 {
+        return Err(format!(
+            "vox_offset {off} puts the voxel data {} MiB past the header; nvnet reads at most {} \
+             MiB of header extensions",
+            (off as u64).saturating_sub(header_size as u64) >> 20,
+            MAX_EXTENSIONS >> 20
         ));
     }
     let data_start = off.floor() as usize;
@@ -671,6 +696,16 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
         xyzt_units: h.xyzt_units,
         affine: best_affine(&h, layout.dims, &pixdim),
     };
+    if geometry.affine.iter().flatten().any(|v| !v.is_finite()) {
+        let which = if h.sform_code > 0 {
+            "sform (srow_x/y/z)"
+        } else {
+            "qform (quatern_b/c/d, qoffset_x/y/z)"
+        };
+        return Err(err(format!(
+            "the {which} holds NaN or Inf: the voxel-to-world transform is unusable"
+        )));
+    }
     let image = Image {
         source: name.to_string(),
         dtype: layout.dtype,
@@ -696,6 +731,7 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
 // Writing.
 
 /// What to write on a reference grid.
+#[derive(Clone, Copy)]
 pub enum OutputData<'a> {
     /// A label map (uint8), one value per voxel in file order.
     Labels(&'a [u8]),

@@ -5,11 +5,9 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // Not a `source` field: the message already holds it, and error chains would repeat it.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}: not a .npy file ({1})")]
     Format(String, String),
 }
@@ -30,9 +28,9 @@ impl Npy {
 pub fn read(path: impl AsRef<Path>) -> Result<Npy, NpyError> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+    let bytes = std::fs::read(path).map_err(|error| NpyError::Io {
         path: name.clone(),
-        source,
+        error,
     })?;
     parse(&bytes).map_err(|why| NpyError::Format(name, why))
 }

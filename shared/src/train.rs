@@ -123,6 +123,13 @@ impl TrainConfig {
                 self.crop
             ));
         }
+        if let Some(roi) = self.val_roi
+            && roi.iter().any(|c| *c == 0 || c % k != 0)
+        {
+            return Err(format!(
+                "--val-roi {roi:?}: each size must be a positive multiple of {k}"
+            ));
+        }
         if self.batch_size == 0 || self.epochs == 0 || self.val_every == 0 {
             return Err("batch size, epochs and val-every must be at least 1".into());
         }
@@ -217,6 +224,10 @@ pub fn split(ids: &[String], val_fraction: f64, seed: u64) -> Split {
 // The cache of preprocessed cases.
 
 const CACHE_MAGIC: &[u8; 8] = b"NVNCACH1";
+
+/// The largest cached case or checkpoint read back: a full BraTS case in float16 is 72 MB, an
+/// F=32 checkpoint with Adam's moments 230 MB.
+const MAX_CACHE_BYTES: u64 = 4 << 30;
 
 /// One case, z-scored and cropped to its brain box, in network order.
 #[derive(Debug, Clone, PartialEq)]
@@ -363,7 +374,8 @@ pub fn cached(
 }
 
 pub fn read_cached(path: &Path) -> Result<CachedCase, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::fsutil::read_regular(path, MAX_CACHE_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     CachedCase::from_bytes(&bytes, &path.display().to_string())
 }
 
@@ -617,7 +629,8 @@ fn write_checkpoint(
 
 fn read_checkpoint(path: &Path) -> Result<(RunState, Vec<u8>, Vec<u8>), String> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| format!("{file}: {e}"))?;
+    let bytes =
+        crate::fsutil::read_regular(path, MAX_CACHE_BYTES).map_err(|e| format!("{file}: {e}"))?;
     let bad = || format!("{file}: not a complete nvnet checkpoint");
     if bytes.len() < 8 || &bytes[..8] != CHECKPOINT_MAGIC {
         return Err(bad());

@@ -26,6 +26,10 @@ pub const MANIFEST_VERSION: u32 = 1;
 const BURNPACK_MAGIC: u32 = 0x4255_524E;
 const BURNPACK_HEADER: usize = 10;
 
+/// The largest weights file read: an F=32 network with its VAE is 75 MB in float32, a MONAI
+/// checkpoint with Adam's moments three times that.
+pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
+
 /// The part of burnpack's CBOR metadata nvnet reads: the free key/value map.
 #[derive(Deserialize)]
 struct BurnpackMeta {
@@ -134,11 +138,9 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 /// Why weights could not be read, written or imported. Every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
+    // Not a `source` field: the message already holds it, and error chains would repeat it.
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
     #[error("{file}: not a weights file nvnet can read: {why}")]
     Format { file: String, why: String },
     #[error("{file}: the nvnet manifest is missing or invalid: {why}")]
@@ -241,7 +243,7 @@ pub fn save<B: Backend>(
         file: file.clone(),
         why,
     })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|source| WeightsError::Io { file, source })
+    crate::fsutil::write_atomic(path, &bytes).map_err(|error| WeightsError::Io { file, error })
 }
 
 /// Read the manifest of a burnpack file without building the network.
@@ -334,17 +336,17 @@ pub fn default_model() -> Option<&'static [u8]> {
 
 /// Load weights of any supported format from a file; `modalities` is the channel order of a
 /// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
-
 pub fn load_file<B: Backend>(
     path: &Path,
     modalities: Option<&[Modality]>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, WeightsError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let bytes =
+        crate::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| WeightsError::Io {
+            file: file.clone(),
+            error,
+        })?;
     #[cfg(feature = "pytorch")]
     if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
         // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.

@@ -65,11 +65,17 @@ const REFUSED: &[(&str, &[&str])] = &[
     ("not_nifti.nii", &["not a NIfTI file"]),
     ("empty.nii", &["too short to be NIfTI", "0 bytes"]),
     ("nifti2_truncated.nii", &["truncated header", "300 of 540"]),
+    (
+        "vox_offset_huge.nii.gz",
+        &["vox_offset 999999995904", "header extensions"],
+    ),
+    ("sform_nan.nii", &["sform", "NaN or Inf"]),
+    ("qform_nan.nii", &["qform", "NaN or Inf"]),
 ];
 
 #[test]
 fn every_bad_file_is_refused_with_a_clear_message() {
-    assert!(REFUSED.len() >= 25);
+    assert!(REFUSED.len() >= 28);
     for (name, words) in REFUSED {
         let path = bad(name);
         let err = match nifti::read_path(&path) {
@@ -95,7 +101,12 @@ fn every_bad_file_is_refused_with_a_clear_message() {
 
 #[test]
 fn the_controls_are_accepted_in_every_byte_order_and_version() {
-    for name in ["good_le.nii", "good_be.nii.gz", "good_nifti2.nii"] {
+    for name in [
+        "good_le.nii",
+        "good_be.nii.gz",
+        "good_nifti2.nii",
+        "good_trailing_bytes.nii",
+    ] {
         let image = nifti::read_path(&bad(name)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(image.dims(), [4, 5, 6], "{name}");
         assert_eq!(image.at(1, 0, 0), 1.0, "{name}");
@@ -128,6 +139,32 @@ fn nan_voxels_and_zero_pixdim_are_accepted_with_a_warning() {
         image.warnings
     );
     assert_eq!(image.geometry.spacing(), [1.0, 1.0, 1.0]);
+}
+
+/// Only regular files are read: a named pipe would block for ever, a device never ends.
+#[cfg(unix)]
+#[test]
+fn pipes_devices_and_folders_are_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("case_t1.nii.gz");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (fifo.as_path(), "a named pipe"),
+        (std::path::Path::new("/dev/zero"), "a device"),
+        (dir.path(), "a folder"),
+    ] {
+        let e = nifti::read_path(path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(what),
+            "{e}"
+        );
+    }
 }
 
 /// Inputs the fuzzer found (`testdata/fuzz`, from `fuzz/`): each once broke an invariant.

@@ -94,3 +94,16 @@ write("empty.nii", b"")
 write("nifti2_truncated.nii", nifti2_header()[:300])
 write("warn_nan_values.nii.gz", header() + floats(N, values=[math.nan if i % 11 == 0 else 1.0 for i in range(N)]))
 write("warn_zero_pixdim.nii", header(pixdim=(1, 0, 1, 1)) + floats(N))
+
+# Voxel data a terabyte past the header: refused from the header, before anything is inflated.
+write("vox_offset_huge.nii.gz", header(vox_offset=1e12) + floats(N))
+# A transform that cannot place a voxel anywhere.
+sform_nan = bytearray(header())
+struct.pack_into("<f", sform_nan, 292, math.nan)  # srow_x[3]
+write("sform_nan.nii", bytes(sform_nan) + floats(N))
+qform_nan = bytearray(header())
+struct.pack_into("<hh", qform_nan, 252, 1, 0)  # qform only
+struct.pack_into("<f", qform_nan, 256, math.nan)  # quatern_b
+write("qform_nan.nii", bytes(qform_nan) + floats(N))
+# Bytes after the voxel data are not read (a control: accepted).
+write("good_trailing_bytes.nii", good + b"\0" * 4096)
