@@ -25,6 +25,10 @@ let worker = null;
 let ready = null;
 let nextId = 1;
 const pending = new Map();
+// Weights the user loaded: a fresh worker (after a crash or Cancel) loads them again.
+let userWeights = null;
+// Workers started since one last came up: an engine that cannot start is not restarted for ever.
+let failedStarts = 0;
 
 function startWorker() {
   worker = new Worker('worker.js');
@@ -47,7 +51,13 @@ function startWorker() {
     pending.clear();
     restartWorker();
   };
-  ready = call('init', settings).then((r) => { showEngine(r); return r; });
+  failedStarts += 1;
+  ready = call('init', settings).then(async (r) => {
+    failedStarts = 0;
+    if (userWeights) r.model = await call('weights', userWeights);
+    showEngine(r);
+    return r;
+  });
   ready.catch((e) => setStatus(`error: the engine did not start: ${e.message}`));
 }
 
@@ -55,6 +65,13 @@ function restartWorker() {
   if (worker) worker.terminate();
   for (const p of pending.values()) p.reject(new Error('cancelled'));
   pending.clear();
+  if (failedStarts >= 3) {
+    worker = null;
+    ready = Promise.reject(new Error('the engine failed to start three times; reload the page'));
+    ready.catch(() => {});
+    setStatus('error: the engine failed to start three times; reload the page');
+    return;
+  }
   startWorker();
 }
 
@@ -76,7 +93,10 @@ function showEngine({ info, model }) {
   notice.hidden = !info.notice;
   notice.textContent = info.notice || '';
   showModel(model);
-  if (!busy) setStatus(files.length ? statusAfterCheck : 'ready: drop the four modalities of a case');
+  // After a crash the error stays on the page: it is the only account of what happened.
+  if (!busy && !$('status').textContent.startsWith('error')) {
+    setStatus(files.length ? statusAfterCheck : 'ready: drop the four modalities of a case');
+  }
 }
 
 function showModel(model) {
@@ -96,7 +116,9 @@ $('weights-input').addEventListener('change', async (e) => {
   setStatus(`loading weights ${file.name}…`);
   try {
     await ready;
-    showModel(await call('weights', { file, modalities: $('weights-modalities').value.trim() }));
+    const request = { file, modalities: $('weights-modalities').value.trim() };
+    showModel(await call('weights', request));
+    userWeights = request;
     setStatus(`weights loaded: ${file.name}`);
   } catch (err) {
     setStatus(`error: ${err.message}`);
@@ -104,9 +126,14 @@ $('weights-input').addEventListener('change', async (e) => {
 });
 
 $('default-weights').addEventListener('click', async () => {
-  await ready;
-  showModel(await call('defaultWeights'));
-  setStatus('using the embedded default model');
+  try {
+    await ready;
+    showModel(await call('defaultWeights'));
+    userWeights = null;
+    setStatus('using the embedded default model');
+  } catch (err) {
+    setStatus(`error: ${err.message}`);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +190,12 @@ function request() {
   return { files: used.map((f) => f.file), names: used.map((f) => f.file.name), roles: used.map((f) => f.role) };
 }
 
+// Each check has a number: only the latest one's answer is shown (an earlier one can finish
+// later, and must not show another case or re-enable Segment over a newer error).
+let checkNumber = 0;
+
 async function check() {
+  const mine = ++checkNumber;
   checked = null;
   $('segment').disabled = true;
   const missing = ['t1', 't1ce', 't2', 'flair'].filter((m) => !files.some((f) => f.role === m));
@@ -175,6 +207,7 @@ async function check() {
   setStatus('checking the files…');
   try {
     const r = await call('check', request());
+    if (mine !== checkNumber) return;
     checked = r;
     $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; the four modalities share one grid.`
       + (r.warnings.length ? ` Warnings: ${r.warnings.join('; ')}` : '');
@@ -182,6 +215,7 @@ async function check() {
     setStatus(statusAfterCheck);
     $('segment').disabled = busy;
   } catch (err) {
+    if (mine !== checkNumber) return;
     $('check').textContent = '';
     setStatus(`error: ${err.message}`);
   }

@@ -5,8 +5,27 @@ importScripts('./nvnet-web.js');
 const ready = wasm_bindgen({ module_or_path: './nvnet-web_bg.wasm' });
 const nv = wasm_bindgen;
 
+// The page reads files of at most this size: its volumes are capped at 2^24 voxels (8 bytes
+// each at most, plus header extensions). A larger file is refused before it is read.
+const MAX_FILE_BYTES = 512 * 1024 * 1024;
+
+async function readFile(f, max = MAX_FILE_BYTES) {
+  if (f.size > max) {
+    throw new Error(`${f.name}: ${(f.size / 1048576).toFixed(0)} MB, more than the page reads `
+      + `(${max / 1048576} MB); the nvnet command reads larger files`);
+  }
+  try {
+    return new Uint8Array(await f.arrayBuffer());
+  } catch (err) {
+    throw new Error(`${f.name}: cannot be read (${message(err)})`);
+  }
+}
+
+// One after the other, so that a bad file is named before the others are read.
 async function bytesOf(files) {
-  return Promise.all(files.map(async (f) => new Uint8Array(await f.arrayBuffer())));
+  const out = [];
+  for (const f of files) out.push(await readFile(f));
+  return out;
 }
 
 function message(err) {
@@ -23,7 +42,7 @@ const handlers = {
     return m.names.map((n) => nv.detect_role(n));
   },
   async weights(m) {
-    const bytes = new Uint8Array(await m.file.arrayBuffer());
+    const bytes = await readFile(m.file, 1024 * 1024 * 1024);
     return JSON.parse(nv.load_weights(m.file.name, bytes, m.modalities || undefined));
   },
   async defaultWeights() {

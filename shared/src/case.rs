@@ -419,6 +419,9 @@ pub fn discover(path: &Path) -> Result<Input, CaseError> {
     }
 }
 
+/// The fewest voxels along an axis: the network halves each axis three times.
+pub const MIN_AXIS: usize = 8;
+
 /// A loaded case: four images on one grid, an optional segmentation on the same grid.
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -456,11 +459,10 @@ impl Case {
             case: id.to_string(),
             problem,
         };
-        let mut ordered = Vec::new();
         for m in Modality::DEFAULT_ORDER {
             let mut of_m = images.iter().filter(|(x, _)| *x == m);
             match (of_m.next(), of_m.next()) {
-                (Some((_, img)), None) => ordered.push((m, img.clone())),
+                (Some(_), None) => {}
                 (None, _) => return Err(invalid(format!("missing modality: {m}"))),
                 (Some((_, a)), Some((_, b))) => {
                     return Err(invalid(format!(
@@ -470,8 +472,18 @@ impl Case {
                 }
             }
         }
+        // Moved, not copied: a case can be gigabytes (in the browser, of a 4 GiB memory).
+        let mut ordered = images;
+        ordered.sort_by_key(|(m, _)| Modality::DEFAULT_ORDER.iter().position(|x| x == m));
         let (_, first) = &ordered[0];
         let reference = first.geometry.clone();
+        if reference.dims.iter().any(|&d| d < MIN_AXIS) {
+            return Err(invalid(format!(
+                "{} is {:?}: a modality must be a 3-D volume of at least {MIN_AXIS} voxels along \
+                 each axis (a 2-D slice or a thin slab cannot be segmented)",
+                first.source, reference.dims
+            )));
+        }
         let others = ordered.iter().skip(1).map(|(_, i)| i).chain(seg.iter());
         for other in others {
             check_same_grid(first, &reference, other).map_err(invalid)?;

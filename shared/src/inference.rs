@@ -269,6 +269,15 @@ pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String>
             case.id
         )
     })?;
+    // Each axis grows by less than 8 and is at least 8: the box is within 8× the grid, which
+    // the readers cap; checked all the same, in 64 bits, before it is allocated.
+    let voxels = crop.size.iter().map(|&s| s as u64).product::<u64>();
+    if voxels * channels as u64 > 4 * crate::nifti::MAX_VOXELS {
+        return Err(format!(
+            "{}: the brain box {:?} is too large to segment",
+            case.id, crop.size
+        ));
+    }
     Ok(Prepared {
         input: crop.crop(&data, channels),
         crop,

@@ -68,7 +68,24 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("dropout must be in [0, 1), got {0}")]
     Dropout(f64),
+    #[error("{what} = {value} is beyond what nvnet builds (at most {max})")]
+    TooLarge {
+        what: &'static str,
+        value: usize,
+        max: usize,
+    },
 }
+
+/// Bounds on a configuration read from a file: far above any real NvNet (the paper's is F=32,
+/// 4 levels, 4 blocks), low enough that sizes computed from them cannot overflow (also in the
+/// 32-bit wasm build) and that a few bytes of manifest cannot ask for gigabytes of weights.
+const MAX_FILTERS: usize = 512;
+const MAX_LEVELS: usize = 8;
+const MAX_BLOCKS: usize = 16;
+/// Channels of the deepest level (the paper's: 256). Keeps parameter counts within 32 bits.
+const MAX_WIDTH: usize = 1024;
+const MAX_CHANNELS: usize = 64;
+const MAX_VAE_SIZE: usize = 4096;
 
 impl NvNetConfig {
     pub fn with_init_filters(mut self, f: usize) -> Self {
@@ -97,6 +114,28 @@ impl NvNetConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let bounded = |what, value: usize, max| {
+            (value <= max)
+                .then_some(())
+                .ok_or(ConfigError::TooLarge { what, value, max })
+        };
+        bounded("init_filters", self.init_filters, MAX_FILTERS)?;
+        bounded("in_channels", self.in_channels, MAX_CHANNELS)?;
+        bounded("out_channels", self.out_channels, MAX_CHANNELS)?;
+        bounded("levels (blocks_down)", self.blocks_down.len(), MAX_LEVELS)?;
+        bounded(
+            "channels of the deepest level",
+            self.init_filters << self.levels().saturating_sub(1),
+            MAX_WIDTH,
+        )?;
+        for &n in self.blocks_down.iter().chain(&self.blocks_up) {
+            bounded("blocks per level", n, MAX_BLOCKS)?;
+        }
+        if let Some(vae) = &self.vae {
+            for s in vae.input_shape {
+                bounded("VAE crop size", s, MAX_VAE_SIZE)?;
+            }
+        }
         if self.in_channels == 0 {
             return Err(ConfigError::Zero("in_channels"));
         }

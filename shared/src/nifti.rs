@@ -11,6 +11,9 @@ use std::io::{BufRead, Read};
 /// With float64 that is 2 GiB of decompressed data at most, which a browser tab can hold.
 pub const MAX_VOXELS: u64 = 1 << 28;
 
+/// The largest voxel size accepted, mm: larger ones make volumes and distances infinite.
+const MAX_PIXDIM: f64 = 1e4;
+
 /// The most bytes of header extensions (between the header and `vox_offset`) read; real ones
 /// (DICOM fields, CIFTI XML) are far smaller.
 const MAX_EXTENSIONS: usize = 64 << 20;
@@ -466,7 +469,13 @@ fn best_affine(h: &RawHeader, dims: [usize; 3], pixdim: &[f64; 8]) -> [[f64; 4];
 
 /// Read a NIfTI image from its bytes (`.nii` or `.nii.gz`); `name` is used in messages.
 pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Image, NiftiError> {
-    read_from(bytes, name)
+    read_from(bytes, name, MAX_VOXELS)
+}
+
+/// [`read_bytes`] with a lower cap on the voxels (the web page, in a 4 GiB memory), checked on
+/// the header before anything is decoded.
+pub fn read_bytes_within(bytes: &[u8], name: &str, max_voxels: u64) -> Result<Image, NiftiError> {
+    read_from(bytes, name, max_voxels.min(MAX_VOXELS))
 }
 
 /// Read a NIfTI image from a path. Only a regular file is read (a named pipe or a device is
@@ -477,13 +486,13 @@ pub fn read_path(path: &std::path::Path) -> Result<Image, NiftiError> {
         file: name.clone(),
         problem: e.to_string(),
     })?;
-    read_from(std::io::BufReader::new(file), &name)
+    read_from(std::io::BufReader::new(file), &name, MAX_VOXELS)
 }
 
 /// Read from a stream: the header first, then exactly the bytes it announces, never more, so
 /// that a small file that claims 10¹² voxels, puts its data a terabyte in, or inflates without
 /// end is refused, not allocated.
-fn read_from<R: BufRead>(mut source: R, name: &str) -> Result<Image, NiftiError> {
+fn read_from<R: BufRead>(mut source: R, name: &str, max_voxels: u64) -> Result<Image, NiftiError> {
     let err = |problem: String| NiftiError {
         file: name.to_string(),
         problem,
@@ -510,7 +519,7 @@ fn read_from<R: BufRead>(mut source: R, name: &str) -> Result<Image, NiftiError>
         .read_to_end(&mut all)
         .map_err(corrupt)?;
     let header = parse_header(&all).map_err(err)?;
-    let layout = check_header(&header).map_err(err)?;
+    let layout = check_header(&header, max_voxels).map_err(err)?;
     let remaining = (layout.data_end as u64).saturating_sub(all.len() as u64);
     (&mut stream)
         .take(remaining)
@@ -534,7 +543,7 @@ struct Layout {
     data_end: usize,
 }
 
-fn check_header(h: &RawHeader) -> Result<Layout, String> {
+fn check_header(h: &RawHeader, max_voxels: u64) -> Result<Layout, String> {
     let ndim = h.dim[0];
     if !(1..=7).contains(&ndim) {
         return Err(format!("dim[0] = {ndim} is outside 1..7 (corrupt header)"));
@@ -550,7 +559,10 @@ fn check_header(h: &RawHeader) -> Result<Layout, String> {
     if ndim < 3 {
         return Err(format!("a {ndim}-D image; a modality must be a 3-D volume"));
     }
-    let extra: i64 = (4..=ndim as usize).map(|n| h.dim[n]).product();
+    // Checked: NIfTI-2 dims are 64-bit, and 2^32 × 2^32 would wrap to 0.
+    let extra = (4..=ndim as usize)
+        .try_fold(1i64, |p, n| p.checked_mul(h.dim[n]))
+        .unwrap_or(i64::MAX);
     if extra > 1 {
         return Err(format!(
             "a {ndim}-D image with {extra} volumes ({}); a modality must be a single 3-D volume",
@@ -574,15 +586,27 @@ fn check_header(h: &RawHeader) -> Result<Layout, String> {
         if p.is_nan() || p < 0.0 || p.is_infinite() {
             return Err(format!("pixdim[{n}] = {p}: voxel sizes must be positive"));
         }
+        if p > MAX_PIXDIM {
+            return Err(format!(
+                "pixdim[{n}] = {p}: not a voxel size in mm (at most {MAX_PIXDIM})"
+            ));
+        }
     }
     let voxels = (h.dim[1] as u64)
         .checked_mul(h.dim[2] as u64)
         .and_then(|v| v.checked_mul(h.dim[3] as u64))
-        .filter(|&v| v <= MAX_VOXELS)
+        .filter(|&v| v <= max_voxels)
         .ok_or_else(|| {
             format!(
-                "the header claims {}×{}×{} voxels, more than nvnet accepts ({MAX_VOXELS})",
-                h.dim[1], h.dim[2], h.dim[3]
+                "the header claims {}×{}×{} voxels, more than nvnet accepts ({max_voxels}{})",
+                h.dim[1],
+                h.dim[2],
+                h.dim[3],
+                if max_voxels < MAX_VOXELS {
+                    " here; the nvnet command reads larger volumes"
+                } else {
+                    ""
+                }
             )
         })?;
     let header_size = if h.version == 1 {

@@ -154,8 +154,8 @@ pub enum WeightsError {
         unexpected: Vec<String>,
         errors: Vec<String>,
     },
-    #[error("{file}: {source}")]
-    Config { file: String, source: ConfigError },
+    #[error("{file}: {error}")]
+    Config { file: String, error: ConfigError },
 }
 
 fn mismatch_details(missing: &[String], unexpected: &[String], errors: &[String]) -> String {
@@ -285,12 +285,18 @@ pub fn load_bytes<B: Backend>(
     device: &B::Device,
 ) -> Result<LoadedModel<B>, WeightsError> {
     let manifest = read_manifest(bytes, file)?;
+    check_holds_weights(
+        &manifest.config,
+        bytes.len(),
+        if manifest.half { 2 } else { 4 },
+        file,
+    )?;
     let mut model = manifest
         .config
         .init::<B>(device)
-        .map_err(|source| WeightsError::Config {
+        .map_err(|error| WeightsError::Config {
             file: file.to_string(),
-            source,
+            error,
         })?;
     let mut store =
         BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())));
@@ -363,6 +369,39 @@ pub fn load_file<B: Backend>(
     load_any_bytes(&bytes, &file, modalities, device)
 }
 
+/// Before a network is built for a file: its architecture is within bounds, and the file holds
+/// at least the bytes of the weights it needs (`bytes_per_param` each), so that a few bytes that
+/// describe a huge network are refused rather than allocated.
+fn check_holds_weights(
+    config: &NvNetConfig,
+    file_bytes: usize,
+    bytes_per_param: u64,
+    file: &str,
+) -> Result<(), WeightsError> {
+    config.validate().map_err(|error| WeightsError::Config {
+        file: file.to_string(),
+        error,
+    })?;
+    let segmentation = NvNetConfig {
+        vae: None,
+        ..config.clone()
+    };
+    let shape = [config.size_multiple(); 3];
+    let params = crate::info::summarize(&segmentation, shape).params as u64;
+    if params * bytes_per_param > file_bytes as u64 {
+        return Err(WeightsError::Format {
+            file: file.to_string(),
+            why: format!(
+                "it describes a network of {params} parameters (F={}, {} levels) but holds only \
+                 {file_bytes} bytes",
+                config.init_filters,
+                config.levels()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Load weights from bytes (the web page's "Load weights…"): nvnet `.bpk` or a MONAI
 /// `.safetensors`. PyTorch's `.pt` needs a file (see [`load_file`]).
 pub fn load_any_bytes<B: Backend>(
@@ -371,6 +410,16 @@ pub fn load_any_bytes<B: Backend>(
     modalities: Option<&[Modality]>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, WeightsError> {
+    if bytes.len() as u64 > MAX_WEIGHTS_BYTES {
+        return Err(WeightsError::Format {
+            file: file.to_string(),
+            why: format!(
+                "{} bytes, more than nvnet reads from a weights file ({} MiB)",
+                bytes.len(),
+                MAX_WEIGHTS_BYTES >> 20
+            ),
+        });
+    }
     match WeightsFormat::sniff(bytes) {
         Some(WeightsFormat::Burnpack) => load_bytes(bytes, file, device),
         Some(WeightsFormat::Pytorch) => Err(WeightsError::Format {
@@ -441,11 +490,13 @@ pub fn import_monai<B: Backend>(
         "GroupNorm groups cannot be read from a checkpoint; assumed {} (MONAI's default)",
         config.norm_groups
     ));
+    // float16 checkpoints hold 2 bytes a parameter.
+    check_holds_weights(&config, bytes.len(), 2, file)?;
     let mut model = config
         .init::<B>(device)
-        .map_err(|source| WeightsError::Config {
+        .map_err(|error| WeightsError::Config {
             file: file.to_string(),
-            source,
+            error,
         })?;
     let mut snapshots = Vec::new();
     let mut unexpected = Vec::new();
@@ -568,7 +619,8 @@ pub fn infer_monai_config(
             }
         }
         let levels = per_level.keys().next_back().map_or(0, |&l| l + 1);
-        (0..levels)
+        // An index far past any real network is refused by `validate`; the list stays short.
+        (0..levels.min(64))
             .map(|l| per_level.get(&l).map_or(0, |s| s.len()))
             .collect()
     };

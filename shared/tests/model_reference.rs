@@ -448,3 +448,52 @@ fn trilinear_x2_adjoint_f64(grad_out: &[f64], out: [usize; 3], planes: usize) ->
     }
     g
 }
+
+/// A few bytes that describe a huge network are refused before it is built (it was built
+/// first, and a 200-byte file could ask for 10⁹ levels or gigabytes of weights).
+#[test]
+fn files_that_describe_huge_networks_are_refused_before_building_them() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let with = |rename: &dyn Fn(&mut (String, Vec<usize>)), extra: Vec<(String, Vec<usize>)>| {
+        let mut tensors = reference_tensors();
+        tensors.iter_mut().for_each(rename);
+        tensors.extend(extra);
+        tensors
+    };
+    let first_conv = |f: usize| {
+        move |t: &mut (String, Vec<usize>)| {
+            if t.0 == "convInit.conv.weight" {
+                t.1[0] = f;
+            }
+        }
+    };
+    for (name, tensors, words) in [
+        (
+            "wide.safetensors",
+            with(&first_conv(8192), vec![]),
+            &["wide.safetensors", "init_filters = 8192", "beyond"][..],
+        ),
+        (
+            "deep.safetensors",
+            with(
+                &|_| {},
+                vec![("down_layers.1000000000.1.conv1.conv.weight".into(), vec![1])],
+            ),
+            &["deep.safetensors", "levels", "beyond"],
+        ),
+        (
+            "thin.safetensors",
+            with(&first_conv(128), vec![]),
+            &[
+                "thin.safetensors",
+                "describes a network of",
+                "F=128",
+                "holds only",
+            ],
+        ),
+    ] {
+        let path = safetensors_file(dir.path(), name, tensors);
+        expect_error(weights::load_file::<B>(&path, None, &device), words);
+    }
+}

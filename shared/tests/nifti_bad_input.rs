@@ -71,6 +71,11 @@ const REFUSED: &[(&str, &[&str])] = &[
     ),
     ("sform_nan.nii", &["sform", "NaN or Inf"]),
     ("qform_nan.nii", &["qform", "NaN or Inf"]),
+    ("nifti2_volumes_overflow.nii", &["5-D image", "volumes"]),
+    (
+        "pixdim_huge.nii",
+        &["pixdim[2] = 1", "not a voxel size in mm"],
+    ),
 ];
 
 #[test]

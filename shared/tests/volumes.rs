@@ -195,6 +195,30 @@ fn modalities_on_different_grids_are_refused_naming_the_files() {
     );
 }
 
+/// A slab too thin for the network (it halves each axis three times) is refused when the case
+/// is checked, not when its brain box, padded eightfold, is allocated.
+#[test]
+fn a_slab_thinner_than_eight_voxels_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = copy_case(dir.path(), Layout::Brats2018);
+    std::fs::remove_file(folder.join("BraTS-Synth-0001_seg.nii.gz")).unwrap();
+    for m in ["t1", "t1ce", "t2", "flair"] {
+        let path = folder.join(format!("BraTS-Synth-0001_{m}.nii.gz"));
+        let img = nifti::read_path(&path).unwrap();
+        let mut g = img.geometry.clone();
+        g.dims = [48, 56, 3];
+        let values: Vec<i16> = (0..48 * 56 * 3).map(|i| img.value(i) as i16).collect();
+        nifti::write_on_grid(&path, &g, OutputData::Int16(&values)).unwrap();
+    }
+    let err = Case::load(&case::discover_case(&folder).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("BraTS-Synth-0001_t1.nii.gz is [48, 56, 3]") && err.contains("at least 8"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_segmentation_that_is_not_a_label_map_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,3 +107,9 @@ struct.pack_into("<f", qform_nan, 256, math.nan)  # quatern_b
 write("qform_nan.nii", bytes(qform_nan) + floats(N))
 # Bytes after the voxel data are not read (a control: accepted).
 write("good_trailing_bytes.nii", good + b"\0" * 4096)
+# NIfTI-2 with 2^32 × 2^32 further volumes: their count overflows 64 bits (once wrapped to 0).
+many = bytearray(nifti2_header())
+struct.pack_into("<8q", many, 16, 5, *DIMS, 2**32, 2**32, 1, 1)
+write("nifti2_volumes_overflow.nii", bytes(many) + floats(N))
+# A voxel a light-year wide: volumes in mL would be infinite.
+write("pixdim_huge.nii", header(pixdim=(1, 1, 1e30, 1)) + floats(N))

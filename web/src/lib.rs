@@ -53,6 +53,9 @@ thread_local! {
 const GPU_BUDGET: u64 = 1 << 30;
 /// Memory one window may use on the CPU path (wasm32 memory tops out at 4 GiB).
 const CPU_BUDGET: u64 = 1 << 30;
+/// The largest volume the page reads: 2^24 voxels (e.g. 256×256×256; BraTS is 240×240×155).
+/// A case's files, decoded images and working copies must fit wasm32's 4 GiB with the model.
+const PAGE_MAX_VOXELS: u64 = 1 << 24;
 
 fn error(message: impl std::fmt::Display) -> JsError {
     JsError::new(&message.to_string())
@@ -81,6 +84,16 @@ pub async fn init(
     cap_binding: Option<f64>,
     cap_buffer: Option<f64>,
 ) -> Result<String, JsError> {
+    // A test setting from the page's URL: anything but a positive size is refused.
+    for (name, v) in [("max-binding", cap_binding), ("max-buffer", cap_buffer)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 1.0)
+        {
+            return Err(error(format!(
+                "{name} = {v}: not a positive number of bytes"
+            )));
+        }
+    }
     let cap = match (cap_binding, cap_buffer) {
         (None, None) => None,
         (a, b) => {
@@ -233,7 +246,7 @@ fn read_case(names: &Array, files: &Array, roles: &Array) -> Result<Case, JsErro
             .dyn_into::<Uint8Array>()
             .map_err(|_| error(format!("{name}: not a byte array")))?
             .to_vec();
-        let image = nifti::read_bytes(&bytes, &name).map_err(error)?;
+        let image = nifti::read_bytes_within(&bytes, &name, PAGE_MAX_VOXELS).map_err(error)?;
         if role == "seg" {
             seg = Some(image);
         } else {
