@@ -196,6 +196,7 @@ let checkNumber = 0;
 
 async function check() {
   const mine = ++checkNumber;
+  // Also tells a segmentation still running that its files are no longer the page's.
   checked = null;
   $('segment').disabled = true;
   const missing = ['t1', 't1ce', 't2', 'flair'].filter((m) => !files.some((f) => f.role === m));
@@ -203,6 +204,16 @@ async function check() {
     $('check').textContent = '';
     setStatus(`error: missing modality: ${missing.join(', ')} (choose it in the table)`);
     return;
+  }
+  // A dropped dataset (many cases) is one case too many: refused before anything is read.
+  for (const m of ['t1', 't1ce', 't2', 'flair']) {
+    const given = files.filter((f) => f.role === m);
+    if (given.length > 1) {
+      $('check').textContent = '';
+      setStatus(`error: ${given.length} files given as ${m} (${given.slice(0, 3).map((f) => f.file.name).join(', ')}`
+        + `${given.length > 3 ? ', …' : ''}): drop the files of one case, or set the others to Ignore`);
+      return;
+    }
   }
   setStatus('checking the files…');
   try {
@@ -221,8 +232,17 @@ async function check() {
   }
 }
 
-$('file-input').addEventListener('change', (e) => { addFiles(e.target.files); e.target.value = ''; });
-$('folder-input').addEventListener('change', (e) => { addFiles(e.target.files); e.target.value = ''; });
+$('file-input').addEventListener('change', (e) => { addFilesReporting(e.target.files); e.target.value = ''; });
+$('folder-input').addEventListener('change', (e) => { addFilesReporting(e.target.files); e.target.value = ''; });
+
+// Every way in reports its errors on the page (none is left to an unhandled rejection).
+async function addFilesReporting(list) {
+  try {
+    await addFiles(list);
+  } catch (err) {
+    setStatus(`error: ${err.message}`);
+  }
+}
 
 const drop = $('drop');
 drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
@@ -233,21 +253,27 @@ drop.addEventListener('drop', async (e) => {
   const collected = [];
   const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
   if (entries.length) {
-    for (const entry of entries) await collect(entry, collected);
-    addFiles(collected);
+    try {
+      for (const entry of entries) await collect(entry, collected);
+    } catch (err) {
+      setStatus(`error: ${err.message}`);
+      return;
+    }
+    addFilesReporting(collected);
   } else {
-    addFiles(e.dataTransfer.files);
+    addFilesReporting(e.dataTransfer.files);
   }
 });
 
 // A dropped folder: its files, recursively.
 async function collect(entry, out) {
+  const named = (err) => new Error(`${entry.fullPath}: cannot be read (${err?.message || err})`);
   if (entry.isFile) {
-    out.push(await new Promise((res, rej) => entry.file(res, rej)));
+    out.push(await new Promise((res, rej) => entry.file(res, (err) => rej(named(err)))));
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     for (;;) {
-      const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+      const batch = await new Promise((res, rej) => reader.readEntries(res, (err) => rej(named(err))));
       if (batch.length === 0) break;
       for (const e of batch) await collect(e, out);
     }
@@ -276,6 +302,7 @@ const viewer = new Viewer($('result'), (text) => { $('readout').textContent = te
 
 $('segment').addEventListener('click', async () => {
   if (!checked || busy) return;
+  const forCheck = checkNumber;
   busy = true;
   $('segment').disabled = true;
   $('cancel').disabled = false;
@@ -300,6 +327,8 @@ $('segment').addEventListener('click', async () => {
     });
     result = r;
     showResult(r);
+    // Files dropped meanwhile were checked: their status stays; the result is still shown.
+    if (forCheck !== checkNumber) return;
     setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}): done`);
   } catch (err) {
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
