@@ -477,6 +477,14 @@ impl Case {
         ordered.sort_by_key(|(m, _)| Modality::DEFAULT_ORDER.iter().position(|x| x == m));
         let (_, first) = &ordered[0];
         let reference = first.geometry.clone();
+        // Outputs are NIfTI-1, whose axes hold at most 32767 voxels: said now, not after the
+        // segmentation has run.
+        if let Some(&d) = reference.dims.iter().find(|&&d| d > i16::MAX as usize) {
+            return Err(invalid(format!(
+                "{} has an axis of {d} voxels; nvnet's outputs (NIfTI-1) hold at most 32767",
+                first.source
+            )));
+        }
         if reference.dims.iter().any(|&d| d < MIN_AXIS) {
             return Err(invalid(format!(
                 "{} is {:?}: a modality must be a 3-D volume of at least {MIN_AXIS} voxels along \

@@ -214,7 +214,7 @@ impl SlidingWindow {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InferenceOptions {
     /// The window; `None`: the whole cropped box when it fits `memory_budget`, else the largest
-    /// multiple of 8 that does.
+    /// window of the network's size multiple that does.
     pub roi: Option<[usize; 3]>,
     pub overlap: f64,
     pub blend: Blend,
@@ -285,25 +285,28 @@ pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String>
     })
 }
 
-/// The window size for a box: the whole box (rounded up to a multiple of 8) when its estimated
-/// activation memory fits `budget` and its largest tensor fits `max_buffer`, else the largest
-/// multiple-of-8 window that does, shrinking the longest axis first.
+/// The window size for a box: the whole box, rounded up to a multiple of the network's size
+/// multiple (8 for four levels), when its estimated activation memory fits `budget` and its
+/// largest tensor fits `max_buffer`; else the largest such window that does, shrinking the
+/// longest axis first.
 pub fn choose_roi(
     config: &crate::NvNetConfig,
     box_size: [usize; 3],
     budget: u64,
     max_buffer: Option<u64>,
 ) -> [usize; 3] {
-    let mut roi = box_size.map(|s| s.div_ceil(8).max(2) * 8);
+    // What the network can take: 8 for the paper's four levels, more for a deeper import.
+    let m = config.size_multiple().max(1);
+    let mut roi = box_size.map(|s| s.div_ceil(m).max(2) * m);
     loop {
         let bytes = crate::info::summarize(config, roi).inference_bytes;
         let largest = crate::info::largest_tensor_bytes(config, roi);
-        let fits = bytes <= budget as f64 && max_buffer.is_none_or(|m| largest <= m as f64);
-        if fits || roi.iter().all(|&r| r <= 16) {
+        let fits = bytes <= budget as f64 && max_buffer.is_none_or(|b| largest <= b as f64);
+        if fits || roi.iter().all(|&r| r <= 2 * m) {
             return roi;
         }
         let a = (0..3).max_by_key(|&a| roi[a]).unwrap();
-        roi[a] -= 8;
+        roi[a] -= m;
     }
 }
 
@@ -673,6 +676,16 @@ mod tests {
         assert!(roi.iter().zip(whole).all(|(r, w)| *r <= w) && roi != whole);
         // The longest axis gave way first.
         assert!(roi[1] < whole[1]);
+        // A five-level network halves four times: its windows are multiples of 16.
+        let deep = crate::NvNetConfig {
+            blocks_down: vec![1, 2, 2, 4, 4],
+            blocks_up: vec![1, 1, 1, 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            choose_roi(&deep, [40, 44, 36], u64::MAX, None),
+            [48, 48, 48]
+        );
     }
 
     #[test]

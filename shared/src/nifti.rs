@@ -13,6 +13,8 @@ pub const MAX_VOXELS: u64 = 1 << 28;
 
 /// The largest voxel size accepted, mm: larger ones make volumes and distances infinite.
 const MAX_PIXDIM: f64 = 1e4;
+/// The smallest (other than 0, read as 1 mm): outputs store float32, and must keep the grid.
+const MIN_PIXDIM: f64 = 1e-4;
 
 /// The most bytes of header extensions (between the header and `vox_offset`) read; real ones
 /// (DICOM fields, CIFTI XML) are far smaller.
@@ -585,6 +587,11 @@ fn check_header(h: &RawHeader, max_voxels: u64) -> Result<Layout, String> {
         let p = h.pixdim[n];
         if p.is_nan() || p < 0.0 || p.is_infinite() {
             return Err(format!("pixdim[{n}] = {p}: voxel sizes must be positive"));
+        }
+        if p > 0.0 && p < MIN_PIXDIM {
+            return Err(format!(
+                "pixdim[{n}] = {p:e}: not a voxel size in mm (at least {MIN_PIXDIM:e})"
+            ));
         }
         if p > MAX_PIXDIM {
             return Err(format!(

@@ -618,7 +618,10 @@ pub fn infer_monai_config(
                 }
             }
         }
-        let levels = per_level.keys().next_back().map_or(0, |&l| l + 1);
+        let levels = per_level
+            .keys()
+            .next_back()
+            .map_or(0, |&l| l.saturating_add(1));
         // An index far past any real network is refused by `validate`; the list stays short.
         (0..levels.min(64))
             .map(|l| per_level.get(&l).map_or(0, |s| s.len()))

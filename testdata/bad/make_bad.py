@@ -113,3 +113,5 @@ struct.pack_into("<8q", many, 16, 5, *DIMS, 2**32, 2**32, 1, 1)
 write("nifti2_volumes_overflow.nii", bytes(many) + floats(N))
 # A voxel a light-year wide: volumes in mL would be infinite.
 write("pixdim_huge.nii", header(pixdim=(1, 1, 1e30, 1)) + floats(N))
+# A voxel size that float32 outputs cannot keep (it would be written as 0).
+write("pixdim_tiny.nii", header(pixdim=(1, 1e-30, 1, 1)) + floats(N))
