@@ -76,6 +76,7 @@ const REFUSED: &[(&str, &[&str])] = &[
         "pixdim_huge.nii",
         &["pixdim[2] = 1", "not a voxel size in mm"],
     ),
+    ("pixdim_tiny.nii", &["pixdim[1] = 1", "at least 1e-4"]),
 ];
 
 #[test]
