@@ -300,6 +300,7 @@ pub fn load_bytes<B: Backend>(
         })?;
     let mut store =
         BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())));
+    check_tensor_types(&mut store, manifest.half, file)?;
     if manifest.half {
         store = store.with_from_adapter(burn_store::HalfPrecisionAdapter::new());
     }
@@ -315,6 +316,44 @@ pub fn load_bytes<B: Backend>(
         manifest,
         notices: Vec::new(),
     })
+}
+
+/// burn-store takes each tensor's dtype and shape from the file's header as they stand: a float
+/// tensor relabelled as an integer or as f64, or given fewer bytes than its shape needs, panicked
+/// or crashed inside the backend. nvnet writes every tensor as f32 (f16 with `--half`).
+fn check_tensor_types(
+    store: &mut BurnpackStore,
+    half: bool,
+    file: &str,
+) -> Result<(), WeightsError> {
+    let format = |why: String| WeightsError::Format {
+        file: file.to_string(),
+        why,
+    };
+    let expected = if half { DType::F16 } else { DType::F32 };
+    let snapshots = store
+        .get_all_snapshots()
+        .map_err(|e| format(e.to_string()))?;
+    for (name, snapshot) in snapshots {
+        if snapshot.dtype != expected {
+            return Err(format(format!(
+                "tensor {name} is stored as {:?}, where the manifest says {:?}",
+                snapshot.dtype, expected
+            )));
+        }
+        let data = snapshot
+            .to_data()
+            .map_err(|e| format(format!("tensor {name}: {e}")))?;
+        if data.bytes.len() != snapshot.data_len() {
+            return Err(format(format!(
+                "tensor {name} has {} bytes, where its shape {:?} needs {}",
+                data.bytes.len(),
+                snapshot.shape.as_slice(),
+                snapshot.data_len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {

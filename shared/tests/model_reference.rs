@@ -497,3 +497,51 @@ fn files_that_describe_huge_networks_are_refused_before_building_them() {
         expect_error(weights::load_file::<B>(&path, None, &device), words);
     }
 }
+
+/// The tensors' types and sizes are checked against the manifest before anything is built: a
+/// header edited to call a float tensor an integer (or f64, or f16) crashed the process, and one
+/// giving a tensor fewer bytes than its shape read past them.
+#[test]
+fn weights_whose_tensor_headers_lie_are_refused() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded =
+        weights::load_file::<B>(&reference("segresnet_f8/model.safetensors"), None, &device)
+            .unwrap();
+    let good = weights::to_bytes(&loaded.model, &loaded.manifest).unwrap();
+    // burnpack's header is CBOR: a dtype is the text "F32" (0x63 = a 3-byte string), and a
+    // tensor's shape follows its name. The edits keep every length, so only the meaning changes.
+    let edit = |from: &[u8], to: &[u8]| {
+        let mut bytes = good.clone();
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("the pattern is in the header");
+        bytes[at..at + to.len()].copy_from_slice(to);
+        bytes
+    };
+    for (name, bytes, words) in [
+        (
+            "int.bpk",
+            edit(b"\x63F32", b"\x63I32"),
+            &["int.bpk", "I32", "F32"][..],
+        ),
+        ("f64.bpk", edit(b"\x63F32", b"\x63F64"), &["f64.bpk", "F64"]),
+        ("f16.bpk", edit(b"\x63F32", b"\x63F16"), &["f16.bpk", "F16"]),
+        // The first convolution's [8, 4, 3, 3, 3] made [16, 4, 3, 3, 3].
+        (
+            "shape.bpk",
+            edit(b"\x85\x08\x04\x03\x03\x03", b"\x85\x10\x04\x03\x03\x03"),
+            &["shape.bpk", "[16, 4, 3, 3, 3] needs"],
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let msg = expect_error(weights::load_file::<B>(&path, None, &device), words);
+        eprintln!("{msg}");
+    }
+    // The original still loads.
+    let path = dir.path().join("good.bpk");
+    std::fs::write(&path, &good).unwrap();
+    weights::load_file::<B>(&path, None, &device).unwrap();
+}
