@@ -36,6 +36,56 @@ pub fn reference_logits_diff<B: Backend>(file: &str, device: &B::Device) -> f32 
     max_abs_diff(loaded.model.forward(input), expected)
 }
 
+/// The network's output after each stage on `x`, flattened: the first convolution, its
+/// GroupNorm, each encoder and decoder level, the logits. A backend that departs from flex is
+/// then traced to the first stage that differs.
+pub fn stages<B: Backend>(model: &nvnet::NvNet<B>, x: Tensor<B, 5>) -> Vec<(String, Vec<f32>)> {
+    let v = |t: &Tensor<B, 5>| {
+        t.clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let mut out = Vec::new();
+    let mut h = model.conv_init.forward(x.clone());
+    out.push(("conv_init".to_string(), v(&h)));
+    let gn = nvnet::model::group_norm(&model.down[0].blocks[0].norm1, h.clone());
+    out.push(("conv_init+gn".to_string(), v(&gn)));
+    let mut skips = Vec::new();
+    for (i, level) in model.down.iter().enumerate() {
+        h = level.forward(h);
+        out.push((format!("down{i}"), v(&h)));
+        skips.push(h.clone());
+    }
+    let mut y = skips.pop().unwrap();
+    for (i, level) in model.up.iter().enumerate() {
+        y = level.forward(y, Some(skips.pop().unwrap()));
+        out.push((format!("up{i}"), v(&y)));
+    }
+    out.push(("logits".to_string(), v(&model.forward(x))));
+    out
+}
+
+/// Prints each stage's max abs difference between flex (`cpu`) and `other`; returns the worst,
+/// relative to the stage's largest flex value (or 1, if that is smaller).
+pub fn compare_stages(cpu: &[(String, Vec<f32>)], other: &[(String, Vec<f32>)], name: &str) -> f32 {
+    assert_eq!(cpu.len(), other.len());
+    let mut worst = 0f32;
+    for ((stage, a), (_, b)) in cpu.iter().zip(other) {
+        assert_eq!(a.len(), b.len(), "{stage}");
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        eprintln!("{stage}: max |flex - {name}| {d:e} (max |flex| {scale:e})");
+        worst = worst.max(d / scale.max(1.0));
+    }
+    worst
+}
+
 /// Max abs difference of the trilinear ×2 upsampling to PyTorch's.
 pub fn upsample_diff<B: Backend>(device: &B::Device) -> f32 {
     let input = load_tensor::<B, 5>("upsample/input.npy", device);

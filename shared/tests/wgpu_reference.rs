@@ -4,6 +4,8 @@
 mod common;
 
 use burn::backend::Wgpu;
+use burn::prelude::*;
+use burn::tensor::TensorData;
 use common::*;
 
 #[test]
@@ -26,8 +28,7 @@ fn upsample_matches_pytorch_on_wgpu() {
 #[test]
 fn a_64x64x48_window_matches_flex_stage_by_stage() {
     use burn::backend::Flex;
-    use burn::prelude::*;
-    fn stages<B: Backend>(device: &B::Device) -> Vec<(String, Vec<f32>)> {
+    fn run<B: Backend>(device: &B::Device) -> Vec<(String, Vec<f32>)> {
         let bytes = nvnet::weights::default_model().unwrap();
         let model = nvnet::weights::load_bytes::<B>(bytes, "default", device)
             .unwrap()
@@ -37,49 +38,16 @@ fn a_64x64x48_window_matches_flex_stage_by_stage() {
         let data: Vec<f32> = (0..n)
             .map(|i| (((i * 7919) % 1000) as f32 / 500.0) - 1.0)
             .collect();
-        let x = Tensor::<B, 5>::from_data(TensorData::new(data, shape), device);
-        let v = |t: &Tensor<B, 5>| {
-            t.clone()
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap()
-        };
-        let mut out = Vec::new();
-        let gn = nvnet::model::group_norm(
-            &model.down[0].blocks[0].norm1,
-            model.conv_init.forward(x.clone()),
-        );
-        out.push(("conv_init+gn".to_string(), v(&gn)));
-        let mut h = model.conv_init.forward(x.clone());
-        out.push(("conv_init".to_string(), v(&h)));
-        let mut skips = Vec::new();
-        for (i, level) in model.down.iter().enumerate() {
-            h = level.forward(h);
-            out.push((format!("down{i}"), v(&h)));
-            skips.push(h.clone());
-        }
-        let mut y = skips.pop().unwrap();
-        for (i, level) in model.up.iter().enumerate() {
-            y = level.forward(y, Some(skips.pop().unwrap()));
-            out.push((format!("up{i}"), v(&y)));
-        }
-        out.push(("logits".to_string(), v(&model.forward(x))));
-        out
+        stages(
+            &model,
+            Tensor::from_data(TensorData::new(data, shape), device),
+        )
     }
-    let cpu = stages::<Flex>(&Default::default());
-    let gpu = stages::<Wgpu>(&Default::default());
-    let mut worst = 0f32;
-    for ((name, a), (_, b)) in cpu.iter().zip(&gpu) {
-        let d = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        eprintln!("{name}: max |flex - wgpu| {d:e} (max |flex| {scale:e})");
-        worst = worst.max(d / scale.max(1.0));
-    }
+    let worst = compare_stages(
+        &run::<Flex>(&Default::default()),
+        &run::<Wgpu>(&Default::default()),
+        "wgpu",
+    );
     assert!(worst < 1e-3, "wgpu departs from flex: {worst}");
 }
 
