@@ -478,11 +478,14 @@ fn run(cli: Cli) -> Result<usize> {
                         remove_islands,
                         min_et_voxels,
                     },
-                    memory_budget: memory_budget.unwrap_or(match device {
-                        DeviceKind::Cpu => 6 << 30,
-                        DeviceKind::Wgpu => 2 << 30,
-                        DeviceKind::Cuda => 8 << 30,
-                    }),
+                    memory_budget: cpu_memory_cap(
+                        device,
+                        memory_budget.unwrap_or(match device {
+                            DeviceKind::Cpu => 6 << 30,
+                            DeviceKind::Wgpu => 2 << 30,
+                            DeviceKind::Cuda => 8 << 30,
+                        }),
+                    ),
                     // Set from the opened device's limits (wgpu).
                     max_buffer: None,
                 },
@@ -620,9 +623,42 @@ fn run(cli: Cli) -> Result<usize> {
             init_filters,
             shape,
             runs,
-        } => device::with_backend!(device, |B, dev| bench::<B>(&dev, init_filters, shape, runs))
-            .map(|()| 0),
+        } => {
+            let available = (device == DeviceKind::Cpu)
+                .then(nvnet::info::available_memory)
+                .flatten();
+            device::with_backend!(device, |B, dev| bench::<B>(
+                &dev,
+                init_filters,
+                shape,
+                runs,
+                available
+            ))
+            .map(|()| 0)
+        }
     }
+}
+
+/// On the CPU a window's memory comes out of the machine's RAM: a budget above what is available
+/// (`--memory-budget 1T`) would let a window through that the allocator then aborts on.
+fn cpu_memory_cap(device: DeviceKind, budget: u64) -> u64 {
+    match (device, nvnet::info::available_memory()) {
+        (DeviceKind::Cpu, Some(available)) if budget > available => {
+            eprintln!(
+                "note: --memory-budget {:.1} GiB is more than the {:.1} GiB of memory available; \
+                 using {:.1} GiB",
+                gib(budget),
+                gib(available),
+                gib(available)
+            );
+            available
+        }
+        _ => budget,
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -797,14 +833,30 @@ fn bench<B: Backend>(
     init_filters: usize,
     shape: [usize; 3],
     runs: usize,
+    available_memory: Option<u64>,
 ) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1 (the median of the timed runs is reported)");
     }
     let config = NvNetConfig::default().with_init_filters(init_filters);
-    let model = config.init::<B>(device)?;
+    config.validate()?;
     let m = config.size_multiple();
     let shape = shape.map(|s| s.div_ceil(m) * m);
+    let needs = nvnet::info::summarize(&config, shape).inference_bytes;
+    if let Some(available) = available_memory
+        && needs > available as f64
+    {
+        bail!(
+            "--shape {}×{}×{} at F={init_filters} needs about {:.1} GiB for a forward pass, more \
+             than the {:.1} GiB of memory available",
+            shape[0],
+            shape[1],
+            shape[2],
+            needs / (1u64 << 30) as f64,
+            gib(available)
+        );
+    }
+    let model = config.init::<B>(device)?;
     let input = Tensor::<B, 5>::random(
         [1, 4, shape[0], shape[1], shape[2]],
         burn::tensor::Distribution::Normal(0.0, 1.0),

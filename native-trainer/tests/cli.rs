@@ -272,6 +272,19 @@ fn bad_arguments_and_special_files_get_messages_not_panics() {
             ],
             &["--runs must be at least 1"],
         ),
+        // Sized past any machine's memory (once an abort in the allocator).
+        (
+            &[
+                "--device",
+                "cpu",
+                "bench",
+                "--init-filters",
+                "64",
+                "--shape",
+                "512,512,1024",
+            ],
+            &["512×512×1024", "GiB for a forward pass", "memory available"],
+        ),
         (
             &["synth", "--out", d, "--shape", "5000,5000,5000"],
             &["more than the 268435456 voxels"],

@@ -298,6 +298,16 @@ fn impossible_requests_fail_cleanly_and_leave_no_partial_outputs() {
             &["--roi", "256,256,256", "--memory-budget", "1G"],
             &["window [256, 256, 256]", "memory budget"],
         ),
+        // A budget past the machine's memory is cut to what is available (it once let a
+        // window through that aborted in the allocator).
+        (
+            &["--roi", "1024,1024,256", "--memory-budget", "900T"],
+            &[
+                "memory available",
+                "window [1024, 1024, 256]",
+                "memory budget",
+            ],
+        ),
         (
             &["--roi", "99999,99999,99999"],
             &["more than the 268435456 voxels"],

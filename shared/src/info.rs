@@ -179,3 +179,17 @@ pub fn summarize(config: &NvNetConfig, shape: [usize; 3]) -> Summary {
         training_bytes: 4.0 * kept,
     }
 }
+
+/// Memory the operating system says new allocations can still get without swapping (Linux's
+/// `MemAvailable`), in bytes; `None` where it cannot tell. A CPU run sized past it is killed or
+/// aborts in the allocator, so nvnet checks its estimate against this first.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib.saturating_mul(1024))
+}
