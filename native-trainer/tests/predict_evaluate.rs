@@ -379,6 +379,17 @@ fn impossible_requests_fail_cleanly_and_leave_no_partial_outputs() {
     );
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // A ground truth that is a named pipe is named as one (it was "no ground truth").
+    let gt = dir.path().join("gt_pipe");
+    std::fs::create_dir_all(&gt).unwrap();
+    mkfifo(&gt.join("Phantom-00000_seg.nii.gz"));
+    let out = nvnet(&["evaluate", "--pred", s(&pred), "--gt", s(&gt)]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Phantom-00000_seg.nii.gz") && t.contains("a named pipe"),
+        "{t}"
+    );
 }
 
 #[test]
