@@ -545,3 +545,33 @@ fn weights_whose_tensor_headers_lie_are_refused() {
     std::fs::write(&path, &good).unwrap();
     weights::load_file::<B>(&path, None, &device).unwrap();
 }
+
+/// A `.pt` whose zip members declare more than nvnet reads is refused before burn-store inflates
+/// them whole (a zip bomb: a few bytes that declare gigabytes). The real checkpoint's declared
+/// sizes add up to about its own size (`torch.save` stores its members uncompressed).
+#[test]
+fn a_pytorch_checkpoint_declaring_gigabytes_is_refused_before_reading() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(reference("segresnet_f8/model.pt")).unwrap();
+    let declared = weights::zip_inflated_bytes(&good).expect("a zip archive");
+    assert!(
+        declared > good.len() as u64 / 2 && declared < good.len() as u64,
+        "{declared} of {}",
+        good.len()
+    );
+    // The central directory's first entry says its member inflates to 3.75 GiB.
+    let mut bomb = good.clone();
+    let entry = bomb
+        .windows(4)
+        .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
+        .expect("a central directory");
+    bomb[entry + 24..entry + 28].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let path = dir.path().join("bomb.pt");
+    std::fs::write(&path, &bomb).unwrap();
+    let msg = expect_error(
+        weights::load_file::<B>(&path, None, &device),
+        &["bomb.pt", "once inflated", "MiB"],
+    );
+    eprintln!("{msg}");
+}
