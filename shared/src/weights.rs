@@ -426,15 +426,16 @@ pub fn load_file<B: Backend>(
 /// member whole: a small file declaring gigabytes (a zip bomb) is refused on this sum first. A
 /// member that inflates past what it declares is not caught here.
 pub fn zip_inflated_bytes(bytes: &[u8]) -> Option<u64> {
+    // Offsets come from the file: a hostile one near usize::MAX must not overflow.
+    let field = |at: usize, n: usize| bytes.get(at..at.checked_add(n)?);
     let u16_at = |at: usize| -> Option<u64> {
-        Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?) as u64)
+        Some(u16::from_le_bytes(field(at, 2)?.try_into().ok()?) as u64)
     };
     let u32_at = |at: usize| -> Option<u64> {
-        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as u64)
+        Some(u32::from_le_bytes(field(at, 4)?.try_into().ok()?) as u64)
     };
-    let u64_at = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-    };
+    let u64_at =
+        |at: usize| -> Option<u64> { Some(u64::from_le_bytes(field(at, 8)?.try_into().ok()?)) };
     // The end-of-central-directory record: 22 bytes and a comment of up to 64 KiB, at the end.
     let floor = bytes.len().saturating_sub(22 + 0xFFFF);
     let eocd = (floor..=bytes.len().checked_sub(22)?)

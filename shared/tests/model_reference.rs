@@ -567,6 +567,23 @@ fn a_pytorch_checkpoint_declaring_gigabytes_is_refused_before_reading() {
         .position(|w| w == [0x50, 0x4b, 0x01, 0x02])
         .expect("a central directory");
     bomb[entry + 24..entry + 28].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    // Offsets at the end of the address space are not followed (no overflow, no panic).
+    // `torch.save` writes zip64 records: a locator 20 bytes before the end record points to
+    // the zip64 end record, which holds the central directory's offset.
+    let eocd = good
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 0x05, 0x06])
+        .unwrap();
+    let locator = eocd - 20;
+    assert_eq!(good[locator..locator + 4], [0x50, 0x4b, 0x06, 0x07]);
+    let record = u64::from_le_bytes(good[locator + 8..locator + 16].try_into().unwrap()) as usize;
+    for (at, value) in [(locator + 8, u64::MAX), (record + 48, u64::MAX - 1)] {
+        let mut far = good.clone();
+        // The end record's own offset says "see zip64" (0xFFFFFFFF), as in archives past 4 GiB.
+        far[eocd + 16..eocd + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        far[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        assert_eq!(weights::zip_inflated_bytes(&far), None);
+    }
     let path = dir.path().join("bomb.pt");
     std::fs::write(&path, &bomb).unwrap();
     let msg = expect_error(
