@@ -24,6 +24,8 @@ pub mod parallel;
 pub mod postprocess;
 pub mod preprocess;
 pub mod synth;
+#[cfg(feature = "pytorch")]
+pub mod torch_checkpoint;
 pub mod train;
 pub mod upsample;
 pub mod volume;

@@ -394,19 +394,13 @@ pub fn load_file<B: Backend>(
         })?;
     #[cfg(feature = "pytorch")]
     if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
-        if let Some(inflated) = zip_inflated_bytes(&bytes)
-            && inflated > MAX_WEIGHTS_BYTES
-        {
-            return Err(WeightsError::Format {
-                file,
-                why: format!(
-                    "its zip members hold {} MiB once inflated, more than nvnet reads from a \
-                     weights file ({} MiB)",
-                    inflated >> 20,
-                    MAX_WEIGHTS_BYTES >> 20
-                ),
-            });
-        }
+        // burn-store trusts the file: bound what it inflates and builds first.
+        crate::torch_checkpoint::check(&bytes, MAX_WEIGHTS_BYTES).map_err(|why| {
+            WeightsError::Format {
+                file: file.clone(),
+                why,
+            }
+        })?;
         // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
         let mut store = burn_store::PytorchStore::from_file(path).map_indices_contiguous(false);
         let tensors = store
@@ -419,67 +413,6 @@ pub fn load_file<B: Backend>(
         return import_monai(tensors, &file, &bytes, modalities, device);
     }
     load_any_bytes(&bytes, &file, modalities, device)
-}
-
-/// The sizes a zip archive (`torch.save`'s format) declares for its members once inflated, summed
-/// from its central directory; `None` when `bytes` is no zip nvnet can walk. burn-store reads a
-/// member whole: a small file declaring gigabytes (a zip bomb) is refused on this sum first. A
-/// member that inflates past what it declares is not caught here.
-pub fn zip_inflated_bytes(bytes: &[u8]) -> Option<u64> {
-    // Offsets come from the file: a hostile one near usize::MAX must not overflow.
-    let field = |at: usize, n: usize| bytes.get(at..at.checked_add(n)?);
-    let u16_at = |at: usize| -> Option<u64> {
-        Some(u16::from_le_bytes(field(at, 2)?.try_into().ok()?) as u64)
-    };
-    let u32_at = |at: usize| -> Option<u64> {
-        Some(u32::from_le_bytes(field(at, 4)?.try_into().ok()?) as u64)
-    };
-    let u64_at =
-        |at: usize| -> Option<u64> { Some(u64::from_le_bytes(field(at, 8)?.try_into().ok()?)) };
-    // The end-of-central-directory record: 22 bytes and a comment of up to 64 KiB, at the end.
-    let floor = bytes.len().saturating_sub(22 + 0xFFFF);
-    let eocd = (floor..=bytes.len().checked_sub(22)?)
-        .rev()
-        .find(|&at| u32_at(at) == Some(0x0605_4b50))?;
-    let mut entries = u16_at(eocd + 10)?;
-    let mut at = u32_at(eocd + 16)?;
-    // Zip64 (more than 65535 members or offsets past 4 GiB): its locator sits just before.
-    if (entries == 0xFFFF || at == 0xFFFF_FFFF)
-        && eocd >= 20
-        && u32_at(eocd - 20) == Some(0x0706_4b50)
-    {
-        let record = usize::try_from(u64_at(eocd - 20 + 8)?).ok()?;
-        if u32_at(record) != Some(0x0606_4b50) {
-            return None;
-        }
-        entries = u64_at(record + 32)?;
-        at = u64_at(record + 48)?;
-    }
-    let mut at = usize::try_from(at).ok()?;
-    let mut total = 0u64;
-    for _ in 0..entries {
-        if u32_at(at) != Some(0x0201_4b50) {
-            return None;
-        }
-        let mut size = u32_at(at + 24)?;
-        let (name, extra, comment) = (u16_at(at + 28)?, u16_at(at + 30)?, u16_at(at + 32)?);
-        let extra_at = at + 46 + name as usize;
-        if size == 0xFFFF_FFFF {
-            // The real size is the first field of the zip64 extra block (id 1).
-            let mut e = extra_at;
-            while e + 4 <= extra_at + extra as usize {
-                let (id, len) = (u16_at(e)?, u16_at(e + 2)?);
-                if id == 1 {
-                    size = u64_at(e + 4)?;
-                    break;
-                }
-                e += 4 + len as usize;
-            }
-        }
-        total = total.saturating_add(size);
-        at = extra_at + extra as usize + comment as usize;
-    }
-    Some(total)
 }
 
 /// Before a network is built for a file: its architecture is within bounds, and the file holds
@@ -622,6 +555,20 @@ pub fn import_monai<B: Backend>(
             unexpected.push(name.clone());
             continue;
         };
+        // burn-store allocates what the shape says (zeros past the stored data): a shape
+        // the file cannot hold is refused before that.
+        let values = snap
+            .shape
+            .as_slice()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        if values.is_none_or(|n| n > bytes.len()) {
+            errors.push(format!(
+                "{name}: its shape {:?} holds more values than the file has bytes",
+                snap.shape.as_slice()
+            ));
+            continue;
+        }
         match snap.to_data() {
             Ok(data) => {
                 let data = if data.dtype == DType::F32 {
