@@ -10,12 +10,17 @@ const SAMPLE = ['Phantom-00000_t1.nii.gz', 'Phantom-00000_t1ce.nii.gz', 'Phantom
   'Phantom-00000_flair.nii.gz'];
 
 // Test settings from the address: ?backend=cpu, ?max-binding=BYTES&max-buffer=BYTES (size the
-// inference windows as for an adapter with these limits).
+// inference windows as for an adapter with these limits), ?webgpu-timeout=SECONDS.
 const params = new URLSearchParams(location.search);
 const settings = {
   backend: params.get('backend') === 'cpu' ? 'cpu' : 'webgpu',
   capBinding: params.has('max-binding') ? Number(params.get('max-binding')) : null,
   capBuffer: params.has('max-buffer') ? Number(params.get('max-buffer')) : null,
+  // Opening WebGPU takes well under a second; a driver that never answers must not leave the
+  // page waiting for ever.
+  webgpuTimeout: params.has('webgpu-timeout') ? Number(params.get('webgpu-timeout')) : 20,
+  // Why the page runs on the CPU when it was not asked to (shown instead of the engine's notice).
+  notice: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -41,7 +46,7 @@ function startWorker() {
     if (m.ok) p.resolve(m.result);
     else {
       if (m.crashed) restartWorker();
-      p.reject(new Error(m.error));
+      p.reject(Object.assign(new Error(m.error), { webgpuTimeout: Boolean(m.webgpuTimeout) }));
     }
   };
   worker.onerror = (event) => {
@@ -54,9 +59,19 @@ function startWorker() {
   failedStarts += 1;
   ready = call('init', settings).then(async (r) => {
     failedStarts = 0;
+    if (settings.notice) r.info.notice = settings.notice;
     if (userWeights) r.model = await call('weights', userWeights);
     showEngine(r);
     return r;
+  }, (err) => {
+    if (!err.webgpuTimeout) throw err;
+    // The worker may be stuck inside the driver: a fresh one runs on the CPU from now on, and
+    // whoever waits for this engine gets that one.
+    settings.backend = 'cpu';
+    settings.notice = `${err.message}, so the page runs on the CPU, which is much slower `
+      + '(reload the page to try WebGPU again)';
+    restartWorker();
+    return ready;
   });
   ready.catch((e) => setStatus(`error: the engine did not start: ${e.message}`));
 }

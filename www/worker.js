@@ -28,6 +28,17 @@ async function bytesOf(files) {
   return out;
 }
 
+// A browser whose GPU driver hangs never settles WebGPU's promises. The page replaces this
+// worker on `webgpuTimeout`: the pending call cannot be cancelled.
+function withTimeout(promise, seconds) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(
+      new Error(`WebGPU did not answer within ${seconds} s`), { webgpuTimeout: true })), seconds * 1000);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
 function message(err) {
   if (err && typeof err === 'object' && 'message' in err) return String(err.message);
   return String(err);
@@ -35,7 +46,9 @@ function message(err) {
 
 const handlers = {
   async init(m) {
-    const info = JSON.parse(await nv.init(m.backend, m.capBinding ?? undefined, m.capBuffer ?? undefined));
+    let opened = nv.init(m.backend, m.capBinding ?? undefined, m.capBuffer ?? undefined);
+    if (m.backend === 'webgpu') opened = withTimeout(opened, m.webgpuTimeout);
+    const info = JSON.parse(await opened);
     return { info, model: JSON.parse(nv.model_info()) };
   },
   async detect(m) {
@@ -77,6 +90,6 @@ onmessage = async (event) => {
   } catch (err) {
     // A Rust panic leaves the wasm instance unusable: the page starts a fresh worker.
     const crashed = err instanceof WebAssembly.RuntimeError;
-    postMessage({ id: m.id, ok: false, error: message(err), crashed });
+    postMessage({ id: m.id, ok: false, error: message(err), crashed, webgpuTimeout: Boolean(err?.webgpuTimeout) });
   }
 };

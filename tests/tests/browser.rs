@@ -140,6 +140,35 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     );
 }
 
+/// WebGPU that does not answer in time (here within a millisecond; a hung driver never does) is
+/// given up for the CPU, with a notice that says why; the page is then ready for a case.
+#[test]
+fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/?webgpu-timeout=0.001", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let status = page.text(&mut b, "status").unwrap();
+    assert!(
+        status.starts_with("ready"),
+        "status: {status}; console: {:?}",
+        b.console
+    );
+    assert_eq!(page.text(&mut b, "backend").unwrap(), "cpu");
+    let notice = page
+        .eval(&mut b, "document.getElementById('backend-notice').hidden ? '' : document.getElementById('backend-notice').textContent")
+        .unwrap();
+    let notice = notice.as_str().unwrap_or("");
+    assert!(
+        notice.contains("WebGPU did not answer within 0.001 s") && notice.contains("CPU"),
+        "notice: {notice}"
+    );
+}
+
 /// With the adapter's limits capped so low that the sample needs at least 8 windows, the page
 /// still segments, and matches native with the same window.
 #[test]
