@@ -6,11 +6,11 @@
 
 use std::io::{Cursor, Read};
 
-/// Nesting of the pickle's objects. A state dict nests about 6 deep; burn-store recurses once
+/// Nesting of the pickle's objects. MONAI's state dict nests 7 deep; burn-store recurses once
 /// per level when it clones or drops an object.
 pub const MAX_PICKLE_DEPTH: u32 = 100;
 /// Bytes burn-store may allocate or move while it builds the pickle's objects (it clones an
-/// object for every memo read and write). A MONAI checkpoint needs a few MB.
+/// object for every memo read and write). MONAI's checkpoint needs about 1.7 MB.
 pub const MAX_PICKLE_WORK: u64 = 1 << 30;
 /// What one object costs in burn-store, roughly (its `Object` enum and a heap header).
 const NODE: u64 = 64;
