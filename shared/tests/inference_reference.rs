@@ -1,11 +1,9 @@
 //! Sliding-window inference and metrics against `../shared/reference` (MONAI's
 //! `sliding_window_inference`, medpy's metrics).
 
-mod common;
-
+use crate::common::reference;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use common::reference;
 use nvnet::backend::Cpu;
 use nvnet::inference::{Blend, SlidingWindow};
 use nvnet::metrics;

@@ -1,10 +1,8 @@
 //! The network against MONAI: parameter counts, imported weights, logits, upsampling, losses.
 
-mod common;
-
+use crate::common::*;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use common::*;
 use nvnet::weights::{self, WeightsError};
 use nvnet::{Modality, NvNetConfig};
 

@@ -1,9 +1,7 @@
 //! NIfTI reading against `../shared/reference/brats_case` (nibabel's values), and writing on a
 //! grid read back by an independent reader (the `nifti` crate).
 
-mod common;
-
-use common::reference;
+use crate::common::reference;
 use nvnet::nifti::{self, OutputData};
 
 fn expected() -> serde_json::Value {

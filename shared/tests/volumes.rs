@@ -1,12 +1,10 @@
 //! Cases, discovery, labels ↔ regions, preprocessing and phantoms, on real files:
 //! `../shared/reference/brats_case` and `normalize`, and phantoms written to disk.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::reference;
+use crate::common::reference;
 use nvnet::case::{self, Case, CaseFiles, Input, Layout, Role};
 use nvnet::labels::{self, RegionCounts};
 use nvnet::nifti::{self, OutputData};

@@ -1,12 +1,10 @@
 //! The same reference logits on the wgpu backend (Vulkan; llvmpipe on machines without a GPU).
 #![cfg(feature = "wgpu")]
 
-mod common;
-
+use crate::common::*;
 use burn::backend::Wgpu;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use common::*;
 
 #[test]
 fn monai_weights_give_reference_logits_on_wgpu() {
