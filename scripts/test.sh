@@ -15,5 +15,8 @@ trunk build --release --offline=true
 # `cuda` feature the tests run the trainers' CUDA binary (burn-cuda loads the CUDA libraries at run
 # time, so it builds without a GPU and says plainly that the driver is missing); the CUDA
 # reference tests are compiled too, and ignored: they run with --ignored on a GPU machine.
-cargo test --workspace --exclude nvnet-web --locked --no-fail-fast --features nvnet-cli/cuda
+# --lib --bins --tests: every test, without building shared/examples/train_step.rs (timings run
+# by hand, docs/PERFORMANCE.md; 240 s of compiling here).
+cargo test --workspace --exclude nvnet-web --locked --no-fail-fast --features nvnet-cli/cuda \
+  --lib --bins --tests
 echo "[test] all tests passed in $(( $(date +%s) - start )) s" >&2
