@@ -34,7 +34,8 @@ fi
 # of its locked dependencies is gone from the registry).
 # Both are build tools, not the product: built without trunk's fat LTO and single codegen unit
 # and at opt-level 1 (the profile settings of a `cargo install` can be overridden from the
-# environment), they build in a fraction of the time and still take seconds to build the page.
+# environment). trunk built so took 10 min of wall time beside other work (15.5 CPU-minutes),
+# against 12 min alone with fat LTO, and built the page.
 tool_profile=(env CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
   CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false)
 wbg_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
