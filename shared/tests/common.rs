@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-/// The repository's copy of `../shared/reference`.
+/// The repository's copy of `../shared/reference`; `NVNET_TESTDATA` names the `testdata` folder
+/// where the test binary runs on another machine than it was built on (the GPU scripts in bench/).
 pub fn reference(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/reference")
+    std::env::var_os("NVNET_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
+        .join("reference")
         .join(path)
 }
 
@@ -74,14 +77,96 @@ pub fn compare_stages(cpu: &[(String, Vec<f32>)], other: &[(String, Vec<f32>)], 
     let mut worst = 0f32;
     for ((stage, a), (_, b)) in cpu.iter().zip(other) {
         assert_eq!(a.len(), b.len(), "{stage}");
-        let d = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let (d, at) = worst_diff(a, b);
         let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        eprintln!("{stage}: max |flex - {name}| {d:e} (max |flex| {scale:e})");
+        // Where: a fault confined to the tensor's first elements points at burn#5202 (a fused
+        // reduction that rewrites element 0, see `fused_reductions_vs_flex`).
+        eprintln!("{stage}: max |flex - {name}| {d:e} at flat index {at} (max |flex| {scale:e})");
         worst = worst.max(d / scale.max(1.0));
+    }
+    worst
+}
+
+/// The largest absolute difference and its index; NaN counts as infinitely far.
+pub fn worst_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0f32, 0);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        let d = if d.is_nan() { f32::INFINITY } else { d };
+        if d > worst.0 {
+            worst = (d, i);
+        }
+    }
+    worst
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn vec_of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+/// Reductions that Burn's fusion runs with the producing element-wise work fused into their
+/// read, against flex: `c = x + 1` (x consumed, so `c` may be written in place) then
+/// `sum(c²)` over the last axis; and nvnet's GroupNorm of a residual sum `a + b` at each of
+/// `gn_shapes`, as the network runs it. Burn 0.21's fused reduce (cubek-reduce 0.2) masks
+/// out-of-range lanes by reading index 0 instead of branching, which re-runs such a
+/// side-effecting read at element 0 (fixed upstream after 0.21: burn#5268, cubek#446). That
+/// needs the plane or cube strategy: on CPU adapters (llvmpipe, SwiftShader) both fail to run
+/// and autotune always picks the unit one, so this can only catch it on a real GPU.
+/// Prints every case; returns the worst difference relative to the case's largest value.
+pub fn fused_reductions_vs_flex<B: Backend>(device: &B::Device, gn_shapes: &[[usize; 5]]) -> f32 {
+    let cpu = burn_flex::FlexDevice;
+    let mut worst = 0f32;
+    let mut note = |what: String, a: &[f32], b: &[f32]| {
+        let (d, at) = worst_diff(a, b);
+        let scale = a.iter().map(|x| x.abs()).fold(1f32, f32::max);
+        eprintln!("{what}: max abs diff {d:e} at {at} (max |flex| {scale:e})");
+        worst = worst.max(d / scale);
+    };
+    fn simple<B: Backend>(rows: usize, w: usize, device: &B::Device) -> (Vec<f32>, Vec<f32>) {
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(pseudo_random(rows * w, 7), [rows, w]),
+            device,
+        );
+        let c = x + 1.0;
+        let s = c.clone().square().sum_dim(1);
+        (vec_of(c), vec_of(s))
+    }
+    for rows in [1, 8, 32, 64, 100] {
+        for w in [12, 24, 40, 96, 130, 1000] {
+            let (c0, s0) = simple::<burn::backend::Flex>(rows, w, &cpu);
+            let (c1, s1) = simple::<B>(rows, w, device);
+            note(format!("x + 1 of {rows}×{w}"), &c0, &c1);
+            note(format!("sum((x + 1)²) of {rows}×{w}"), &s0, &s1);
+        }
+    }
+    fn residual_gn<B: Backend>(shape: [usize; 5], device: &B::Device) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let norm = burn::nn::GroupNormConfig::new(8, shape[1])
+            .with_epsilon(1e-5)
+            .init::<B>(device);
+        let a = Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 11), shape), device);
+        let b = Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 13), shape), device);
+        let h = a * 2.0 + b;
+        let y = nvnet::model::group_norm(&norm, h.clone()).clamp_min(0.0) + h;
+        vec_of(y)
+    }
+    for &shape in gn_shapes {
+        let a = residual_gn::<burn::backend::Flex>(shape, &cpu);
+        let b = residual_gn::<B>(shape, device);
+        note(format!("GroupNorm of a residual sum {shape:?}"), &a, &b);
     }
     worst
 }

@@ -16,6 +16,22 @@ fn monai_weights_give_reference_logits_on_wgpu() {
     }
 }
 
+/// Fused reductions and nvnet's GroupNorm at small network shapes (see
+/// `fused_reductions_vs_flex`: here on llvmpipe the affected strategies never run).
+#[test]
+fn fused_reductions_match_flex_on_wgpu() {
+    let worst = fused_reductions_vs_flex::<Wgpu>(
+        &Default::default(),
+        &[
+            [1, 8, 16, 16, 12],
+            [1, 16, 8, 8, 6],
+            [2, 32, 4, 4, 3],
+            [1, 64, 2, 2, 2],
+        ],
+    );
+    assert!(worst < 1e-5, "wgpu departs from flex: {worst}");
+}
+
 #[test]
 fn upsample_matches_pytorch_on_wgpu() {
     let diff = upsample_diff::<Wgpu>(&Default::default());
