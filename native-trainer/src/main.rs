@@ -856,6 +856,15 @@ fn bench<B: Backend>(
             gib(available)
         );
     }
+    if let Some(limits) = device::GPU_LIMITS.get() {
+        nvnet::inference::check_buffer(
+            &config,
+            shape,
+            Some(limits.max_tensor()),
+            "choose a smaller --shape",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let model = config.init::<B>(device)?;
     let input = Tensor::<B, 5>::random(
         [1, 4, shape[0], shape[1], shape[2]],

@@ -66,6 +66,30 @@ fn collect_cases(args: &PredictArgs) -> Result<(Vec<CaseFiles>, Vec<String>)> {
     Ok((cases, refused))
 }
 
+/// On a GPU opened with known limits (wgpu): an nvnet weights file whose network the device
+/// cannot hold is refused before the model is built there. (A MONAI checkpoint's architecture
+/// is known only once imported: the window check refuses it, after the device has complained.)
+fn check_device_holds(args: &PredictArgs) -> Result<()> {
+    let Some(limits) = crate::device::GPU_LIMITS.get() else {
+        return Ok(());
+    };
+    for w in &args.weights {
+        let manifest = if w == "default" {
+            match weights::default_model() {
+                Some(bytes) => Some(weights::read_manifest(bytes, "the embedded default model")?),
+                None => None,
+            }
+        } else {
+            weights::read_file_manifest(Path::new(w))?
+        };
+        if let Some(m) = manifest {
+            nvnet::inference::check_weights_fit(&m.config, limits.max_tensor())
+                .map_err(|e| anyhow::anyhow!("--weights {w}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Load every --weights; they must agree on inputs and outputs to be averaged.
 fn load_models<B: Backend>(
     args: &PredictArgs,
@@ -108,6 +132,7 @@ fn load_models<B: Backend>(
 /// Run; returns how many cases failed.
 pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usize> {
     let (cases, refused) = collect_cases(&args)?;
+    check_device_holds(&args)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
     if let Some(limits) = crate::device::GPU_LIMITS.get() {
         args.options.max_buffer = Some(limits.max_tensor());

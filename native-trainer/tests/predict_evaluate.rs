@@ -630,6 +630,45 @@ fn capped_gpu_limits_tile_a_case_in_windows_that_fit_on_wgpu() {
         "64,64,48",
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    // Limits below the network's largest weight tensor (F=8: 64×64×27 floats, 432 KiB): refused
+    // before the model is built on the device, whose allocator otherwise panicked on its own
+    // thread ("can't allocate buffer of size: 442368") and then in the reading thread.
+    let tiny_dir = dir.path().join("tiny");
+    for command in [
+        &[
+            "predict",
+            "--weights",
+            "default",
+            "--input",
+            s(&root),
+            "--output",
+            s(&tiny_dir),
+        ][..],
+        &[
+            "bench",
+            "--init-filters",
+            "8",
+            "--shape",
+            "32,32,32",
+            "--runs",
+            "1",
+        ],
+    ] {
+        let mut args = vec!["--device", "wgpu", "--gpu-limits", "200KiB,200KiB"];
+        args.extend_from_slice(command);
+        let out = nvnet(&args);
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {log}");
+        assert!(
+            log.contains("the network's largest weight tensor (432.0 KiB, F=8) exceeds the device's largest buffer (200.0 KiB)")
+                && !log.contains("panicked"),
+            "{command:?}: {log}"
+        );
+    }
+    assert!(
+        !tiny_dir.exists() || std::fs::read_dir(&tiny_dir).unwrap().next().is_none(),
+        "an output was written"
+    );
     let gpu_dir = dir.path().join("gpu");
     let out = nvnet(&[
         "--device",

@@ -326,28 +326,69 @@ pub fn check_roi(
             k.trailing_zeros()
         ));
     }
-    let gib = |b: f64| b / (1u64 << 30) as f64;
     let bytes = crate::info::summarize(config, roi).inference_bytes;
     if bytes > options.memory_budget as f64 {
         return Err(format!(
-            "window {roi:?} needs about {:.1} GiB of activations, more than the memory budget \
-             ({:.1} GiB): choose a smaller window, or raise the budget",
-            gib(bytes),
-            gib(options.memory_budget as f64)
+            "window {roi:?} needs about {} of activations, more than the memory budget ({}): \
+             choose a smaller window, or raise the budget",
+            size(bytes),
+            size(options.memory_budget as f64)
         ));
     }
+    check_buffer(config, roi, options.max_buffer, "choose a smaller window")
+}
+
+/// The network's weights and a window's largest tensor within the device's largest buffer, a
+/// hard limit (the memory budget is an estimate: the smallest window may exceed it); `advice`
+/// ends a message about the window.
+pub fn check_buffer(
+    config: &crate::NvNetConfig,
+    roi: [usize; 3],
+    max_buffer: Option<u64>,
+    advice: &str,
+) -> Result<(), String> {
+    let Some(max) = max_buffer else {
+        return Ok(());
+    };
+    check_weights_fit(config, max)?;
     let largest = crate::info::largest_tensor_bytes(config, roi);
-    if let Some(max) = options.max_buffer
-        && largest > max as f64
-    {
+    if largest > max as f64 {
         return Err(format!(
-            "window {roi:?}: its largest tensor ({:.0} MiB) exceeds the device's largest buffer \
-             ({:.0} MiB): choose a smaller window",
-            largest / (1u64 << 20) as f64,
-            max as f64 / (1u64 << 20) as f64
+            "window {roi:?}: its largest tensor ({}) exceeds the device's largest buffer ({}): \
+             {advice}",
+            size(largest),
+            size(max as f64)
         ));
     }
     Ok(())
+}
+
+/// The network's largest weight tensor within a device's largest buffer (`max_buffer`): checked
+/// before a model is built on a GPU, whose allocator fails on its own thread otherwise.
+pub fn check_weights_fit(config: &crate::NvNetConfig, max_buffer: u64) -> Result<(), String> {
+    let weights = crate::info::largest_weight_bytes(config);
+    if weights > max_buffer as f64 {
+        return Err(format!(
+            "the network's largest weight tensor ({}, F={}) exceeds the device's largest \
+             buffer ({}): this device cannot hold the network",
+            size(weights),
+            config.init_filters,
+            size(max_buffer as f64)
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes in the unit that reads best (KiB, MiB or GiB).
+fn size(bytes: f64) -> String {
+    let units = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in units {
+        let v = bytes / (1u64 << shift) as f64;
+        if v >= 1.0 {
+            return format!("{v:.1} {unit}");
+        }
+    }
+    format!("{bytes:.0} bytes")
 }
 
 /// What a prediction gives, on the case's full grid, in file order (i fastest).
@@ -444,14 +485,27 @@ impl Segmenter {
             check_roi(config, roi, options)?;
         }
         let prepared = prepare(case, modalities)?;
-        let roi = options.roi.unwrap_or_else(|| {
-            choose_roi(
-                config,
-                prepared.crop.size,
-                options.memory_budget,
-                options.max_buffer,
-            )
-        });
+        let roi = match options.roi {
+            Some(roi) => roi,
+            None => {
+                let roi = choose_roi(
+                    config,
+                    prepared.crop.size,
+                    options.memory_budget,
+                    options.max_buffer,
+                );
+                // choose_roi gives its smallest window when none fits: refused here, before
+                // any device work, rather than by the device's allocator (a panic natively,
+                // a lost worker in the browser).
+                check_buffer(
+                    config,
+                    roi,
+                    options.max_buffer,
+                    "no smaller window is possible",
+                )?;
+                roi
+            }
+        };
         let window = || {
             SlidingWindow::new(
                 prepared.crop.size,
@@ -686,6 +740,35 @@ mod tests {
             choose_roi(&deep, [40, 44, 36], u64::MAX, None),
             [48, 48, 48]
         );
+    }
+
+    #[test]
+    fn a_device_buffer_too_small_for_the_weights_or_the_window_is_refused_by_name() {
+        let config = crate::NvNetConfig::default().with_init_filters(8);
+        // The deepest level's 3×3×3 convolution: 64 × 64 × 27 float32.
+        assert_eq!(crate::info::largest_weight_bytes(&config), 442_368.0);
+        let options = |max_buffer| InferenceOptions {
+            max_buffer: Some(max_buffer),
+            memory_budget: u64::MAX,
+            ..InferenceOptions::default()
+        };
+        let e = check_roi(&config, [16, 16, 16], &options(200 << 10)).unwrap_err();
+        assert!(
+            e.contains("largest weight tensor (432.0 KiB, F=8)") && e.contains("(200.0 KiB)"),
+            "{e}"
+        );
+        // A window's own feature maps: 8 × 64³ float32 = 8 MiB.
+        let e = check_roi(&config, [64, 64, 64], &options(1 << 20)).unwrap_err();
+        assert!(
+            e.contains("window [64, 64, 64]: its largest tensor (8.0 MiB)")
+                && e.contains("(1.0 MiB): choose a smaller window"),
+            "{e}"
+        );
+        assert_eq!(check_roi(&config, [32, 32, 32], &options(1 << 20)), Ok(()));
+        // What the window chooser falls back to when nothing fits is refused the same way.
+        let roi = choose_roi(&config, [64, 64, 64], u64::MAX, Some(200 << 10));
+        assert_eq!(roi, [16, 16, 16]);
+        assert!(check_buffer(&config, roi, Some(200 << 10), "x").is_err());
     }
 
     #[test]

@@ -72,8 +72,8 @@ fn resblock(stage: &mut Stage, kept: &mut f64, c: usize, s: [usize; 3]) {
 }
 
 /// Bytes of the largest single tensor of an inference forward pass at `shape` (f32): the
-/// widest of the input, the full-resolution feature maps and the output. A GPU must bind it as
-/// one storage buffer, so this is what WebGPU's binding limit caps.
+/// widest of the input, the full-resolution feature maps, the output and the weights. A GPU
+/// must bind it as one storage buffer, so this is what WebGPU's binding limit caps.
 pub fn largest_tensor_bytes(config: &NvNetConfig, shape: [usize; 3]) -> f64 {
     let m = config.size_multiple();
     let shape = shape.map(|s| s.div_ceil(m) * m);
@@ -82,7 +82,14 @@ pub fn largest_tensor_bytes(config: &NvNetConfig, shape: [usize; 3]) -> f64 {
         .in_channels
         .max(config.init_filters)
         .max(config.out_channels);
-    4.0 * widest as f64 * voxels(shape)
+    (4.0 * widest as f64 * voxels(shape)).max(largest_weight_bytes(config))
+}
+
+/// Bytes of the largest weight tensor (f32): a 3×3×3 convolution of the deepest level, C×C×27.
+/// Small windows of a wide network are bound by it rather than by their feature maps.
+pub fn largest_weight_bytes(config: &NvNetConfig) -> f64 {
+    let c = config.channels_at(config.levels().saturating_sub(1)) as f64;
+    4.0 * c * c * 27.0
 }
 
 /// Summarise `config` for an input of `shape` (D, H, W; rounded up to the size multiple).

@@ -379,6 +379,21 @@ pub fn default_model() -> Option<&'static [u8]> {
     Some(include_bytes!("../models/default.bpk"))
 }
 
+/// The manifest of an nvnet weights file, read without building its network; `None` for the
+/// other formats (MONAI checkpoints carry none).
+pub fn read_file_manifest(path: &Path) -> Result<Option<Manifest>, WeightsError> {
+    let file = path.display().to_string();
+    let bytes =
+        crate::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| WeightsError::Io {
+            file: file.clone(),
+            error,
+        })?;
+    match WeightsFormat::sniff(&bytes) {
+        Some(WeightsFormat::Burnpack) => read_manifest(&bytes, &file).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Load weights of any supported format from a file; `modalities` is the channel order of a
 /// MONAI checkpoint (ignored for nvnet files, whose manifest says it).
 pub fn load_file<B: Backend>(
