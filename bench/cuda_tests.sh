@@ -13,15 +13,19 @@
 # cases that differ by more than 1e-4 (with the index of the worst element: 0 confirms #5202).
 # The whole log and the autotune choices go to $OUT when that is set.
 set -u
-cd "$(dirname "$0")/../.device"
+cd "$(dirname "$0")/../.device" || exit 2
 LIMIT=${1:-240}
-[ -x cuda_reference ] || { [ -f cuda_reference.xz ] && xz -dkc cuda_reference.xz > cuda_reference && chmod +x cuda_reference; }
+if [ ! -x cuda_reference ] && [ -f cuda_reference.xz ]; then
+  xz -dkc cuda_reference.xz > cuda_reference.tmp && chmod +x cuda_reference.tmp &&
+    mv cuda_reference.tmp cuda_reference || { echo "cannot unpack cuda_reference.xz (xz?)"; exit 2; }
+fi
 [ -x cuda_reference ] || { echo "no .device/cuda_reference (see the header)"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 start=$(date +%s)
 NVNET_TESTDATA="$PWD/../testdata" timeout "$LIMIT" ./cuda_reference --ignored cuda_reference:: \
   --nocapture --test-threads 1 >cuda_tests.log 2>&1
-echo "exit $? after $(( $(date +%s) - start )) s"
+rc=$?
+echo "exit $rc after $(( $(date +%s) - start )) s"
 awk '
   /^test |test result|panicked|departs/ { print; next }
   /max \|flex - / { print; next }

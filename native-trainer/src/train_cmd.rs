@@ -125,6 +125,17 @@ pub fn run<B: AutodiffBackend>(
     gpu: bool,
 ) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // A wgpu device opened with --gpu-limits: the network and a crop within its largest buffer,
+    // before anything is built there (its allocator panics otherwise).
+    if let Some(limits) = crate::device::GPU_LIMITS.get() {
+        nvnet::inference::check_buffer(
+            &config.model_config(),
+            config.crop,
+            Some(limits.max_tensor()),
+            "choose a smaller --crop",
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let dir = RunDir(out.to_path_buf());
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     if !dir.checkpoint().exists() {

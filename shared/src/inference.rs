@@ -370,7 +370,7 @@ pub fn check_weights_fit(config: &crate::NvNetConfig, max_buffer: u64) -> Result
     if weights > max_buffer as f64 {
         return Err(format!(
             "the network's largest weight tensor ({}, F={}) exceeds the device's largest \
-             buffer ({}): this device cannot hold the network",
+             buffer ({}): the device, with these limits, cannot hold the network",
             size(weights),
             config.init_filters,
             size(max_buffer as f64)
@@ -501,7 +501,7 @@ impl Segmenter {
                     config,
                     roi,
                     options.max_buffer,
-                    "no smaller window is possible",
+                    "it is the smallest window tried; a smaller one can be given (--roi)",
                 )?;
                 roi
             }
@@ -769,6 +769,14 @@ mod tests {
         let roi = choose_roi(&config, [64, 64, 64], u64::MAX, Some(200 << 10));
         assert_eq!(roi, [16, 16, 16]);
         assert!(check_buffer(&config, roi, Some(200 << 10), "x").is_err());
+        // Training's weights files carry the VAE: its encoder is 16·(160·192·128/16³)×256.
+        let paper = crate::NvNetConfig::default().with_vae(Some([160, 192, 128]));
+        assert_eq!(
+            crate::info::largest_weight_bytes(&paper),
+            4.0 * (16 * 10 * 12 * 8 * 256) as f64
+        );
+        let e = check_weights_fit(&paper, 8 << 20).unwrap_err();
+        assert!(e.contains("(15.0 MiB, F=32)"), "{e}");
     }
 
     #[test]

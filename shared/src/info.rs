@@ -85,11 +85,18 @@ pub fn largest_tensor_bytes(config: &NvNetConfig, shape: [usize; 3]) -> f64 {
     (4.0 * widest as f64 * voxels(shape)).max(largest_weight_bytes(config))
 }
 
-/// Bytes of the largest weight tensor (f32): a 3×3×3 convolution of the deepest level, C×C×27.
-/// Small windows of a wide network are bound by it rather than by their feature maps.
+/// Bytes of the largest weight tensor (f32): a 3×3×3 convolution of the deepest level, C×C×27,
+/// or, in a network that carries its VAE branch (training's weights files), the VAE's linear
+/// layers, (16 · crop/16³) × 256. Small windows are bound by it rather than by their feature maps.
 pub fn largest_weight_bytes(config: &NvNetConfig) -> f64 {
     let c = config.channels_at(config.levels().saturating_sub(1)) as f64;
-    4.0 * c * c * 27.0
+    let conv = 4.0 * c * c * 27.0;
+    let vae = config.vae.as_ref().map_or(0.0, |v| {
+        let factor = 2 * config.size_multiple();
+        let flat = VAE_CHANNELS * v.input_shape.iter().map(|s| s / factor).product::<usize>();
+        4.0 * (flat * 2 * VAE_LATENT) as f64
+    });
+    conv.max(vae)
 }
 
 /// Summarise `config` for an input of `shape` (D, H, W; rounded up to the size multiple).

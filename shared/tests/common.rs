@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-/// The repository's copy of `../shared/reference`; `NVNET_TESTDATA` names the `testdata` folder
+/// `testdata/reference`, the repository's copy of the project's reference outputs; `NVNET_TESTDATA` names the `testdata` folder
 /// where the test binary runs on another machine than it was built on (the GPU scripts in bench/).
 pub fn reference(path: &str) -> PathBuf {
     std::env::var_os("NVNET_TESTDATA")
@@ -79,15 +79,28 @@ pub fn compare_stages(cpu: &[(String, Vec<f32>)], other: &[(String, Vec<f32>)], 
         assert_eq!(a.len(), b.len(), "{stage}");
         let (d, at) = worst_diff(a, b);
         let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
-        // Where: a fault confined to the tensor's first elements points at burn#5202 (a fused
+        // Where: a fault confined to the tensor's first elements suggests burn#5202 (a fused
         // reduction that rewrites element 0, see `fused_reductions_vs_flex`).
-        eprintln!("{stage}: max |flex - {name}| {d:e} at flat index {at} (max |flex| {scale:e})");
+        eprintln!(
+            "{stage}: max |flex - {name}| {d:e}{} (max |flex| {scale:e})",
+            where_(d, at)
+        );
         worst = worst.max(d / scale.max(1.0));
     }
     worst
 }
 
-/// The largest absolute difference and its index; NaN counts as infinitely far.
+/// " at flat index N" where there is a difference at all.
+fn where_(d: f32, at: usize) -> String {
+    if d > 0.0 {
+        format!(" at flat index {at}")
+    } else {
+        String::new()
+    }
+}
+
+/// The largest absolute difference and its index (0 when there is none); NaN counts as
+/// infinitely far.
 pub fn worst_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     assert_eq!(a.len(), b.len());
     let mut worst = (0f32, 0);
@@ -125,14 +138,18 @@ fn vec_of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// side-effecting read at element 0 (fixed upstream after 0.21: burn#5268, cubek#446). That
 /// needs the plane or cube strategy: on CPU adapters (llvmpipe, SwiftShader) both fail to run
 /// and autotune always picks the unit one, so this can only catch it on a real GPU.
-/// Prints every case; returns the worst difference relative to the case's largest value.
+/// Prints every case; returns the worst difference relative to the case's largest value (or 1,
+/// if that is smaller).
 pub fn fused_reductions_vs_flex<B: Backend>(device: &B::Device, gn_shapes: &[[usize; 5]]) -> f32 {
     let cpu = burn_flex::FlexDevice;
     let mut worst = 0f32;
     let mut note = |what: String, a: &[f32], b: &[f32]| {
         let (d, at) = worst_diff(a, b);
         let scale = a.iter().map(|x| x.abs()).fold(1f32, f32::max);
-        eprintln!("{what}: max abs diff {d:e} at {at} (max |flex| {scale:e})");
+        eprintln!(
+            "{what}: max abs diff {d:e}{} (max |flex| {scale:e})",
+            where_(d, at)
+        );
         worst = worst.max(d / scale);
     };
     fn simple<B: Backend>(rows: usize, w: usize, device: &B::Device) -> (Vec<f32>, Vec<f32>) {

@@ -47,7 +47,7 @@ fn the_reference_network_matches_flex_stage_by_stage_on_cuda() {
 /// Fused reductions and nvnet's GroupNorm at the shapes of the paper's network (F=32 on a
 /// 160×192×128 crop, every level) and of the F=8 default model on a 128³ window: the lead for
 /// the 1.56 above (burn#5202, see `fused_reductions_vs_flex`). A difference at index 0 of a
-/// case confirms it.
+/// case suggests it.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
 fn fused_reductions_match_flex_on_cuda() {

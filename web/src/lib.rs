@@ -340,6 +340,18 @@ pub async fn segment(
     };
     let (seg, manifest, backend) = match which {
         Which::Gpu(device, limits) => {
+            // Before the model is built on the GPU, whose allocator fails otherwise.
+            let config = STATE.with(|s| {
+                s.borrow()
+                    .weights
+                    .as_ref()
+                    .map(|w| w.manifest.config.clone())
+            });
+            let config = match config {
+                Some(c) => c,
+                None => default_manifest()?.config,
+            };
+            inference::check_weights_fit(&config, limits.max_tensor()).map_err(error)?;
             let (model, manifest) = load_model::<Gpu>(&device)?;
             options.labels = manifest.labels;
             options.postprocessing = manifest.postprocessing;
