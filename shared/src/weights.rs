@@ -379,15 +379,21 @@ pub fn default_model() -> Option<&'static [u8]> {
     Some(include_bytes!("../models/default.bpk"))
 }
 
-/// The manifest of an nvnet weights file, read without building its network; `None` for the
-/// other formats (MONAI checkpoints carry none).
-pub fn read_file_manifest(path: &Path) -> Result<Option<Manifest>, WeightsError> {
+/// A weights file's name (for messages) and its bytes, at most `MAX_WEIGHTS_BYTES`.
+fn read_weights_file(path: &Path) -> Result<(String, Vec<u8>), WeightsError> {
     let file = path.display().to_string();
     let bytes =
         crate::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| WeightsError::Io {
             file: file.clone(),
             error,
         })?;
+    Ok((file, bytes))
+}
+
+/// The manifest of an nvnet weights file, read without building its network; `None` for the
+/// other formats (MONAI checkpoints carry none).
+pub fn read_file_manifest(path: &Path) -> Result<Option<Manifest>, WeightsError> {
+    let (file, bytes) = read_weights_file(path)?;
     match WeightsFormat::sniff(&bytes) {
         Some(WeightsFormat::Burnpack) => read_manifest(&bytes, &file).map(Some),
         _ => Ok(None),
@@ -401,12 +407,7 @@ pub fn load_file<B: Backend>(
     modalities: Option<&[Modality]>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, WeightsError> {
-    let file = path.display().to_string();
-    let bytes =
-        crate::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| WeightsError::Io {
-            file: file.clone(),
-            error,
-        })?;
+    let (file, bytes) = read_weights_file(path)?;
     #[cfg(feature = "pytorch")]
     if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
         // burn-store trusts the file: bound what it inflates and builds first.
