@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
 # The CUDA correctness tests alone, first thing on a GPU lease (issue: native training): the
-# reference logits, the network stage by stage against flex, fused reductions and GroupNorm at
-# the network's shapes (burn#5202, the lead for the 1.56 logits difference), a training step.
+# reference logits, the network stage by stage against flex, reductions and GroupNorm at the
+# network's shapes, the tensor-core matmuls at odd k-stage counts (vendor/cubek-matmul), a
+# training step. Then, where it was carried, the same logits and stages with Burn's autotune
+# checks: every convolution and fused kernel runs all its candidates and panics where one
+# disagrees with the last candidate, its backtrace naming the operation and nvnet's stage
+# (matmuls and reductions are not compared by these checks; the matmul test above covers those).
 #
-# Prepared on a build machine (the test binary is built by the CI test command too):
+# Prepared on a build machine (the test binaries are built by the CI test command too):
 #   cargo test --locked -p nvnet --features cuda --test reference --no-run
 #   mkdir -p .device && cp <the test binary it names> .device/cuda_reference
 #   strip .device/cuda_reference && xz -9e .device/cuda_reference
+#   cargo test --locked -p nvnet --features cuda,autotune-checks --test reference --no-run
+#   cp <the test binary it names> .device/cuda_reference_checks
+#   strip --strip-debug .device/cuda_reference_checks && xz -9e .device/cuda_reference_checks
+#   (--strip-debug keeps the symbols the backtrace needs)
 # Run on the GPU machine from the repository root (carry [".device"]):
-#   bash bench/cuda_tests.sh [SECONDS]
-# Prints a summary: each test's result, every stage's difference, and only those fused-reduction
-# cases that differ by more than 1e-4 (with the index of the worst element: 0 confirms #5202).
-# The whole log and the autotune choices go to $OUT when that is set.
+#   bash bench/cuda_tests.sh [SECONDS [CHECK_SECONDS]]
+# Prints a summary: each test's result, every stage's difference, and only those reduction
+# cases that differ by more than 1e-4 (with the index of the worst element); for the checks,
+# the panic and the backtrace frames of Burn's kernels and of nvnet. A matmul case that fails
+# prints its kernel and k.
+# The whole logs and the autotune choices go to $OUT when that is set.
 set -u
 cd "$(dirname "$0")/../.device" || exit 2
 LIMIT=${1:-240}
-if [ ! -x cuda_reference ] && [ -f cuda_reference.xz ]; then
-  xz -dkc cuda_reference.xz > cuda_reference.tmp && chmod +x cuda_reference.tmp &&
-    mv cuda_reference.tmp cuda_reference || { echo "cannot unpack cuda_reference.xz (xz?)"; exit 2; }
-fi
+CHECK_LIMIT=${2:-300}
+unpack() {
+  if [ ! -x "$1" ] && [ -f "$1.xz" ]; then
+    xz -dkc "$1.xz" > "$1.tmp" && chmod +x "$1.tmp" && mv "$1.tmp" "$1" ||
+      { echo "cannot unpack $1.xz (xz?)"; exit 2; }
+  fi
+}
+unpack cuda_reference
+unpack cuda_reference_checks
 [ -x cuda_reference ] || { echo "no .device/cuda_reference (see the header)"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 start=$(date +%s)
@@ -29,12 +44,33 @@ echo "exit $rc after $(( $(date +%s) - start )) s"
 awk '
   /^test |test result|panicked|departs/ { print; next }
   /max \|flex - / { print; next }
+  /relative error/ {
+    split($0, parts, "relative error "); if (parts[2] + 0 > 1e-4 || parts[2] ~ /inf|NaN/) print; next
+  }
+  /does not run here/ { skipped++; next }
+  END { if (skipped) print skipped " matmul cases do not run on this GPU" }
   /max abs diff/ {
     split($0, parts, "max abs diff "); split(parts[2], v, " ");
     if (v[1] + 0 > 1e-4 || v[1] ~ /inf|NaN/ || $0 ~ /on cuda/) print
   }' cuda_tests.log | head -80
+if [ -x cuda_reference_checks ]; then
+  echo "--- with autotune checks (limit ${CHECK_LIMIT} s)"
+  start=$(date +%s)
+  NVNET_TESTDATA="$PWD/../testdata" RUST_BACKTRACE=1 timeout "$CHECK_LIMIT" ./cuda_reference_checks \
+    --ignored cuda_reference::monai_weights_give_reference_logits_on_cuda \
+    cuda_reference::the_reference_network_matches_flex_stage_by_stage_on_cuda \
+    --nocapture --test-threads 1 >cuda_checks.log 2>&1
+  echo "exit $? after $(( $(date +%s) - start )) s"
+  # The panic, its first mismatches, and the frames that say which kernel and which stage.
+  awk '
+    /^test |test result|panicked|Tensors are not|Shape is different|more errors|max \|flex - / { print; n = 0; next }
+    /=> Position/ && n++ < 6 { print; next }
+    /[0-9]+: .*(burn_cubecl[a-z_]*::kernel|burn_cubecl_fusion::optim|cubek|nvnet::|reference::)/ { print }
+  ' cuda_checks.log | head -80
+fi
 if [ -n "${OUT:-}" ]; then
   cp cuda_tests.log "$OUT/"
+  [ -f cuda_checks.log ] && cp cuda_checks.log "$OUT/"
   tar czf "$OUT/autotune.tgz" -C .. $(cd .. && find . -path '*/target/autotune' -type d | head -5) 2>/dev/null
 fi
 true

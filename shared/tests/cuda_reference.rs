@@ -44,14 +44,14 @@ fn the_reference_network_matches_flex_stage_by_stage_on_cuda() {
     assert!(worst < 2e-3, "cuda departs from flex: {worst}");
 }
 
-/// Fused reductions and nvnet's GroupNorm at the shapes of the paper's network (F=32 on a
-/// 160×192×128 crop, every level) and of the F=8 default model on a 128³ window: the lead for
-/// the 1.56 above (burn#5202, see `fused_reductions_vs_flex`). A difference at index 0 of a
-/// case suggests it.
+/// Reductions and nvnet's GroupNorm at the shapes of the paper's network (F=32 on a
+/// 160×192×128 crop, every level) and of the F=8 default model on a 128³ window, where CUDA's
+/// autotune picks among plane and cube reductions that CPU adapters cannot run (see
+/// `reductions_vs_flex`).
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
-fn fused_reductions_match_flex_on_cuda() {
-    let worst = fused_reductions_vs_flex::<Cuda>(
+fn reductions_and_group_norm_match_flex_on_cuda() {
+    let worst = reductions_vs_flex::<Cuda>(
         &Default::default(),
         &[
             [1, 32, 160, 192, 128],
@@ -80,4 +80,67 @@ fn upsample_matches_pytorch_on_cuda() {
 #[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
 fn a_training_step_matches_flex_on_cuda() {
     training_step_vs_flex::<burn::backend::Autodiff<Cuda>>(2e-3, 5e-2);
+}
+
+/// The tensor-core and double-buffered matrix products that Burn's matmul autotune picks among
+/// on CUDA, at contraction lengths that fill an odd number of k-stages (see `matmul_bounds`):
+/// without the fix in `vendor/cubek-matmul`, the extra stage adds whatever lies after the operands.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
+fn tensor_core_matmuls_stop_at_k_on_cuda() {
+    use crate::matmul_bounds::{matmul_bounds_failures, unit_strategies};
+    use cubek::matmul::components::tile::TileMatmulKind;
+    use cubek::matmul::launch::Strategy;
+    use cubek::matmul::routines::ordered_double_buffering::OrderedSelectionArgs;
+    use cubek::matmul::routines::{BlueprintStrategy, double_buffering::DoubleBufferingArgs};
+    let mut strategies = vec![
+        Strategy::SpecializedCyclicCmma(BlueprintStrategy::Inferred(().into())),
+        Strategy::SpecializedCyclicMma(BlueprintStrategy::Inferred(().into())),
+        Strategy::SpecializedStridedCmma(BlueprintStrategy::Inferred(().into())),
+    ];
+    for tile_matmul in [TileMatmulKind::Cmma, TileMatmulKind::Mma] {
+        for specialized in [false, true] {
+            let args = DoubleBufferingArgs {
+                tile_matmul,
+                specialized,
+            };
+            strategies.push(match tile_matmul {
+                TileMatmulKind::Cmma => {
+                    Strategy::DoubleCyclicCmma(BlueprintStrategy::Inferred(args))
+                }
+                _ => Strategy::DoubleCyclicMma(BlueprintStrategy::Inferred(args)),
+            });
+        }
+        for row_count in [4, 8] {
+            let args = OrderedSelectionArgs {
+                partition_k: Some(2),
+                row_count: Some(row_count),
+                rows_per_plane: Some(2),
+                tile_matmul,
+            };
+            strategies.push(match tile_matmul {
+                TileMatmulKind::Cmma => {
+                    Strategy::OrderedDoubleCmma(BlueprintStrategy::Inferred(args))
+                }
+                _ => Strategy::OrderedDoubleMma(BlueprintStrategy::Inferred(args)),
+            });
+        }
+    }
+    let tensor_core = strategies.len();
+    strategies.extend(unit_strategies(false));
+    let ks = [8, 16, 24, 32, 48, 64, 96, 160, 224, 864];
+    let (failures, ran) = matmul_bounds_failures::<cubek::cubecl::cuda::CudaRuntime>(
+        &strategies,
+        &ks,
+        &Default::default(),
+    );
+    for (strategy, ran) in strategies.iter().zip(&ran) {
+        eprintln!("{strategy}: ran at {ran} of {} lengths", ks.len());
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        ran[..tensor_core].iter().any(|&r| r > 0),
+        "no tensor-core kernel ran: {ran:?}"
+    );
+    assert!(ran[tensor_core..].iter().all(|&r| r == ks.len()), "{ran:?}");
 }

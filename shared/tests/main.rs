@@ -8,6 +8,7 @@ mod common;
 mod cuda_reference;
 mod inference_reference;
 mod learning;
+mod matmul_bounds;
 mod model_reference;
 mod nifti_bad_input;
 mod nifti_reference;

@@ -16,11 +16,10 @@ fn monai_weights_give_reference_logits_on_wgpu() {
     }
 }
 
-/// Fused reductions and nvnet's GroupNorm at small network shapes (see
-/// `fused_reductions_vs_flex`: here on llvmpipe the affected strategies never run).
+/// Reductions and nvnet's GroupNorm at small network shapes (see `reductions_vs_flex`).
 #[test]
-fn fused_reductions_match_flex_on_wgpu() {
-    let worst = fused_reductions_vs_flex::<Wgpu>(
+fn reductions_and_group_norm_match_flex_on_wgpu() {
+    let worst = reductions_vs_flex::<Wgpu>(
         &Default::default(),
         &[
             [1, 8, 16, 16, 12],
