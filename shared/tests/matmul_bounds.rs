@@ -9,8 +9,8 @@
 //! `vendor/cubek-matmul` carries the fix (guard unless `k` fills an even number of stages).
 //!
 //! Each product here is forced to one kernel, on operands at the start of larger buffers: A
-//! (row-major) has one more row after it, so a read past `k` takes the next row's values, and B
-//! has 256 more rows of 1000s after it, more than a stage past `k` can reach.
+//! (row-major) has two more rows of 1000s after it, so a read past `k` takes the next row's
+//! values, and B has 256 more rows of 1000s, more than a stage past `k` can reach.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use burn::prelude::*;
