@@ -43,6 +43,7 @@ rc=$?
 echo "exit $rc after $(( $(date +%s) - start )) s"
 awk '
   /^test |test result|panicked|departs/ { print; next }
+  /residual block|^training step F=/ { print; next }
   /max \|flex - / { print; next }
   /relative error/ {
     split($0, parts, "relative error "); if (parts[2] + 0 > 1e-4 || parts[2] ~ /inf|NaN/) print; next

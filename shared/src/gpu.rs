@@ -111,3 +111,38 @@ pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
         },
     })
 }
+
+/// Device memory of a GPU backend's device: bytes held by live tensors, and bytes its memory
+/// pools have reserved from the driver. `None` for backends that do not say (flex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub in_use: u64,
+    pub reserved: u64,
+}
+
+/// How much memory `device` of backend `B` holds now, after the queued work has run.
+#[allow(unused_variables)]
+pub fn memory_usage<B: burn::prelude::Backend>(device: &B::Device) -> Option<MemoryUsage> {
+    use std::any::Any;
+    let device: &dyn Any = device;
+    #[allow(unused_mut)]
+    let mut usage = None;
+    #[cfg(feature = "wgpu")]
+    if let Some(d) = device.downcast_ref::<burn::backend::wgpu::WgpuDevice>() {
+        usage = cube_usage::<burn_cubecl::cubecl::wgpu::WgpuRuntime>(d);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(d) = device.downcast_ref::<burn::backend::cuda::CudaDevice>() {
+        usage = cube_usage::<burn_cubecl::cubecl::cuda::CudaRuntime>(d);
+    }
+    usage
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn cube_usage<R: burn_cubecl::cubecl::Runtime>(device: &R::Device) -> Option<MemoryUsage> {
+    let usage = R::client(device).memory_usage().ok()?;
+    Some(MemoryUsage {
+        in_use: usage.bytes_in_use,
+        reserved: usage.bytes_reserved,
+    })
+}

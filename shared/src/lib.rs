@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod modality;
 pub mod model;
 pub mod nifti;
+#[cfg(feature = "autodiff")]
+pub mod norm_grad;
 pub mod npy;
 pub mod parallel;
 pub mod postprocess;

@@ -252,32 +252,68 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     conv.forward(x)
 }
 
-/// `norm.forward(x)` computed with the statistics summed one axis at a time: Burn's GroupNorm
-/// sums each group in one reduction over C/G·D·H·W values, which wgpu on llvmpipe gets wrong
-/// beyond about 10⁵ values (a 64×64×48 window gave errors of 10² after the first norm; tested
-/// in wgpu_reference.rs). Short reductions are also more accurate in float32. On flex (native)
-/// `cpu_grad` takes over with a fused kernel (statistics in float64).
+/// `norm.forward(x)` computed with the statistics summed one axis at a time (`normalise`). On
+/// flex (native) `cpu_grad` takes over with a fused kernel (statistics in float64); when training
+/// on a GPU backend `norm_grad` records it as one operation with its own backward.
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
     let x = match crate::cpu_grad::group_norm(norm, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
+    #[cfg(feature = "autodiff")]
+    let x = match crate::norm_grad::try_group_norm(norm, x, false) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let (normed, _) = normalise(x, norm.num_groups, norm.epsilon);
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) if norm.affine => affine(normed, gamma.val(), beta.val()),
+        _ => normed,
+    }
+}
+
+/// `relu(group_norm(norm, x))`; when training on a GPU backend one operation that keeps a
+/// third of what the two keep for the backward pass (`norm_grad`).
+pub fn group_norm_relu<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    #[cfg(feature = "autodiff")]
+    let x = match crate::norm_grad::try_group_norm(norm, x, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    relu(group_norm(norm, x))
+}
+
+/// x̂ = (x − μ)/σ per (sample, group) of `groups` channel groups, and σ [B·G, 1, 1, 1]. The sums
+/// run one axis at a time: Burn's GroupNorm sums each group in one reduction over C/G·D·H·W
+/// values, which wgpu on llvmpipe gets wrong beyond about 10⁵ values (a 64×64×48 window gave
+/// errors of 10² after the first norm; tested in wgpu_reference.rs). Short reductions are also
+/// more accurate in float32.
+pub fn normalise<B: Backend>(
+    x: Tensor<B, 5>,
+    groups: usize,
+    eps: f64,
+) -> (Tensor<B, 5>, Tensor<B, 4>) {
     let [b, c, d, h, w] = x.dims();
-    let g = norm.num_groups;
-    let n = (c / g * d * h * w) as f64;
-    let grouped = x.reshape([b * g, c / g * d, h, w]);
+    let n = (c / groups * d * h * w) as f64;
+    let grouped = x.reshape([b * groups, c / groups * d, h, w]);
     let sum = |t: Tensor<B, 4>| t.sum_dim(3).sum_dim(2).sum_dim(1);
     let mean = sum(grouped.clone()) / n;
     let centred = grouped - mean;
     let var = sum(centred.clone().square()) / n;
-    let normed = (centred / (var + norm.epsilon).sqrt()).reshape([b, c, d, h, w]);
-    match (&norm.gamma, &norm.beta) {
-        (Some(gamma), Some(beta)) if norm.affine => {
-            normed * gamma.val().reshape([1, c, 1, 1, 1]) + beta.val().reshape([1, c, 1, 1, 1])
-        }
-        _ => normed,
-    }
+    let std = (var + eps).sqrt();
+    let normed = (centred / std.clone()).reshape([b, c, d, h, w]);
+    (normed, std)
+}
+
+/// γ·x̂ + β per channel.
+pub fn affine<B: Backend>(
+    normed: Tensor<B, 5>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+) -> Tensor<B, 5> {
+    let c = gamma.dims()[0];
+    normed * gamma.reshape([1, c, 1, 1, 1]) + beta.reshape([1, c, 1, 1, 1])
 }
 
 /// GN → ReLU → conv3 → GN → ReLU → conv3, plus the identity.
@@ -304,8 +340,8 @@ impl<B: Backend> ResBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let y = conv(&self.conv1, relu(group_norm(&self.norm1, x.clone())));
-        let y = conv(&self.conv2, relu(group_norm(&self.norm2, y)));
+        let y = conv(&self.conv1, group_norm_relu(&self.norm1, x.clone()));
+        let y = conv(&self.conv2, group_norm_relu(&self.norm2, y));
         y + x
     }
 }
@@ -391,7 +427,7 @@ impl<B: Backend> VaeBranch<B> {
     /// Encode the deepest feature map into (μ, σ), sample z, decode to the input's shape.
     pub fn forward(&self, deepest: Tensor<B, 5>) -> VaeOutput<B> {
         let [b, _, _, _, _] = deepest.dims();
-        let x = conv(&self.down_conv, relu(group_norm(&self.down_norm, deepest)));
+        let x = conv(&self.down_conv, group_norm_relu(&self.down_norm, deepest));
         let stats = self.encode.forward(x.flatten::<2>(1, 4));
         let mu = stats.clone().narrow(1, 0, VAE_LATENT);
         // σ = softplus(v) + 1e-6: smooth, positive, and its gradient never vanishes as exp's can explode.
@@ -465,7 +501,7 @@ impl<B: Backend> NvNet<B> {
         for level in &self.up {
             y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
         }
-        let logits = conv(&self.head_conv, relu(group_norm(&self.head_norm, y)));
+        let logits = conv(&self.head_conv, group_norm_relu(&self.head_norm, y));
         (logits, deepest)
     }
 

@@ -190,6 +190,209 @@ pub fn reductions_vs_flex<B: Backend>(device: &B::Device, gn_shapes: &[[usize; 5
     worst
 }
 
+/// nvnet's GroupNorm (then ReLU when `relu`) under autodiff on backend `G` against
+/// `Autodiff<Flex>` (`cpu_grad`'s fused kernels, statistics in float64): the output and the gradients of x, γ and β under a
+/// pseudo-random upstream gradient, at `shape` with 8 groups and γ, β away from 1, 0. On the GPU
+/// backends this is `norm_grad`'s operation. Prints each; returns the worst difference relative
+/// to the largest flex value of each.
+pub fn group_norm_gradients_vs_flex<G: burn::tensor::backend::AutodiffBackend>(
+    device: &G::Device,
+    shape: [usize; 5],
+    relu: bool,
+) -> f32 {
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        shape: [usize; 5],
+        relu: bool,
+        device: &B::Device,
+    ) -> Vec<Vec<f32>> {
+        use burn::module::Param;
+        let n: usize = shape.iter().product();
+        let c = shape[1];
+        let mut norm = burn::nn::GroupNormConfig::new(8, c)
+            .with_epsilon(1e-5)
+            .init::<B>(device);
+        let vector = |seed, offset: f32| {
+            Tensor::<B, 1>::from_data(TensorData::new(pseudo_random(c, seed), [c]), device) + offset
+        };
+        norm.gamma = Some(Param::from_tensor(vector(21, 1.5)));
+        norm.beta = Some(Param::from_tensor(vector(22, 0.0)));
+        let x = Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 23), shape), device)
+            * 3.0
+            + 0.5;
+        let x = x.require_grad();
+        let upstream =
+            Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 24), shape), device);
+        let y = if relu {
+            nvnet::model::group_norm_relu(&norm, x.clone())
+        } else {
+            nvnet::model::group_norm(&norm, x.clone())
+        };
+        let grads = (y.clone() * upstream).sum().backward();
+        let gamma = norm.gamma.as_ref().unwrap().val();
+        let beta = norm.beta.as_ref().unwrap().val();
+        vec![
+            vec_of(y.inner()),
+            vec_of(x.grad(&grads).unwrap()),
+            vec_of(gamma.grad(&grads).unwrap()),
+            vec_of(beta.grad(&grads).unwrap()),
+        ]
+    }
+    // The GPU backends' GroupNorm is `norm_grad`'s operation, not Burn's composition.
+    let norm = burn::nn::GroupNormConfig::new(8, shape[1]).init::<G>(device);
+    let x = Tensor::<G, 5>::zeros(shape, device).require_grad();
+    assert!(
+        nvnet::norm_grad::try_group_norm(&norm, x, relu).is_ok(),
+        "norm_grad does not take this backend"
+    );
+    let cpu = run::<burn::backend::Autodiff<burn::backend::Flex>>(shape, relu, &Default::default());
+    let other = run::<G>(shape, relu, device);
+    let mut worst = 0f32;
+    for (what, (a, b)) in ["y", "dL/dx", "dL/dγ", "dL/dβ"]
+        .iter()
+        .zip(cpu.iter().zip(&other))
+    {
+        let (d, at) = worst_diff(a, b);
+        let scale = a.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        eprintln!(
+            "GroupNorm{} {shape:?}, {what}: max abs diff {d:e}{} (max |flex| {scale:e})",
+            if relu { " + ReLU" } else { "" },
+            where_(d, at)
+        );
+        worst = worst.max(d / scale.max(1e-12));
+    }
+    worst
+}
+
+/// Device memory that the forward pass of training keeps for the backward pass, through
+/// `blocks` residual blocks (GN → ReLU → conv3 → GN → ReLU → conv3, plus the identity) of
+/// `channels` channels at `shape`: with GroupNorm and ReLU written as Burn's tensor operations
+/// (`normalise`, `affine`, `relu`: what Burn's autodiff records op by op) and with nvnet's
+/// (`model::group_norm_relu`). In units of one C×D×H×W float32 tensor, per block: `[composed, nvnet]`.
+/// Measured as the device's bytes in use once the forward pass has run, less those before it.
+pub fn residual_blocks_kept<G: burn::tensor::backend::AutodiffBackend>(
+    device: &G::Device,
+    channels: usize,
+    shape: [usize; 3],
+    blocks: usize,
+) -> [f64; 2] {
+    use burn::nn::conv::{Conv3d, Conv3dConfig};
+    use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig3d};
+    use burn::tensor::activation::relu;
+    let norms: Vec<GroupNorm<G>> = (0..2 * blocks)
+        .map(|_| GroupNormConfig::new(8, channels).init(device))
+        .collect();
+    let convs: Vec<Conv3d<G>> = (0..2 * blocks)
+        .map(|_| {
+            Conv3dConfig::new([channels, channels], [3, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                .with_bias(false)
+                .init(device)
+        })
+        .collect();
+    let in_use = || {
+        G::sync(device).expect("the device runs");
+        nvnet::gpu::memory_usage::<G>(device)
+            .expect("a GPU backend")
+            .in_use
+    };
+    let tensor_bytes = 4.0 * (channels * shape.iter().product::<usize>()) as f64;
+    let mut kept = [0f64; 2];
+    for (k, nvnet_norm) in [false, true].into_iter().enumerate() {
+        let gn_relu = |i: usize, t: Tensor<G, 5>| {
+            let norm = &norms[i];
+            if nvnet_norm {
+                nvnet::model::group_norm_relu(norm, t)
+            } else {
+                let (normed, _) = nvnet::model::normalise(t, norm.num_groups, norm.epsilon);
+                let gamma = norm.gamma.as_ref().expect("affine").val();
+                let beta = norm.beta.as_ref().expect("affine").val();
+                relu(nvnet::model::affine(normed, gamma, beta))
+            }
+        };
+        let [d, h, w] = shape;
+        let x = Tensor::<G, 5>::random(
+            [1, channels, d, h, w],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            device,
+        )
+        .require_grad();
+        let before = in_use();
+        let mut y = x.clone();
+        for b in 0..blocks {
+            let z = nvnet::model::conv(&convs[2 * b], gn_relu(2 * b, y.clone()));
+            let z = nvnet::model::conv(&convs[2 * b + 1], gn_relu(2 * b + 1, z));
+            y = z + y;
+        }
+        let loss = y.sum();
+        kept[k] = (in_use() - before) as f64 / tensor_bytes / blocks as f64;
+        // The backward pass frees what the graph kept before the next variant.
+        let grads = loss.backward();
+        assert!(x.grad(&grads).is_some());
+    }
+    eprintln!(
+        "{blocks} residual block(s), {channels} channels at {shape:?}: per block the forward \
+         pass keeps {:.2} C×V tensors with Burn's composed GroupNorm, {:.2} with nvnet's",
+        kept[0], kept[1]
+    );
+    kept
+}
+
+/// Device memory in use after the forward pass of one training step of NvNet (the recipe's
+/// loss, batch 1, `vae` for the VAE branch) and after the step, in bytes; printed with the
+/// estimate of `nvnet info` beside it.
+pub fn training_step_memory<G: burn::tensor::backend::AutodiffBackend>(
+    device: &G::Device,
+    init_filters: usize,
+    shape: [usize; 3],
+    vae: bool,
+) -> [u64; 2] {
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    let config = nvnet::NvNetConfig::default()
+        .with_init_filters(init_filters)
+        .with_vae(vae.then_some(shape));
+    let mut model = config.init::<G>(device).unwrap();
+    let mut optim = AdamConfig::new().init::<G, nvnet::NvNet<G>>();
+    let [d, h, w] = shape;
+    let x = Tensor::<G, 5>::random(
+        [1, 4, d, h, w],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let y = Tensor::<G, 5>::random(
+        [1, 3, d, h, w],
+        burn::tensor::Distribution::Bernoulli(0.1),
+        device,
+    );
+    let in_use = || {
+        G::sync(device).expect("the device runs");
+        nvnet::gpu::memory_usage::<G>(device).expect("a GPU backend")
+    };
+    let mut seen = [0u64; 2];
+    // Two steps: the second holds Adam's moments too.
+    for _ in 0..2 {
+        let out = model.forward_train(x.clone());
+        let loss = nvnet::loss::nvnet_loss(out, x.clone(), y.clone(), Default::default(), 0.0);
+        seen[0] = in_use().in_use;
+        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        model = optim.step(1e-4, model, grads);
+        seen[1] = in_use().in_use;
+    }
+    let reserved = in_use().reserved;
+    let estimate = nvnet::info::summarize(&config, shape).training_bytes;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    eprintln!(
+        "training step F={init_filters} {shape:?}{}: {:.3} GiB in use after the forward pass, \
+         {:.3} GiB after the step, {:.3} GiB reserved by the memory pools (nvnet info's estimate \
+         of the activations: {:.3} GiB)",
+        if vae { " + VAE" } else { "" },
+        gib(seen[0] as f64),
+        gib(seen[1] as f64),
+        gib(reserved as f64),
+        gib(estimate)
+    );
+    seen
+}
+
 /// Max abs difference of the trilinear ×2 upsampling to PyTorch's.
 pub fn upsample_diff<B: Backend>(device: &B::Device) -> f32 {
     let input = load_tensor::<B, 5>("upsample/input.npy", device);

@@ -82,6 +82,37 @@ fn a_training_step_matches_flex_on_cuda() {
     training_step_vs_flex::<burn::backend::Autodiff<Cuda>>(2e-3, 5e-2);
 }
 
+/// GroupNorm's output and gradients under training (`norm_grad`'s operation) against flex, at
+/// a level-0 block of the F=8 network and at F=32's deepest level with a batch of two.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
+fn group_norm_gradients_match_flex_on_cuda() {
+    let device = Default::default();
+    for shape in [[1, 16, 48, 48, 32], [2, 256, 20, 24, 16]] {
+        for relu in [false, true] {
+            let worst =
+                group_norm_gradients_vs_flex::<burn::backend::Autodiff<Cuda>>(&device, shape, relu);
+            assert!(
+                worst < 1e-4,
+                "CUDA departs from flex at {shape:?} (ReLU {relu}): {worst}"
+            );
+        }
+    }
+}
+
+/// Device memory of training on CUDA at the paper's recipe (F=32 + VAE, 160×192×128), and what
+/// nvnet's GroupNorm saves per residual block at its full resolution. Prints; the check is
+/// the one of the wgpu test (four C×V tensors fewer a block).
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the device machine"]
+fn training_step_memory_on_cuda() {
+    let device = Default::default();
+    let [composed, nvnet] =
+        residual_blocks_kept::<burn::backend::Autodiff<Cuda>>(&device, 32, [160, 192, 128], 1);
+    training_step_memory::<burn::backend::Autodiff<Cuda>>(&device, 32, [160, 192, 128], true);
+    assert!(nvnet <= composed - 3.5, "{nvnet} against {composed}");
+}
+
 /// The tensor-core and double-buffered matrix products that Burn's matmul autotune picks among
 /// on CUDA, at contraction lengths that fill an odd number of k-stages (see `matmul_bounds`):
 /// without the fix in `vendor/cubek-matmul`, the extra stage adds whatever lies after the operands.

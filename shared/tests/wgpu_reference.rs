@@ -31,6 +31,52 @@ fn reductions_and_group_norm_match_flex_on_wgpu() {
     assert!(worst < 1e-5, "wgpu departs from flex: {worst}");
 }
 
+/// GroupNorm's output and gradients under training (`norm_grad`'s operation), alone and with the
+/// ReLU that follows it in the network, against flex, with
+/// 147,456 values per group (a 48×48×32 map, 2 channels a group): longer than the single
+/// reductions that llvmpipe gets wrong.
+#[test]
+fn group_norm_gradients_match_flex_on_wgpu() {
+    for relu in [false, true] {
+        let worst = group_norm_gradients_vs_flex::<burn::backend::Autodiff<Wgpu>>(
+            &Default::default(),
+            [1, 16, 48, 48, 32],
+            relu,
+        );
+        assert!(
+            worst < 1e-4,
+            "wgpu departs from flex (ReLU {relu}): {worst}"
+        );
+    }
+}
+
+/// nvnet's GroupNorm + ReLU keeps less for the backward pass than Burn's composition of them:
+/// x̂ alone instead of x − μ, x̂ and the ReLU's input (measured on the device's memory pools):
+/// four C×V tensors fewer a residual block.
+#[test]
+fn group_norm_and_relu_keep_one_tensor_for_the_backward_on_wgpu() {
+    let [composed, nvnet] = residual_blocks_kept::<burn::backend::Autodiff<Wgpu>>(
+        &Default::default(),
+        16,
+        [16, 16, 16],
+        2,
+    );
+    assert!(
+        nvnet <= composed - 3.5,
+        "per block {nvnet} C×V tensors kept against {composed}: expected four fewer"
+    );
+}
+
+/// Device memory of a training step on wgpu (a benchmark: prints, checks nothing).
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn training_step_memory_on_wgpu() {
+    let device = Default::default();
+    residual_blocks_kept::<burn::backend::Autodiff<Wgpu>>(&device, 32, [32, 32, 32], 2);
+    training_step_memory::<burn::backend::Autodiff<Wgpu>>(&device, 8, [32, 32, 32], false);
+    training_step_memory::<burn::backend::Autodiff<Wgpu>>(&device, 8, [32, 32, 32], true);
+}
+
 #[test]
 fn upsample_matches_pytorch_on_wgpu() {
     let diff = upsample_diff::<Wgpu>(&Default::default());
