@@ -120,7 +120,8 @@ pub struct MemoryUsage {
     pub reserved: u64,
 }
 
-/// How much memory `device` of backend `B` holds now, after the queued work has run.
+/// How much memory `device` of backend `B` holds now. Work still queued is not counted: call
+/// `B::sync(device)` first.
 #[allow(unused_variables)]
 pub fn memory_usage<B: burn::prelude::Backend>(device: &B::Device) -> Option<MemoryUsage> {
     use std::any::Any;
