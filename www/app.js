@@ -10,7 +10,9 @@ const SAMPLE = ['Phantom-00000_t1.nii.gz', 'Phantom-00000_t1ce.nii.gz', 'Phantom
   'Phantom-00000_flair.nii.gz'];
 
 // Test settings from the address: ?backend=cpu, ?max-binding=BYTES&max-buffer=BYTES (size the
-// inference windows as for an adapter with these limits), ?webgpu-timeout=SECONDS.
+// inference windows as for an adapter with these limits), ?webgpu-timeout=SECONDS,
+// ?gpu-fault=oom|lose (the GPU runs out of memory, or loses its device, in the first window of
+// the first segmentation: see `provoke` in web/src/lib.rs).
 const params = new URLSearchParams(location.search);
 const settings = {
   backend: params.get('backend') === 'cpu' ? 'cpu' : 'webgpu',
@@ -21,6 +23,10 @@ const settings = {
   webgpuTimeout: params.has('webgpu-timeout') ? Number(params.get('webgpu-timeout')) : 20,
   // Why the page runs on the CPU when it was not asked to (shown instead of the engine's notice).
   notice: null,
+  gpuFault: params.get('gpu-fault'),
+  // Bytes of GPU memory a window may use, once the GPU failed with larger ones (null: the
+  // engine's default). Kept for the page's later cases.
+  gpuBudget: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -34,24 +40,38 @@ const pending = new Map();
 let userWeights = null;
 // Workers started since one last came up: an engine that cannot start is not restarted for ever.
 let failedStarts = 0;
+// What the current worker's GPU reported (its device lost), if anything.
+let workerFault = null;
 
 function startWorker() {
-  worker = new Worker('worker.js');
+  const me = new Worker('worker.js');
+  worker = me;
+  workerFault = null;
   worker.onmessage = (event) => {
+    // A replaced worker's last messages and errors (a trapped engine can throw several) are
+    // not the new one's: they must not replace it in turn.
+    if (worker !== me) return;
     const m = event.data;
+    if (m.type === 'gpuFault') { workerFault = m.message; return; }
     const p = pending.get(m.id);
     if (!p) return;
-    if (m.type === 'progress') { p.onProgress?.(m.done, m.total); return; }
+    if (m.type === 'progress') { p.onProgress?.(m.done, m.total, m.roi, m.windowBytes); return; }
     pending.delete(m.id);
     if (m.ok) p.resolve(m.result);
     else {
+      const err = Object.assign(new Error(m.error), {
+        webgpuTimeout: Boolean(m.webgpuTimeout), crashed: Boolean(m.crashed),
+        gpuFault: m.gpuFault || workerFault, roi: m.roi, windowBytes: m.windowBytes,
+      });
       if (m.crashed) restartWorker();
-      p.reject(Object.assign(new Error(m.error), { webgpuTimeout: Boolean(m.webgpuTimeout) }));
+      p.reject(err);
     }
   };
   worker.onerror = (event) => {
     event.preventDefault();
-    const err = new Error(`the engine stopped: ${event.message || 'out of memory?'}`);
+    if (worker !== me) return;
+    const err = Object.assign(new Error(`the engine stopped: ${event.message || 'out of memory?'}`),
+      { crashed: true, gpuFault: workerFault });
     for (const p of pending.values()) p.reject(err);
     pending.clear();
     restartWorker();
@@ -315,9 +335,13 @@ $('sample').addEventListener('click', async () => {
 let result = null;
 const viewer = new Viewer($('result'), (text) => { $('readout').textContent = text; });
 
+// Counts segmentations and cancels: a retry after a GPU fault does not outlive a Cancel.
+let segmentRun = 0;
+
 $('segment').addEventListener('click', async () => {
   if (!checked || busy) return;
   const forCheck = checkNumber;
+  const mine = ++segmentRun;
   busy = true;
   $('segment').disabled = true;
   $('cancel').disabled = false;
@@ -331,20 +355,54 @@ $('segment').addEventListener('click', async () => {
     if (!$('progress').dataset.done) $('progress').textContent = `preparing… ${s.toFixed(0)} s`;
   }, 1000);
   delete $('progress').dataset.done;
+  // What the GPU reported on earlier tries, for the status.
+  const faults = [];
   try {
     await ready;
-    const r = await call('segment', { ...request(), tta: $('tta').checked }, (done, total) => {
-      const s = (performance.now() - started) / 1000;
-      const eta = done < total ? `, about ${Math.ceil(s / done * (total - done))} s left` : '';
-      $('progress').dataset.done = '1';
-      $('progress').textContent = `${done}/${total} windows, ${s.toFixed(0)} s${eta}`;
-      bar.value = done / total;
-    });
+    let r;
+    for (let lastBytes = Infinity; ;) {
+      // The window of this try, from the engine's first progress report.
+      const plan = {};
+      try {
+        const message = { ...request(), tta: $('tta').checked, budget: settings.gpuBudget, gpuFault: settings.gpuFault };
+        r = await call('segment', message, (done, total, roi, windowBytes) => {
+          if (roi) Object.assign(plan, { roi, windowBytes });
+          if (done === 0) return;
+          const s = (performance.now() - started) / 1000;
+          const eta = done < total ? `, about ${Math.ceil(s / done * (total - done))} s left` : '';
+          $('progress').dataset.done = '1';
+          $('progress').textContent = `${done}/${total} windows, ${s.toFixed(0)} s${eta}`;
+          bar.value = done / total;
+        });
+        break;
+      } catch (err) {
+        if (!err.gpuFault || mine !== segmentRun) throw err;
+        // A test setting: one fault only.
+        settings.gpuFault = null;
+        const roi = err.roi || plan.roi;
+        const bytes = err.windowBytes || plan.windowBytes;
+        faults.push(`the GPU failed with windows of ${roi ? roi.join('×') : 'unknown size'}: ${err.gpuFault}`);
+        // Windows can shrink no further (or the fault came before any window, or again and again).
+        if (!bytes || bytes >= lastBytes || faults.length >= 4) {
+          throw new Error(`${faults.join('; ')}. The page cannot segment this case on this GPU: `
+            + 'close other tabs and try again, or run on the CPU (add ?backend=cpu to the address)');
+        }
+        lastBytes = bytes;
+        // What the GPU did after a fault is not to be trusted: a fresh engine (a crashed one is
+        // already being replaced), windows of a quarter of the memory.
+        settings.gpuBudget = bytes / 4;
+        setStatus(`${faults.at(-1)}; trying again with smaller windows…`);
+        if (!err.crashed) restartWorker();
+        await ready;
+        if (mine !== segmentRun) throw new Error('cancelled');
+      }
+    }
     result = r;
     showResult(r);
     // Files dropped meanwhile were checked: their status stays; the result is still shown.
     if (forCheck !== checkNumber) return;
-    setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}): done`);
+    const smaller = faults.length ? `; ${faults.join('; ')}, so smaller windows were used` : '';
+    setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${smaller}): done`);
   } catch (err) {
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
   } finally {
@@ -356,6 +414,7 @@ $('segment').addEventListener('click', async () => {
 });
 
 $('cancel').addEventListener('click', () => {
+  segmentRun += 1;
   // The worker is stopped mid-computation and a fresh one started: nothing half-done remains.
   restartWorker();
   $('progress').textContent = '';

@@ -1,6 +1,9 @@
 // The page's Web Worker: loads the nvnet engine (Rust compiled to wasm, built by trunk) and runs
 // every request off the main thread. Messages: {id, type, ...} in; {id, ok, result | error} and
 // {id, type: 'progress', done, total} out.
+// The engine reports the GPU's loss here at once: if it then traps reading back from the lost
+// device, the page still knows why (it starts a fresh engine and tries smaller windows).
+self.nvnetGpuFault = (message) => postMessage({ type: 'gpuFault', message });
 importScripts('./nvnet-web.js');
 const ready = wasm_bindgen({ module_or_path: './nvnet-web_bg.wasm' });
 const nv = wasm_bindgen;
@@ -66,9 +69,10 @@ const handlers = {
   },
   async segment(m) {
     const files = await bytesOf(m.files);
-    const result = await nv.segment(m.names, files, m.roles, m.tta, (done, total) => {
-      postMessage({ id: m.id, type: 'progress', done, total });
-    });
+    const result = await nv.segment(m.names, files, m.roles, m.tta, m.budget ?? undefined,
+      m.gpuFault ?? undefined, (done, total, roi, windowBytes) => {
+        postMessage({ id: m.id, type: 'progress', done, total, roi, windowBytes });
+      });
     const transfer = [result.labels.buffer, result.nifti.buffer, ...result.images.map((a) => a.buffer)];
     if (result.uncertainty) transfer.push(result.uncertainty.buffer);
     return [result, transfer];
@@ -90,6 +94,9 @@ onmessage = async (event) => {
   } catch (err) {
     // A Rust panic leaves the wasm instance unusable: the page starts a fresh worker.
     const crashed = err instanceof WebAssembly.RuntimeError;
-    postMessage({ id: m.id, ok: false, error: message(err), crashed, webgpuTimeout: Boolean(err?.webgpuTimeout) });
+    postMessage({
+      id: m.id, ok: false, error: message(err), crashed, webgpuTimeout: Boolean(err?.webgpuTimeout),
+      gpuFault: err?.gpuFault, roi: err?.roi, windowBytes: err?.windowBytes,
+    });
   }
 };

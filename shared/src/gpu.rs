@@ -43,6 +43,78 @@ pub struct Gpu {
     pub device: WgpuDevice,
     pub limits: GpuLimits,
     pub adapter: String,
+    /// The wgpu device under Burn's: its error scopes and loss are watched through it
+    /// ([`checked`], [`Gpu::on_lost`]).
+    pub raw: wgpu::Device,
+}
+
+/// Something the GPU reported about work it was given, asynchronously: what it computed since
+/// is not to be trusted. A browser only logs these to its console unless they are watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuFault {
+    /// An allocation the device could not make.
+    OutOfMemory(String),
+    /// A command the device refused (a buffer over a limit, a kernel it cannot run).
+    Refused(String),
+    /// The device is gone: a driver reset, a GPU process crash, a kernel that ran too long.
+    Lost(String),
+}
+
+impl std::fmt::Display for GpuFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Browsers say no more than that.
+            GpuFault::OutOfMemory(m) if m.trim().eq_ignore_ascii_case("out of memory") => {
+                write!(f, "out of memory")
+            }
+            GpuFault::OutOfMemory(m) => write!(f, "out of memory ({})", m.trim()),
+            GpuFault::Refused(m) => write!(f, "a command was refused ({})", m.trim()),
+            GpuFault::Lost(m) => write!(f, "the device was lost ({})", m.trim()),
+        }
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+impl GpuFault {
+    fn of(error: wgpu::Error) -> GpuFault {
+        // The first line: browsers add the call chain below it.
+        let first = |e: &dyn std::fmt::Display| {
+            e.to_string().lines().next().unwrap_or_default().to_string()
+        };
+        match &error {
+            wgpu::Error::OutOfMemory { .. } => GpuFault::OutOfMemory(first(&error)),
+            _ => GpuFault::Refused(first(&error)),
+        }
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+impl Gpu {
+    /// Call `report` once if the device is lost.
+    pub fn on_lost(&self, report: impl Fn(GpuFault) + Send + 'static) {
+        self.raw.set_device_lost_callback(move |reason, message| {
+            report(GpuFault::Lost(format!("{reason:?}: {message}")))
+        });
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+/// Run `work` inside error scopes that catch the allocations `device` cannot make and the
+/// commands it refuses, and return the first such fault with the result. Without them a
+/// browser only logs the error, and the work goes on with invalid buffers: results read back
+/// afterwards can be silently wrong. `work` must have read its results back (the device has
+/// then seen all its commands).
+pub async fn checked<T>(
+    device: &wgpu::Device,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Option<GpuFault>) {
+    let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let out = work.await;
+    // Popped in reverse order of pushing, as scopes must be.
+    let refused = validation.pop().await;
+    let oom = memory.pop().await;
+    (out, oom.or(refused).map(GpuFault::of))
 }
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
@@ -94,6 +166,7 @@ pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
         granted = granted.min(cap);
     }
     let info = adapter.get_info();
+    let raw = device.clone();
     let setup = WgpuSetup {
         instance,
         adapter,
@@ -109,6 +182,7 @@ pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
         } else {
             format!("{} ({:?})", info.name, info.backend)
         },
+        raw,
     })
 }
 

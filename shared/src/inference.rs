@@ -617,40 +617,9 @@ pub fn segment<B: Backend>(
     run.finish(case, outputs, options)
 }
 
-/// [`segment`] for backends that read back asynchronously (WebGPU in the browser): the same
-/// windows, the same arithmetic. `progress` gets (windows done, total) after each window.
-pub async fn segment_async<B: Backend>(
-    models: &[NvNet<B>],
-    outputs: &[Region],
-    case: &Case,
-    modalities: &[Modality],
-    options: &InferenceOptions,
-    device: &B::Device,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Segmentation, String> {
-    let mut run = Segmenter::new(
-        &models[0].config(),
-        models.len(),
-        outputs,
-        case,
-        modalities,
-        options,
-    )?;
-    let total = run.len();
-    for w in 0..total {
-        let work = window_work(models, run.window(w, device), options.tta);
-        let mean = to_vec_async(work.mean).await?;
-        let variance = match work.variance {
-            Some(v) => Some(to_vec_async(v).await?),
-            None => None,
-        };
-        run.add(w, &mean, variance.as_deref());
-        progress(w + 1, total);
-    }
-    run.finish(case, outputs, options)
-}
-
-async fn to_vec_async<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
+/// A window's result read back from a device that reads back asynchronously (WebGPU in the
+/// browser, whose page drives a [`Segmenter`] itself: it checks the GPU between windows).
+pub async fn read_async<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
     t.into_data_async()
         .await
         .map_err(|e| format!("reading a window back from the device: {e:?}"))?

@@ -132,3 +132,32 @@ fn a_batch_split_across_two_wgpu_devices_gives_the_one_device_step() {
         1e-4,
     );
 }
+
+/// `gpu::checked` catches what the device refuses, instead of leaving it to wgpu's handler (a
+/// panic natively, a line in the console in a browser, where the work then goes on with an
+/// invalid buffer): a buffer over the device's largest is refused inside it, one within is not.
+/// The browser test `gpu_faults_are_caught_and_the_page_retries_with_smaller_windows` makes
+/// the GPU run out of memory for real.
+#[test]
+fn checked_catches_what_the_device_refuses() {
+    use futures_lite::future::block_on;
+    use nvnet::gpu::{GpuFault, GpuLimits, checked};
+    let cap = GpuLimits {
+        max_storage_binding: 1 << 20,
+        max_buffer: 1 << 20,
+    };
+    let gpu = block_on(nvnet::gpu::open(Some(cap))).expect("a GPU");
+    let buffer = |size| {
+        drop(gpu.raw.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("checked test"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }))
+    };
+    let ((), fault) = block_on(checked(&gpu.raw, async { buffer(2 << 20) }));
+    assert!(matches!(fault, Some(GpuFault::Refused(_))), "{fault:?}");
+    eprintln!("refused: {}", fault.unwrap());
+    let ((), fault) = block_on(checked(&gpu.raw, async { buffer(1 << 20) }));
+    assert_eq!(fault, None);
+}

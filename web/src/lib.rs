@@ -5,12 +5,14 @@
 //! on Burn's WebGPU backend, or on the flex CPU backend when the browser has no WebGPU.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use burn::prelude::Backend;
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
 use nvnet::case::{self, Case, Layout, Role};
-use nvnet::gpu::GpuLimits;
-use nvnet::inference::{self, InferenceOptions};
+use nvnet::gpu::{self, GpuFault, GpuLimits};
+use nvnet::inference::Segmentation;
+use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::labels::RegionCounts;
 use nvnet::nifti::{self, OutputData};
 use nvnet::weights::{self, Manifest};
@@ -26,8 +28,20 @@ enum Engine {
     Gpu {
         device: burn::backend::wgpu::WgpuDevice,
         limits: GpuLimits,
+        raw: wgpu::Device,
     },
     Cpu,
+}
+
+/// The device's loss, reported by WebGPU's `lost` promise (possibly between two windows).
+static LOST: Mutex<Option<GpuFault>> = Mutex::new(None);
+
+#[wasm_bindgen]
+extern "C" {
+    /// `worker.js` tells the page at once: a read-back on a lost device traps the engine, and
+    /// the page must still know why it stopped.
+    #[wasm_bindgen(js_name = nvnetGpuFault)]
+    fn report_gpu_fault(message: &str);
 }
 
 /// Weights chosen with "Load weights…"; `None` is the embedded default model.
@@ -118,10 +132,15 @@ pub async fn init(
     } else {
         match nvnet::gpu::open(cap).await {
             Ok(gpu) => {
+                gpu.on_lost(|fault| {
+                    report_gpu_fault(&fault.to_string());
+                    *LOST.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+                });
                 adapter = gpu.adapter;
                 Engine::Gpu {
                     device: gpu.device,
                     limits: gpu.limits,
+                    raw: gpu.raw,
                 }
             }
             Err(e) => {
@@ -301,36 +320,57 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
     Ok((loaded.model, loaded.manifest))
 }
 
-/// Segment a case. `progress(done, total)` is called after each window. Returns an object:
+/// Segment a case. Returns an object:
 /// `id`, `dims`, `spacing`, `affine` (4×4, rows), `images` (the four modalities as
 /// Float32Arrays in file order, T1 T1ce T2 FLAIR), `modalities`, `labels` (Uint8Array),
 /// `uncertainty` (Float32Array: the largest flip variance over the regions, with TTA),
 /// `nifti` (the gzipped label map `nvnet predict` writes), `volumes` ({WT, TC, ET} in mL),
 /// `labelConvention`, `postprocessing` (the flags of the model's rules, or "none"), `roi`, `windows`,
 /// `seconds`, `backend`.
+///
+/// - `budget`: bytes of GPU memory one window may use (estimated) instead of the engine's
+///   default; the page lowers it after a GPU fault.
+/// - `fault_test`, a test setting: `"oom"` or `"lose"` make the GPU fail for real in the first
+///   window ([`provoke`]).
+/// - `progress(done, total, roi, windowBytes)` is called after each window, and on the GPU
+///   also before the first (`done` = 0; `roi` and `windowBytes`, the window's estimated
+///   memory, are given on the GPU only).
+///
+/// A fault the GPU reports rejects with an Error whose `gpuFault` says what happened, with
+/// the window's `roi` and `windowBytes`: nothing computed after a fault is returned.
 #[wasm_bindgen]
 pub async fn segment(
     names: Array,
     files: Array,
     roles: Array,
     tta: bool,
+    budget: Option<f64>,
+    fault_test: Option<String>,
     progress: Function,
-) -> Result<JsValue, JsError> {
+) -> Result<JsValue, JsValue> {
     let started = js_sys::Date::now();
+    if let Some(b) = budget
+        && !(b.is_finite() && b >= 1.0)
+    {
+        return Err(error(format!("budget = {b}: not a positive number of bytes")).into());
+    }
+    let fault_test = fault_test.filter(|f| !f.is_empty());
+    if let Some(f) = fault_test.as_deref()
+        && !matches!(f, "oom" | "lose")
+    {
+        return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
+    }
     let case = read_case(&names, &files, &roles)?;
-    let on_window = |done: usize, total: usize| {
-        let _ = progress.call2(
-            &JsValue::NULL,
-            &(done as u32).into(),
-            &(total as u32).into(),
-        );
-    };
     enum Which {
-        Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits),
+        Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),
         Cpu,
     }
     let which = STATE.with(|s| match &s.borrow().engine {
-        Some(Engine::Gpu { device, limits }) => Ok(Which::Gpu(device.clone(), *limits)),
+        Some(Engine::Gpu {
+            device,
+            limits,
+            raw,
+        }) => Ok(Which::Gpu(device.clone(), *limits, raw.clone())),
         Some(Engine::Cpu) => Ok(Which::Cpu),
         None => Err(error("the engine is not initialised (call init first)")),
     })?;
@@ -339,7 +379,7 @@ pub async fn segment(
         ..InferenceOptions::default()
     };
     let (seg, manifest, backend) = match which {
-        Which::Gpu(device, limits) => {
+        Which::Gpu(device, limits, raw) => {
             // Before the model is built on the GPU, whose allocator fails otherwise.
             let config = STATE.with(|s| {
                 s.borrow()
@@ -352,22 +392,37 @@ pub async fn segment(
                 None => default_manifest()?.config,
             };
             inference::check_weights_fit(&config, limits.max_tensor()).map_err(error)?;
-            let (model, manifest) = load_model::<Gpu>(&device)?;
+            let (loaded, fault) = gpu::checked(&raw, async { load_model::<Gpu>(&device) }).await;
+            if let Some(f) = fault.or_else(lost) {
+                return Err(fault_error(&f, None, 0.0));
+            }
+            let (model, manifest) = loaded?;
             options.labels = manifest.labels;
             options.postprocessing = manifest.postprocessing;
-            options.memory_budget = GPU_BUDGET;
+            options.memory_budget = budget.map_or(GPU_BUDGET, |b| b as u64);
             options.max_buffer = Some(limits.max_tensor());
-            let seg = inference::segment_async(
-                &[model],
-                &manifest.outputs,
+            let on_window = |done: usize, total: usize, roi: [usize; 3], bytes: f64| {
+                let args = Array::new();
+                args.push(&(done as u32).into());
+                args.push(&(total as u32).into());
+                args.push(
+                    &roi.iter()
+                        .map(|&r| JsValue::from(r as u32))
+                        .collect::<Array>(),
+                );
+                args.push(&bytes.into());
+                let _ = progress.apply(&JsValue::NULL, &args);
+            };
+            let seg = segment_on_gpu(
+                model,
+                &manifest,
                 &case,
-                &manifest.modalities,
                 &options,
-                &device,
+                (&device, &raw),
+                fault_test.as_deref(),
                 on_window,
             )
-            .await
-            .map_err(error)?;
+            .await?;
             (seg, manifest, "webgpu")
         }
         Which::Cpu => {
@@ -376,6 +431,13 @@ pub async fn segment(
             options.labels = manifest.labels;
             options.postprocessing = manifest.postprocessing;
             options.memory_budget = CPU_BUDGET;
+            let on_window = |done: usize, total: usize| {
+                let _ = progress.call2(
+                    &JsValue::NULL,
+                    &(done as u32).into(),
+                    &(total as u32).into(),
+                );
+            };
             let seg = inference::segment(
                 &[model],
                 &manifest.outputs,
@@ -439,6 +501,96 @@ pub async fn segment(
     set(&out, "backend", backend)?;
     set(&out, "model", manifest.name.as_str())?;
     Ok(out.into())
+}
+
+/// The sliding window on WebGPU, each window inside error scopes ([`gpu::checked`]): a fault
+/// stops the run with an error the page acts on (a fresh engine, smaller windows), never with
+/// a result computed from buffers the GPU could not allocate.
+async fn segment_on_gpu(
+    model: NvNet<Gpu>,
+    manifest: &Manifest,
+    case: &Case,
+    options: &InferenceOptions,
+    (device, raw): (&burn::backend::wgpu::WgpuDevice, &wgpu::Device),
+    fault_test: Option<&str>,
+    progress: impl Fn(usize, usize, [usize; 3], f64),
+) -> Result<Segmentation, JsValue> {
+    let config = model.config();
+    let mut run = Segmenter::new(
+        &config,
+        1,
+        &manifest.outputs,
+        case,
+        &manifest.modalities,
+        options,
+    )
+    .map_err(error)?;
+    let roi = run.roi();
+    let window_bytes = nvnet::info::summarize(&config, roi).inference_bytes;
+    let models = [model];
+    let total = run.len();
+    // The plan first: if the device is lost in the first window the engine traps, and the
+    // page sizes its next try from this.
+    progress(0, total, roi, window_bytes);
+    for w in 0..total {
+        let (read, fault) = gpu::checked(raw, async {
+            if w == 0 {
+                provoke(raw, fault_test);
+            }
+            let work = inference::window_work(&models, run.window(w, device), options.tta);
+            let mean = inference::read_async(work.mean).await?;
+            let variance = match work.variance {
+                Some(v) => Some(inference::read_async(v).await?),
+                None => None,
+            };
+            Ok::<_, String>((mean, variance))
+        })
+        .await;
+        if let Some(f) = fault.or_else(lost) {
+            return Err(fault_error(&f, Some(roi), window_bytes));
+        }
+        let (mean, variance) = read.map_err(error)?;
+        run.add(w, &mean, variance.as_deref());
+        progress(w + 1, total, roi, window_bytes);
+    }
+    Ok(run
+        .finish(case, &manifest.outputs, options)
+        .map_err(error)?)
+}
+
+/// The device's loss, if WebGPU has reported it.
+fn lost() -> Option<GpuFault> {
+    LOST.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The `gpu-fault` test setting: the GPU fails for real, on purpose. `"oom"` asks for a buffer
+/// of the device's largest size, which SwiftShader (the tests' adapter) cannot allocate (a GPU
+/// that can, allocates it and nothing fails); `"lose"` destroys the device, as a driver reset
+/// or a crashed GPU process would lose it.
+fn provoke(raw: &wgpu::Device, fault_test: Option<&str>) {
+    match fault_test {
+        Some("oom") => drop(raw.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("nvnet gpu-fault=oom"),
+            size: raw.limits().max_buffer_size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })),
+        Some("lose") => raw.destroy(),
+        _ => {}
+    }
+}
+
+/// The error of a GPU fault: `gpuFault` (what happened), and the window it happened in,
+/// `roi` and `windowBytes` (its estimated memory), from which the page sizes the next try.
+fn fault_error(fault: &GpuFault, roi: Option<[usize; 3]>, window_bytes: f64) -> JsValue {
+    let e = js_sys::Error::new(&format!("the GPU failed: {fault}"));
+    let _ = Reflect::set(&e, &"gpuFault".into(), &fault.to_string().into());
+    if let Some(roi) = roi {
+        let roi: Array = roi.iter().map(|&r| JsValue::from(r as u32)).collect();
+        let _ = Reflect::set(&e, &"roi".into(), &roi);
+        let _ = Reflect::set(&e, &"windowBytes".into(), &window_bytes.into());
+    }
+    e.into()
 }
 
 /// Plain data to a JS value through JSON (small values only: the volumes are typed arrays).
