@@ -11,8 +11,8 @@ const SAMPLE = ['Phantom-00000_t1.nii.gz', 'Phantom-00000_t1ce.nii.gz', 'Phantom
 
 // Test settings from the address: ?backend=cpu, ?max-binding=BYTES&max-buffer=BYTES (size the
 // inference windows as for an adapter with these limits), ?webgpu-timeout=SECONDS,
-// ?gpu-fault=oom|lose (the GPU runs out of memory, or loses its device, in the first window of
-// the first segmentation: see `provoke` in web/src/lib.rs).
+// ?gpu-fault=oom|lose[,…] (the GPU runs out of memory, or loses its device, in the first window:
+// one fault a try, in order, from the first segmentation on; see `provoke` in web/src/lib.rs).
 const params = new URLSearchParams(location.search);
 const settings = {
   backend: params.get('backend') === 'cpu' ? 'cpu' : 'webgpu',
@@ -23,9 +23,9 @@ const settings = {
   webgpuTimeout: params.has('webgpu-timeout') ? Number(params.get('webgpu-timeout')) : 20,
   // Why the page runs on the CPU when it was not asked to (shown instead of the engine's notice).
   notice: null,
-  gpuFault: params.get('gpu-fault'),
-  // Bytes of GPU memory a window may use, once the GPU failed with larger ones (null: the
-  // engine's default). Kept for the page's later cases.
+  gpuFaults: (params.get('gpu-fault') || '').split(',').filter(Boolean),
+  // Bytes of GPU memory a window may use, once the GPU ran out of memory with larger ones
+  // (null: the engine's default). Kept for the page's later cases.
   gpuBudget: null,
 };
 
@@ -52,7 +52,7 @@ function startWorker() {
     // not the new one's: they must not replace it in turn.
     if (worker !== me) return;
     const m = event.data;
-    if (m.type === 'gpuFault') { workerFault = m.message; return; }
+    if (m.type === 'gpuFault') { workerFault = { kind: 'lost', message: m.message }; return; }
     const p = pending.get(m.id);
     if (!p) return;
     if (m.type === 'progress') { p.onProgress?.(m.done, m.total, m.roi, m.windowBytes); return; }
@@ -61,7 +61,8 @@ function startWorker() {
     else {
       const err = Object.assign(new Error(m.error), {
         webgpuTimeout: Boolean(m.webgpuTimeout), crashed: Boolean(m.crashed),
-        gpuFault: m.gpuFault || workerFault, roi: m.roi, windowBytes: m.windowBytes,
+        gpuFault: m.gpuFault ? { kind: m.gpuFaultKind, message: m.gpuFault } : workerFault,
+        roi: m.roi, windowBytes: m.windowBytes,
       });
       if (m.crashed) restartWorker();
       p.reject(err);
@@ -69,12 +70,18 @@ function startWorker() {
   };
   worker.onerror = (event) => {
     event.preventDefault();
-    if (worker !== me) return;
-    const err = Object.assign(new Error(`the engine stopped: ${event.message || 'out of memory?'}`),
-      { crashed: true, gpuFault: workerFault });
-    for (const p of pending.values()) p.reject(err);
-    pending.clear();
-    restartWorker();
+    if (worker !== me || me.stopping) return;
+    // An engine that traps reading back from a lost GPU may do so before the loss is reported
+    // (two messages from the worker, in no guaranteed order): a moment to hear of it.
+    me.stopping = true;
+    setTimeout(() => {
+      if (worker !== me) return;
+      const err = Object.assign(new Error(`the engine stopped: ${event.message || 'out of memory?'}`),
+        { crashed: true, gpuFault: workerFault });
+      for (const p of pending.values()) p.reject(err);
+      pending.clear();
+      restartWorker();
+    }, 200);
   };
   failedStarts += 1;
   ready = call('init', settings).then(async (r) => {
@@ -359,12 +366,14 @@ $('segment').addEventListener('click', async () => {
   const faults = [];
   try {
     await ready;
+    // The same files and options on every try (files dropped meanwhile are another case).
+    const base = { ...request(), tta: $('tta').checked };
     let r;
-    for (let lastBytes = Infinity; ;) {
+    for (let lastBytes = Infinity, lastLost = null; ;) {
       // The window of this try, from the engine's first progress report.
       const plan = {};
       try {
-        const message = { ...request(), tta: $('tta').checked, budget: settings.gpuBudget, gpuFault: settings.gpuFault };
+        const message = { ...base, budget: settings.gpuBudget, gpuFault: settings.gpuFaults.shift() };
         r = await call('segment', message, (done, total, roi, windowBytes) => {
           if (roi) Object.assign(plan, { roi, windowBytes });
           if (done === 0) return;
@@ -377,22 +386,29 @@ $('segment').addEventListener('click', async () => {
         break;
       } catch (err) {
         if (!err.gpuFault || mine !== segmentRun) throw err;
-        // A test setting: one fault only.
-        settings.gpuFault = null;
+        const { kind, message } = err.gpuFault;
         const roi = err.roi || plan.roi;
         const bytes = err.windowBytes || plan.windowBytes;
-        faults.push(`the GPU failed with windows of ${roi ? roi.join('×') : 'unknown size'}: ${err.gpuFault}`);
-        // Windows can shrink no further (or the fault came before any window, or again and again).
-        if (!bytes || bytes >= lastBytes || faults.length >= 4) {
+        faults.push(`the GPU failed${roi ? ` with windows of ${roi.join('×')}` : ''}: ${message}`);
+        // What the GPU did after a fault is not to be trusted: a fresh engine (a crashed one
+        // is already being replaced).
+        if (!err.crashed) restartWorker();
+        // Out of memory or a refused command: windows of a quarter of the memory. A lost
+        // device (a driver reset, a GPU process restarted) is tried again as it was, then,
+        // lost again with the same windows, with smaller ones; so is a fault before any window.
+        const shrink = bytes && (kind !== 'lost' || lastLost === bytes);
+        lastLost = kind === 'lost' ? bytes : null;
+        if (faults.length >= 4 || (shrink && bytes >= lastBytes)) {
           throw new Error(`${faults.join('; ')}. The page cannot segment this case on this GPU: `
             + 'close other tabs and try again, or run on the CPU (add ?backend=cpu to the address)');
         }
-        lastBytes = bytes;
-        // What the GPU did after a fault is not to be trusted: a fresh engine (a crashed one is
-        // already being replaced), windows of a quarter of the memory.
-        settings.gpuBudget = bytes / 4;
-        setStatus(`${faults.at(-1)}; trying again with smaller windows…`);
-        if (!err.crashed) restartWorker();
+        if (shrink) {
+          lastBytes = bytes;
+          settings.gpuBudget = bytes / 4;
+        }
+        setStatus(`${faults.at(-1)}; trying again${shrink ? ' with smaller windows' : ''}…`);
+        delete $('progress').dataset.done;
+        bar.value = 0;
         await ready;
         if (mine !== segmentRun) throw new Error('cancelled');
       }
@@ -401,8 +417,8 @@ $('segment').addEventListener('click', async () => {
     showResult(r);
     // Files dropped meanwhile were checked: their status stays; the result is still shown.
     if (forCheck !== checkNumber) return;
-    const smaller = faults.length ? `; ${faults.join('; ')}, so smaller windows were used` : '';
-    setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${smaller}): done`);
+    const retried = faults.length ? `; ${faults.join('; ')}, so it was segmented again` : '';
+    setStatus(`${r.id}: segmented in ${r.seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${retried}): done`);
   } catch (err) {
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
   } finally {

@@ -1,6 +1,7 @@
 // The page's Web Worker: loads the nvnet engine (Rust compiled to wasm, built by trunk) and runs
-// every request off the main thread. Messages: {id, type, ...} in; {id, ok, result | error} and
-// {id, type: 'progress', done, total} out.
+// every request off the main thread. Messages: {id, type, ...} in; {id, ok, result | error (with
+// gpuFault, gpuFaultKind, roi, windowBytes after a GPU fault)}, {id, type: 'progress', done,
+// total, roi, windowBytes} and {type: 'gpuFault', message} (the GPU device lost) out.
 // The engine reports the GPU's loss here at once: if it then traps reading back from the lost
 // device, the page still knows why (it starts a fresh engine and tries smaller windows).
 self.nvnetGpuFault = (message) => postMessage({ type: 'gpuFault', message });
@@ -94,9 +95,12 @@ onmessage = async (event) => {
   } catch (err) {
     // A Rust panic leaves the wasm instance unusable: the page starts a fresh worker.
     const crashed = err instanceof WebAssembly.RuntimeError;
+    // A trap reading back from a lost GPU can come before the loss is reported: a moment for
+    // that report to go first, so that the page knows why the engine stopped.
+    if (crashed) await new Promise((resolve) => setTimeout(resolve, 200));
     postMessage({
       id: m.id, ok: false, error: message(err), crashed, webgpuTimeout: Boolean(err?.webgpuTimeout),
-      gpuFault: err?.gpuFault, roi: err?.roi, windowBytes: err?.windowBytes,
+      gpuFault: err?.gpuFault, gpuFaultKind: err?.gpuFaultKind, roi: err?.roi, windowBytes: err?.windowBytes,
     });
   }
 };

@@ -861,7 +861,7 @@ fn bench<B: Backend>(
             &config,
             shape,
             Some(limits.max_tensor()),
-            "choose a smaller --shape",
+            ("--shape", "choose a smaller --shape"),
         )
         .map_err(anyhow::Error::msg)?;
     }

@@ -132,7 +132,7 @@ pub fn run<B: AutodiffBackend>(
             &config.model_config(),
             config.crop,
             Some(limits.max_tensor()),
-            "choose a smaller --crop",
+            ("--crop", "choose a smaller --crop"),
         )
         .map_err(anyhow::Error::msg)?;
     }

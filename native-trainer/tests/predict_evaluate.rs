@@ -669,6 +669,27 @@ fn capped_gpu_limits_tile_a_case_in_windows_that_fit_on_wgpu() {
         !tiny_dir.exists() || std::fs::read_dir(&tiny_dir).unwrap().next().is_none(),
         "an output was written"
     );
+    // A benchmark shape over the largest buffer is named as the option that set it.
+    let out = nvnet(&[
+        "--device",
+        "wgpu",
+        "--gpu-limits",
+        "2MiB,4MiB",
+        "bench",
+        "--init-filters",
+        "8",
+        "--shape",
+        "64,64,64",
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "--shape [64, 64, 64]: its largest tensor (8.0 MiB) exceeds the device's largest \
+             buffer (2.0 MiB): choose a smaller --shape"
+        ) && !log.contains("panicked"),
+        "{log}"
+    );
     let gpu_dir = dir.path().join("gpu");
     let out = nvnet(&[
         "--device",

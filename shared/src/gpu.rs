@@ -111,9 +111,11 @@ pub async fn checked<T>(
     let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let out = work.await;
-    // Popped in reverse order of pushing, as scopes must be.
-    let refused = validation.pop().await;
-    let oom = memory.pop().await;
+    // Both popped, in reverse order of pushing as scopes must be, before either is awaited:
+    // nothing else runs on this thread with them still pushed.
+    let refused = validation.pop();
+    let oom = memory.pop();
+    let (refused, oom) = (refused.await, oom.await);
     (out, oom.or(refused).map(GpuFault::of))
 }
 

@@ -335,17 +335,23 @@ pub fn check_roi(
             size(options.memory_budget as f64)
         ));
     }
-    check_buffer(config, roi, options.max_buffer, "choose a smaller window")
+    check_buffer(
+        config,
+        roi,
+        options.max_buffer,
+        ("window", "choose a smaller window"),
+    )
 }
 
 /// The network's weights and a window's largest tensor within the device's largest buffer, a
-/// hard limit (the memory budget is an estimate: the smallest window may exceed it); `advice`
-/// ends a message about the window.
+/// hard limit (the memory budget is an estimate: the smallest window may exceed it). A message
+/// about the window names it `subject` (`window`, or the option that set it: `--shape`,
+/// `--crop`) and ends with `advice`.
 pub fn check_buffer(
     config: &crate::NvNetConfig,
     roi: [usize; 3],
     max_buffer: Option<u64>,
-    advice: &str,
+    (subject, advice): (&str, &str),
 ) -> Result<(), String> {
     let Some(max) = max_buffer else {
         return Ok(());
@@ -354,7 +360,7 @@ pub fn check_buffer(
     let largest = crate::info::largest_tensor_bytes(config, roi);
     if largest > max as f64 {
         return Err(format!(
-            "window {roi:?}: its largest tensor ({}) exceeds the device's largest buffer ({}): \
+            "{subject} {roi:?}: its largest tensor ({}) exceeds the device's largest buffer ({}): \
              {advice}",
             size(largest),
             size(max as f64)
@@ -501,7 +507,10 @@ impl Segmenter {
                     config,
                     roi,
                     options.max_buffer,
-                    "it is the smallest window tried; a smaller one can be given (--roi)",
+                    (
+                        "window",
+                        "it is the smallest window tried; a smaller one can be given (--roi)",
+                    ),
                 )?;
                 roi
             }
@@ -737,7 +746,7 @@ mod tests {
         // What the window chooser falls back to when nothing fits is refused the same way.
         let roi = choose_roi(&config, [64, 64, 64], u64::MAX, Some(200 << 10));
         assert_eq!(roi, [16, 16, 16]);
-        assert!(check_buffer(&config, roi, Some(200 << 10), "x").is_err());
+        assert!(check_buffer(&config, roi, Some(200 << 10), ("window", "x")).is_err());
         // Training's weights files carry the VAE: its encoder is 16·(160·192·128/16³)×256.
         let paper = crate::NvNetConfig::default().with_vae(Some([160, 192, 128]));
         assert_eq!(

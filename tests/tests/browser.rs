@@ -357,57 +357,62 @@ fn cancel_stops_a_segmentation_and_the_next_one_completes() {
     assert_eq!(run.backend, "cpu");
 }
 
-/// A GPU fault during a segmentation is caught, not shown as a result: a real out-of-memory
-/// error (SwiftShader cannot allocate a buffer of its own largest size), then a real loss of the
-/// device (destroyed, as a driver reset loses it; the engine traps reading back from it). Each
-/// time the page starts a fresh engine, tries again with smaller windows, says what happened,
-/// and matches native with the window it used.
+/// GPU faults during a segmentation are caught, not shown as a result: a real out-of-memory
+/// error (SwiftShader cannot allocate a buffer of its own largest size), then, on the next try,
+/// a real loss of the device (destroyed, as a driver reset loses it; the engine traps reading
+/// back from it). After each the page starts a fresh engine and segments again: with smaller
+/// windows after running out of memory, with the same after losing the device. It says what
+/// happened, and matches native with the window it used.
 #[test]
-fn gpu_faults_are_caught_and_the_page_retries_with_smaller_windows() {
+fn gpu_faults_are_caught_and_the_page_segments_again() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
     let server = StaticServer::start(&dist());
     let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
     let downloads = tempfile::tempdir().unwrap();
     let page = b.new_page(downloads.path()).expect("page");
-    for (fault, said) in [("oom", "out of memory"), ("lose", "the device was lost")] {
-        page.navigate(&mut b, &format!("{}/?gpu-fault={fault}", server.url))
-            .expect("navigate");
-        wait_ready(&page, &mut b);
-        let run = segment_files(
-            &mut b,
-            &page,
-            downloads.path(),
+    page.navigate(&mut b, &format!("{}/?gpu-fault=oom,lose", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "gpu-faults",
+    );
+    let status = page.text(&mut b, "status").unwrap();
+    eprintln!("gpu-fault=oom,lose: {status}");
+    assert_eq!(run.backend, "webgpu");
+    // Without a fault the sample is one window (the first test).
+    assert!(
+        run.windows > 1,
+        "{} window(s) of {:?} after running out of memory: {status}",
+        run.windows,
+        run.roi
+    );
+    let roi = run.roi.map(|r| r.to_string()).join("×");
+    let lost = format!("the GPU failed with windows of {roi}: the device was lost");
+    let Some((before, after)) = status.split_once(&lost) else {
+        panic!("no loss with the windows used at last ({roi}): {status}")
+    };
+    assert!(
+        before.contains("the GPU failed with windows of")
+            && before.contains(": out of memory; ")
+            && after.ends_with("so it was segmented again): done"),
+        "{status}"
+    );
+    let native_dir = tempfile::tempdir().unwrap();
+    assert_matches_native(
+        &run.download,
+        &native_prediction(
+            native_dir.path(),
             (&sample, CASE_ID),
+            "cpu",
             false,
-            &format!("gpu-fault-{fault}"),
-        );
-        let status = page.text(&mut b, "status").unwrap();
-        eprintln!("gpu-fault={fault}: {status}");
-        assert!(
-            status.contains("the GPU failed with windows of") && status.contains(said),
-            "gpu-fault={fault}: {status}"
-        );
-        assert_eq!(run.backend, "webgpu");
-        // Without the fault the sample is one window (the first test).
-        assert!(
-            run.windows > 1,
-            "gpu-fault={fault}: {} window(s) of {:?} after the fault",
-            run.windows,
-            run.roi
-        );
-        let native_dir = tempfile::tempdir().unwrap();
-        assert_matches_native(
-            &run.download,
-            &native_prediction(
-                native_dir.path(),
-                (&sample, CASE_ID),
-                "cpu",
-                false,
-                Some(run.roi),
-            )
-            .0,
-        );
-        std::fs::remove_file(&run.download).unwrap();
-    }
+            Some(run.roi),
+        )
+        .0,
+    );
 }

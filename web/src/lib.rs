@@ -133,8 +133,9 @@ pub async fn init(
         match nvnet::gpu::open(cap).await {
             Ok(gpu) => {
                 gpu.on_lost(|fault| {
-                    report_gpu_fault(&fault.to_string());
+                    let message = fault.to_string();
                     *LOST.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+                    report_gpu_fault(&message);
                 });
                 adapter = gpu.adapter;
                 Engine::Gpu {
@@ -569,22 +570,32 @@ fn lost() -> Option<GpuFault> {
 /// or a crashed GPU process would lose it.
 fn provoke(raw: &wgpu::Device, fault_test: Option<&str>) {
     match fault_test {
-        Some("oom") => drop(raw.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("nvnet gpu-fault=oom"),
-            size: raw.limits().max_buffer_size,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        })),
+        // Destroyed at once: a dropped buffer waits for the garbage collector in a browser.
+        Some("oom") => raw
+            .create_buffer(&wgpu::BufferDescriptor {
+                label: Some("nvnet gpu-fault=oom"),
+                size: raw.limits().max_buffer_size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+            .destroy(),
         Some("lose") => raw.destroy(),
         _ => {}
     }
 }
 
-/// The error of a GPU fault: `gpuFault` (what happened), and the window it happened in,
-/// `roi` and `windowBytes` (its estimated memory), from which the page sizes the next try.
+/// The error of a GPU fault: `gpuFault` (what happened), `gpuFaultKind` (`out-of-memory`,
+/// `refused` or `lost`), and the window it happened in, `roi` and `windowBytes` (its estimated
+/// memory), from which the page sizes the next try.
 fn fault_error(fault: &GpuFault, roi: Option<[usize; 3]>, window_bytes: f64) -> JsValue {
     let e = js_sys::Error::new(&format!("the GPU failed: {fault}"));
+    let kind = match fault {
+        GpuFault::OutOfMemory(_) => "out-of-memory",
+        GpuFault::Refused(_) => "refused",
+        GpuFault::Lost(_) => "lost",
+    };
     let _ = Reflect::set(&e, &"gpuFault".into(), &fault.to_string().into());
+    let _ = Reflect::set(&e, &"gpuFaultKind".into(), &kind.into());
     if let Some(roi) = roi {
         let roi: Array = roi.iter().map(|&r| JsValue::from(r as u32)).collect();
         let _ = Reflect::set(&e, &"roi".into(), &roi);
