@@ -395,7 +395,8 @@ $('segment').addEventListener('click', async () => {
         if (!err.crashed) restartWorker();
         // Out of memory or a refused command: windows of a quarter of the memory. A lost
         // device (a driver reset, a GPU process restarted) is tried again as it was, then,
-        // lost again with the same windows, with smaller ones; so is a fault before any window.
+        // lost again with the same windows, with smaller ones. A fault before any window (no
+        // window size known) is tried again as it was, until the fourth fault.
         const shrink = bytes && (kind !== 'lost' || lastLost === bytes);
         lastLost = kind === 'lost' ? bytes : null;
         if (faults.length >= 4 || (shrink && bytes >= lastBytes)) {

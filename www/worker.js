@@ -3,7 +3,7 @@
 // gpuFault, gpuFaultKind, roi, windowBytes after a GPU fault)}, {id, type: 'progress', done,
 // total, roi, windowBytes} and {type: 'gpuFault', message} (the GPU device lost) out.
 // The engine reports the GPU's loss here at once: if it then traps reading back from the lost
-// device, the page still knows why (it starts a fresh engine and tries smaller windows).
+// device, the page still knows why (it starts a fresh engine and segments again).
 self.nvnetGpuFault = (message) => postMessage({ type: 'gpuFault', message });
 importScripts('./nvnet-web.js');
 const ready = wasm_bindgen({ module_or_path: './nvnet-web_bg.wasm' });

@@ -330,7 +330,7 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
 /// `seconds`, `backend`.
 ///
 /// - `budget`: bytes of GPU memory one window may use (estimated) instead of the engine's
-///   default; the page lowers it after a GPU fault.
+///   default; the page lowers it after running out of memory (see `www/app.js`).
 /// - `fault_test`, a test setting: `"oom"` or `"lose"` make the GPU fail for real in the first
 ///   window ([`provoke`]).
 /// - `progress(done, total, roi, windowBytes)` is called after each window, and on the GPU
@@ -505,7 +505,8 @@ pub async fn segment(
 }
 
 /// The sliding window on WebGPU, each window inside error scopes ([`gpu::checked`]): a fault
-/// stops the run with an error the page acts on (a fresh engine, smaller windows), never with
+/// stops the run with an error the page acts on (a fresh engine, smaller windows after running
+/// out of memory), never with
 /// a result computed from buffers the GPU could not allocate.
 async fn segment_on_gpu(
     model: NvNet<Gpu>,
