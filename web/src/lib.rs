@@ -395,7 +395,7 @@ pub async fn segment(
             inference::check_weights_fit(&config, limits.max_tensor()).map_err(error)?;
             let (loaded, fault) = gpu::checked(&raw, async { load_model::<Gpu>(&device) }).await;
             if let Some(f) = fault.or_else(lost) {
-                return Err(fault_error(&f, None, 0.0));
+                return Err(fault_error(&f, None));
             }
             let (model, manifest) = loaded?;
             options.labels = manifest.labels;
@@ -406,11 +406,7 @@ pub async fn segment(
                 let args = Array::new();
                 args.push(&(done as u32).into());
                 args.push(&(total as u32).into());
-                args.push(
-                    &roi.iter()
-                        .map(|&r| JsValue::from(r as u32))
-                        .collect::<Array>(),
-                );
+                args.push(&roi_array(roi));
                 args.push(&bytes.into());
                 let _ = progress.apply(&JsValue::NULL, &args);
             };
@@ -506,8 +502,7 @@ pub async fn segment(
 
 /// The sliding window on WebGPU, each window inside error scopes ([`gpu::checked`]): a fault
 /// stops the run with an error the page acts on (a fresh engine, smaller windows after running
-/// out of memory), never with
-/// a result computed from buffers the GPU could not allocate.
+/// out of memory), never with a result computed from buffers the GPU could not allocate.
 async fn segment_on_gpu(
     model: NvNet<Gpu>,
     manifest: &Manifest,
@@ -549,7 +544,7 @@ async fn segment_on_gpu(
         })
         .await;
         if let Some(f) = fault.or_else(lost) {
-            return Err(fault_error(&f, Some(roi), window_bytes));
+            return Err(fault_error(&f, Some((roi, window_bytes))));
         }
         let (mean, variance) = read.map_err(error)?;
         run.add(w, &mean, variance.as_deref());
@@ -588,7 +583,7 @@ fn provoke(raw: &wgpu::Device, fault_test: Option<&str>) {
 /// The error of a GPU fault: `gpuFault` (what happened), `gpuFaultKind` (`out-of-memory`,
 /// `refused` or `lost`), and the window it happened in, `roi` and `windowBytes` (its estimated
 /// memory), from which the page sizes the next try.
-fn fault_error(fault: &GpuFault, roi: Option<[usize; 3]>, window_bytes: f64) -> JsValue {
+fn fault_error(fault: &GpuFault, window: Option<([usize; 3], f64)>) -> JsValue {
     let e = js_sys::Error::new(&format!("the GPU failed: {fault}"));
     let kind = match fault {
         GpuFault::OutOfMemory(_) => "out-of-memory",
@@ -597,12 +592,16 @@ fn fault_error(fault: &GpuFault, roi: Option<[usize; 3]>, window_bytes: f64) -> 
     };
     let _ = Reflect::set(&e, &"gpuFault".into(), &fault.to_string().into());
     let _ = Reflect::set(&e, &"gpuFaultKind".into(), &kind.into());
-    if let Some(roi) = roi {
-        let roi: Array = roi.iter().map(|&r| JsValue::from(r as u32)).collect();
-        let _ = Reflect::set(&e, &"roi".into(), &roi);
+    if let Some((roi, window_bytes)) = window {
+        let _ = Reflect::set(&e, &"roi".into(), &roi_array(roi));
         let _ = Reflect::set(&e, &"windowBytes".into(), &window_bytes.into());
     }
     e.into()
+}
+
+/// A window's size as a JS array.
+fn roi_array(roi: [usize; 3]) -> Array {
+    roi.iter().map(|&r| JsValue::from(r as u32)).collect()
 }
 
 /// Plain data to a JS value through JSON (small values only: the volumes are typed arrays).
