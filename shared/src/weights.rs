@@ -417,8 +417,18 @@ pub fn load_file<B: Backend>(
                 why,
             }
         })?;
+        // burn-store reads from a path, lazily, tensor by tensor: it gets a private copy of the
+        // bytes just checked, so that a file changed on disk meanwhile is never what it reads.
+        let copy = private_copy(&bytes).map_err(|error| WeightsError::Io {
+            file: file.clone(),
+            error: std::io::Error::new(
+                error.kind(),
+                format!("cannot make a private copy of the checkpoint to read: {error}"),
+            ),
+        })?;
         // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
-        let mut store = burn_store::PytorchStore::from_file(path).map_indices_contiguous(false);
+        let mut store =
+            burn_store::PytorchStore::from_file(copy.path()).map_indices_contiguous(false);
         let tensors = store
             .get_all_snapshots()
             .map_err(|e| WeightsError::Format {
@@ -429,6 +439,18 @@ pub fn load_file<B: Backend>(
         return import_monai(tensors, &file, &bytes, modalities, device);
     }
     load_any_bytes(&bytes, &file, modalities, device)
+}
+
+/// The bytes in a new file of the temporary folder, removed when the handle is dropped.
+#[cfg(feature = "pytorch")]
+fn private_copy(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut copy = tempfile::Builder::new()
+        .prefix("nvnet-checkpoint-")
+        .tempfile()?;
+    copy.write_all(bytes)?;
+    copy.flush()?;
+    Ok(copy)
 }
 
 /// Before a network is built for a file: its architecture is within bounds, and the file holds

@@ -398,7 +398,8 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
         panic!("no loss with the windows used at last ({roi}): {status}")
     };
     assert!(
-        before.contains("the GPU failed with windows of")
+        before.contains("; the last try ")
+            && before.contains("the GPU failed with windows of")
             && before.contains(": out of memory; ")
             && after.ends_with("so it was segmented again): done"),
         "{status}"
