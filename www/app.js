@@ -118,13 +118,6 @@ function restartWorker() {
 }
 
 function call(type, message = {}, onProgress = null, transfer = []) {
-  // A worker whose engine trapped is replaced a moment later (onerror above): work asked of it
-  // meanwhile (files dropped just then) goes to its replacement once that one is up.
-  if (worker?.stopping) {
-    return new Promise((resolve) => { setTimeout(resolve, 250); })
-      .then(() => ready)
-      .then(() => call(type, message, onProgress, transfer));
-  }
   const id = nextId++;
   return new Promise((resolve, reject) => {
     pending.set(id, { resolve, reject, onProgress });
@@ -421,15 +414,15 @@ $('segment').addEventListener('click', async () => {
         if (mine !== segmentRun) throw new Error('cancelled');
       }
     }
+    // After a fault the time is the whole wait since the click (fresh engines included), and
+    // the last try's own time is given beside it.
+    const seconds = faults.length ? (performance.now() - started) / 1000 : r.seconds;
     result = r;
     showResult(r);
     // Files dropped meanwhile were checked: their status stays; the result is still shown.
     if (forCheck !== checkNumber) return;
-    // After a fault the time is the whole wait since the click (fresh engines included), and
-    // the last try's own time is given beside it.
-    const seconds = faults.length ? (performance.now() - started) / 1000 : r.seconds;
     const retried = faults.length
-      ? `; the last try ${r.seconds.toFixed(1)} s; ${faults.join('; ')}, so it was segmented again` : '';
+      ? `; the last try took ${r.seconds.toFixed(1)} s; ${faults.join('; ')}, so it was segmented again` : '';
     setStatus(`${r.id}: segmented in ${seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${retried}): done`);
   } catch (err) {
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
