@@ -8,7 +8,7 @@
 # disagrees with the last candidate, its backtrace naming the operation and nvnet's stage
 # (matmuls and reductions are not compared by these checks; the matmul test above covers those).
 #
-# Prepared on a build machine (the test binaries are built by the CI test command too):
+# Prepared on a build machine (CI only type-checks the CUDA build; this builds it):
 #   cargo test --locked -p nvnet --features cuda --test reference --no-run
 #   mkdir -p .device && cp <the test binary it names> .device/cuda_reference
 #   strip .device/cuda_reference && xz -9e .device/cuda_reference
@@ -70,7 +70,8 @@ if [ -x cuda_reference_checks ]; then
     --ignored cuda_reference::monai_weights_give_reference_logits_on_cuda \
     cuda_reference::the_reference_network_matches_flex_stage_by_stage_on_cuda \
     --nocapture --test-threads 1 >cuda_checks.log 2>&1
-  echo "exit $? after $(( $(date +%s) - start )) s"
+  checks_rc=$?
+  echo "exit $checks_rc after $(( $(date +%s) - start )) s"
   # The panic, its first mismatches, and the frames that say which kernel and which stage.
   awk '
     /^test |test result|panicked|Tensors are not|Shape is different|more errors|max \|flex - / { print; n = 0; next }
@@ -83,4 +84,8 @@ if [ -n "${OUT:-}" ]; then
   [ -f cuda_checks.log ] && cp cuda_checks.log "$OUT/"
   tar czf "$OUT/autotune.tgz" -C .. $(cd .. && find . -path '*/target/autotune' -type d | head -5) 2>/dev/null
 fi
-true
+# The tests' status: non-zero when any of the runs above failed or ran out of time.
+status=0
+for r in "$rc" "$memory_rc" "${checks_rc:-0}"; do ((r == 0)) || status=1; done
+echo "cuda tests: $( ((status == 0)) && echo passed || echo FAILED)"
+exit $status

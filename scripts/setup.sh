@@ -17,9 +17,10 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unkno
 fi
 
 # System packages: Vulkan on the CPU (llvmpipe) for the native wgpu tests; Chromium for the
-# browser tests (WebGPU on SwiftShader), with its driver for WebDriver users.
+# browser tests (WebGPU on SwiftShader), with its driver for WebDriver users; jq, with which
+# scripts/test.sh reads the list of test binaries that cargo built.
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver jq; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,22 +1,119 @@
 #!/usr/bin/env bash
-# Run every nvnet test: sets up the machine first (see setup.sh), then the whole workspace.
-set -euo pipefail
+# Run every nvnet test (what CI runs: .ci/run). Sets up the machine first (setup.sh), builds the
+# page, builds every native test binary in one cargo invocation, type-checks the CUDA build, then
+# runs each test binary in turn. Ends with a table of the phases and their seconds, pass or fail.
+#
+#   bash scripts/test.sh            everything
+#   bash scripts/test.sh --quick    the inner loop: no set-up, no page, no CUDA check; the unit
+#                                   tests and the CLI's tests (the same build as the full run)
+#   bash scripts/test.sh -- FILTER  passes FILTER to every test binary (e.g. a test's name)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
-start=$(date +%s)
+
+quick=false
+filter=()
+while (($#)); do
+  case "$1" in
+    --quick) quick=true ;;
+    --) shift; filter=("$@"); break ;;
+    *) echo "usage: bash scripts/test.sh [--quick] [-- FILTER...]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+names=(); secs=(); results=()
+failed=0
+started=$(date +%s)
+table() {
+  local total=$(( $(date +%s) - started ))
+  {
+    echo "[test] phase                                  seconds  result"
+    for i in "${!names[@]}"; do
+      printf '[test] %-38s %7d  %s\n' "${names[$i]}" "${secs[$i]}" "${results[$i]}"
+    done
+    printf '[test] %-38s %7d\n' "total" "$total"
+  } >&2
+}
+trap table EXIT
+
+# phase NAME COMMAND...: run, time and record; a failed build phase stops the run.
+phase() {
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "[test] --- $name" >&2
+  local rc=0
+  if "$@"; then rc=0; else rc=$?; fi
+  names+=("$name"); secs+=($(( $(date +%s) - t0 )))
+  if ((rc == 0)); then results+=("ok"); else results+=("FAILED (exit $rc)"); failed=1; fi
+  return $rc
+}
+
+setup() { source scripts/setup.sh; }
+if $quick; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/nvnet-target}"
+else
+  phase "set-up" setup || exit 1
+  set +e  # setup.sh's `set -e`: a failing test binary must not stop the others
+fi
+
 # A test run builds the workspace's crates from scratch more often than not (a fresh clone, a new
-# path): incremental compilation only adds work then (7.4 GB of its caches after one build here).
+# path): incremental compilation only adds work then.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-# The web page (web/ → wasm, www/), which the browser tests in tests/ load from dist/.
-trunk build --release --offline=true
-# One invocation, so that the features (flex, autodiff, wgpu, cuda) are unified and Burn is built
-# once (the wasm crate is built by trunk above, for wasm32). The wgpu tests run on Vulkan (llvmpipe
-# without a GPU); the browser tests in tests/ drive headless Chromium on dist/. With nvnet-cli's
-# `cuda` feature the tests run the trainers' CUDA binary (burn-cuda loads the CUDA libraries at run
-# time, so it builds without a GPU and says plainly that the driver is missing); the CUDA
-# reference tests are compiled too, and ignored: they run with --ignored on a GPU machine.
-# --lib --bins --tests: every test, without building shared/examples/train_step.rs (timings run
-# by hand, docs/PERFORMANCE.md; 240 s of compiling here).
-cargo test --workspace --exclude nvnet-web --locked --no-fail-fast --features nvnet-cli/cuda \
-  --lib --bins --tests
-echo "[test] all tests passed in $(( $(date +%s) - start )) s" >&2
+
+# The web page (web/ → wasm, www/), which the browser tests load from dist/.
+$quick || phase "page (trunk build --release)" trunk build --release --offline=true || exit 1
+
+# One build of every native test binary, features unified so that Burn is built once: the CLI's
+# default `wgpu` (the wgpu tests run on Vulkan, llvmpipe without a GPU), named here so that the
+# wgpu tests cannot drop out unseen. --lib --bins --tests: every test, without the examples.
+features=(--features nvnet/wgpu,nvnet-cli/wgpu)
+build_tests() {
+  cargo test --workspace --exclude nvnet-web --locked "${features[@]}" --lib --bins --tests \
+    --no-run --timings --message-format=json-render-diagnostics > "$CARGO_TARGET_DIR/test-binaries.json"
+}
+phase "test build" build_tests || exit 1
+
+# The trainers' CUDA build: type-checked, its test binary included (bench/cuda_tests.sh builds
+# and runs that on a GPU machine). burn-cuda loads the CUDA libraries at run time, so it checks
+# without a GPU; a full second build of Burn with CUDA's features would cost more than all the
+# tests.
+check_cuda() {
+  cargo check --workspace --exclude nvnet-web --locked --features nvnet-cli/cuda --lib --bins --tests --timings
+}
+$quick || phase "CUDA type-check" check_cuda || exit 1
+
+# cubecl keeps its kernel autotune results in target/ beside the nearest Cargo.toml: each crate's
+# folder, where its tests run. Linked into $CARGO_TARGET_DIR, they outlive the clone as the build
+# does (a fresh clone with a warm target directory skips tuning again; an empty one tunes).
+for crate in shared native-trainer tests; do
+  mkdir -p "$CARGO_TARGET_DIR/autotune/$crate"
+  [ -e "$crate/target" ] || ln -s "$CARGO_TARGET_DIR/autotune/$crate" "$crate/target"
+done
+
+# A test binary as cargo runs it: from its crate's folder.
+run_binary() {
+  local dir=$1 exe=$2; shift 2
+  (cd "$dir" && "$exe" "$@")
+}
+# Each test binary, in the order: the library, the CLI, the end-to-end tests (the browser last).
+while IFS=$'\t' read -r _ crate kind name exe; do
+  label="$crate $kind $name"
+  if $quick; then
+    case "$crate/$kind" in
+      */lib | */bin | native-trainer/test) [ "$kind/$name" != test/predict_evaluate ] &&
+        [ "$kind/$name" != test/train ] || continue ;;
+      *) continue ;;
+    esac
+  fi
+  # --show-output: what the passing tests print (measured differences, timings) is in the log.
+  phase "$label" run_binary "$crate" "$exe" --show-output "${filter[@]}"
+done < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
+  | (.manifest_path | split("/") | .[-2]) as $crate
+  | [({"shared": 1, "native-trainer": 2, "tests": 3}[$crate] // 9), $crate, .target.kind[0],
+     .target.name, .executable] | @tsv' "$CARGO_TARGET_DIR/test-binaries.json" | sort -k1,1n -k3,3 -k4,4)
+
+if ((failed)); then
+  echo "[test] FAILED" >&2
+  exit 1
+fi
+echo "[test] all tests passed in $(( $(date +%s) - started )) s" >&2

@@ -92,7 +92,8 @@ pub fn parse_gpu_limits(s: &str) -> Result<nvnet::gpu::GpuLimits, String> {
 }
 
 /// burn-cuda loads libcuda at run time and panics without it: check first, say it plainly.
-#[cfg(feature = "cuda")]
+/// Compiled without the `cuda` feature too, so that the tests that CI runs check it.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub fn check_cuda() -> anyhow::Result<()> {
     for lib in ["libcuda.so.1", "libcuda.so"] {
         // SAFETY: dlopen of a system library with no initialisers we depend on.
@@ -138,7 +139,7 @@ pub fn keep_compiled_kernels() {
     CubeClRuntimeConfig::set(config);
 }
 
-#[cfg(feature = "cuda")]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 unsafe fn libc_dlopen(name: &str) -> bool {
     unsafe extern "C" {
         fn dlopen(
@@ -344,3 +345,27 @@ macro_rules! with_train_backend {
     }};
 }
 pub(crate) use with_train_backend;
+
+#[cfg(test)]
+mod tests {
+    /// What `--device cuda` of the CUDA build says where the driver is missing, before burn-cuda
+    /// could panic (CI only type-checks the CUDA build; cli.rs runs the build without it).
+    #[test]
+    fn without_the_cuda_driver_the_check_names_it() {
+        // SAFETY: as in check_cuda.
+        let present = ["libcuda.so.1", "libcuda.so"]
+            .iter()
+            .any(|lib| unsafe { super::libc_dlopen(lib) });
+        match super::check_cuda() {
+            Ok(()) => assert!(present, "the check passed without libcuda"),
+            Err(e) => {
+                assert!(!present, "libcuda is there: {e}");
+                assert!(
+                    e.to_string()
+                        .contains("the CUDA driver (libcuda.so) was not found"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

@@ -14,3 +14,10 @@ mod nifti_bad_input;
 mod nifti_reference;
 mod volumes;
 mod wgpu_reference;
+
+/// Without the `wgpu` feature the wgpu tests are not compiled at all; this says so in the
+/// test run's own output (`cargo test -p nvnet` alone does not turn the feature on).
+#[cfg(not(feature = "wgpu"))]
+#[test]
+#[ignore = "the wgpu tests are compiled out: run with --features nvnet/wgpu (scripts/test.sh does)"]
+fn wgpu_tests_compiled_out() {}
