@@ -22,7 +22,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
-/// Probabilities of a `_prob.nii.gz` in network order, channel-major.
+/// Probabilities of a `_prob.nii.gz` (or the variances of an `_uncertainty.nii.gz`) in network
+/// order, channel-major, with the grid of the label map beside it.
 fn read_probabilities(path: &Path) -> (Vec<f32>, nifti::Geometry) {
     // Our reader refuses 4-D files as a modality; read the channels with the nifti crate-free
     // route: decode the 4-D file through its header (dims from the written case).
@@ -44,7 +45,11 @@ fn read_probabilities(path: &Path) -> (Vec<f32>, nifti::Geometry) {
         .flat_map(|ch| nvnet::volume::to_network_order(dims, &values[ch * n..(ch + 1) * n]))
         .collect();
     // Geometry from a 3-D read of the label map written beside it.
-    let labels = path.to_str().unwrap().replace("_prob.nii.gz", ".nii.gz");
+    let labels = path
+        .to_str()
+        .unwrap()
+        .replace("_prob.nii.gz", ".nii.gz")
+        .replace("_uncertainty.nii.gz", ".nii.gz");
     (net, nifti::read_path(Path::new(&labels)).unwrap().geometry)
 }
 
@@ -151,8 +156,14 @@ fn flips_ensembles_uncertainty_and_the_2023_labels() {
     run(&plain, &["--weights", s(&testdata(MODEL)), "--no-tta"]);
     let (c, _) = read_probabilities(&plain.join("Pipeline-0001_prob.nii.gz"));
     assert!(max_diff(&a, &c) > 1e-3, "flips changed nothing");
-    let u = std::fs::metadata(single.join("Pipeline-0001_uncertainty.nii.gz")).unwrap();
-    assert!(u.len() > 0);
+    // The flips' arithmetic is checked against a hand computation in the library
+    // (a_windows_flip_mean_and_variance_are_those_of_the_eight_flipped_predictions); here the
+    // file: one volume per region on the case's grid, variances of probabilities (0 to 1/4),
+    // not all zero.
+    let (u, _) = read_probabilities(&single.join("Pipeline-0001_uncertainty.nii.gz"));
+    assert_eq!(u.len(), a.len(), "one variance per region and voxel");
+    assert!(u.iter().all(|v| (0.0..=0.25).contains(v)), "not a variance");
+    assert!(u.iter().any(|v| *v > 0.0), "the flips agree everywhere");
     // 2023 labels: ET is 3.
     let l18 = nifti::read_path(&single.join("Pipeline-0001.nii.gz")).unwrap();
     let l23 = nifti::read_path(&ens.join("Pipeline-0001.nii.gz")).unwrap();

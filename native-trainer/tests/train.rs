@@ -4,10 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use burn::prelude::*;
-use burn::tensor::TensorData;
-use nvnet::backend::Cpu;
-
 mod common;
 use common::{nvnet, s, text};
 
@@ -59,20 +55,47 @@ fn phantoms(dir: &Path) -> PathBuf {
     root
 }
 
-/// The network's output on a fixed input: equal weights give equal outputs, bit for bit.
+/// The network's output on a fixed phantom (the probabilities `nvnet predict` writes, without
+/// flips): equal weights give equal outputs, bit for bit. Through the binary, so that this test
+/// does not compile the network for itself (it took 4 CPU-minutes of the test build).
 fn fingerprint(weights: &Path) -> Vec<f32> {
-    let device = Default::default();
-    let loaded = nvnet::weights::load_file::<Cpu>(weights, None, &device).unwrap();
-    let x: Vec<f32> = (0..4 * 16 * 16 * 16)
-        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-        .collect();
-    let x = Tensor::<Cpu, 5>::from_data(TensorData::new(x, [1, 4, 16, 16, 16]), &device);
-    loaded
-        .model
-        .forward(x)
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
+    let dir = tempfile::tempdir().unwrap();
+    let (data, pred) = (dir.path().join("data"), dir.path().join("pred"));
+    let args = [
+        "synth",
+        "--out",
+        s(&data),
+        "--cases",
+        "1",
+        "--shape",
+        "32,32,24",
+        "--seed",
+        "9",
+    ];
+    let out = nvnet(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = nvnet(&[
+        "--device",
+        "cpu",
+        "predict",
+        "--weights",
+        s(weights),
+        "--input",
+        s(&data),
+        "--output",
+        s(&pred),
+        "--no-tta",
+        "--save-probabilities",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gz = std::fs::read(pred.join("Phantom-00000_prob.nii.gz")).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    let vox_offset = f32::from_le_bytes(raw[108..112].try_into().unwrap()) as usize;
+    raw[vox_offset..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 fn losses(run: &Path) -> Vec<String> {
@@ -292,7 +315,10 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
-    assert!(d > 0.0 && d < 2e-2, "float16 weights change logits by {d}");
+    assert!(
+        d > 0.0 && d < 2e-2,
+        "float16 weights change the probabilities by {d}"
+    );
 }
 
 /// `--devices`: a tiny run with each batch split across two wgpu devices (on llvmpipe: the
@@ -303,35 +329,7 @@ fn a_run_on_two_wgpu_devices_and_bad_device_lists() {
     let dir = tempfile::tempdir().unwrap();
     let data = phantoms(dir.path());
     let (out, cache) = (dir.path().join("run"), dir.path().join("cache"));
-    let base = |extra: &[&'static str]| {
-        let mut a: Vec<String> = [
-            "train",
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--cache",
-            s(&cache),
-            "--init-filters",
-            "8",
-            "--no-vae",
-            "--crop",
-            "16,16,16",
-            "--epochs",
-            "1",
-            "--samples-per-epoch",
-            "4",
-            "--val-fraction",
-            "0.25",
-            "--seed",
-            "5",
-        ]
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-        a.extend(extra.iter().map(|v| v.to_string()));
-        a
-    };
+    let base = |extra: &[&str]| tiny_epoch(&data, &out, &cache, extra);
     let run = |args: Vec<String>| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         nvnet(&refs)
@@ -366,13 +364,85 @@ fn a_run_on_two_wgpu_devices_and_bad_device_lists() {
     ]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let cells = epoch_row(&out);
+    let loss = cells[0].expect("a loss");
+    assert!(loss > 0.0 && loss < 1.0, "loss {cells:?}");
+    assert!(cells[5].is_some(), "validated: {cells:?}");
+    let info = nvnet(&["info", "--weights", s(&out.join("last.bpk"))]);
+    assert!(info.status.success(), "last.bpk loads: {}", text(&info));
+}
+
+/// `nvnet train` arguments for one tiny epoch (F=8, no VAE, 16³ crops, 4 samples, a quarter of
+/// the cases held out for validation), then `extra`.
+fn tiny_epoch(data: &Path, out: &Path, cache: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "train",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--cache",
+        s(cache),
+    ];
+    args.extend([
+        "--init-filters",
+        "8",
+        "--no-vae",
+        "--crop",
+        "16,16,16",
+        "--epochs",
+        "1",
+    ]);
+    args.extend([
+        "--samples-per-epoch",
+        "4",
+        "--val-fraction",
+        "0.25",
+        "--seed",
+        "5",
+    ]);
+    args.extend(extra);
+    args.into_iter().map(String::from).collect()
+}
+
+/// The one epoch's row of a run's `metrics.csv`: the columns after `epoch` and `seconds`.
+fn epoch_row(run: &Path) -> Vec<Option<f64>> {
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = metrics.lines().collect();
     assert_eq!(rows.len(), 2, "{metrics}");
-    let cells: Vec<&str> = rows[1].split(',').collect();
-    let loss: f64 = cells[2].parse().unwrap();
-    assert!(loss > 0.0 && loss < 1.0, "{metrics}");
-    assert!(!cells[7].is_empty(), "validated: {metrics}");
-    let loaded = nvnet::weights::load_file::<Cpu>(&out.join("last.bpk"), None, &Default::default());
-    assert!(loaded.is_ok(), "last.bpk loads");
+    rows[1].split(',').skip(2).map(|c| c.parse().ok()).collect()
+}
+
+/// Without dropout (each device draws its own masks), a batch split across two wgpu devices
+/// should give one device's epoch: the same loss terms and validation Dice. The library's
+/// `a_batch_split_across_two_wgpu_devices_gives_the_one_device_step` passes (gradients within
+/// 2.3e-7), but through `nvnet train` the epoch's loss differs: 0.9197 on two devices against
+/// 0.9549 on one (2026-12-04, llvmpipe). Not yet explained; ignored until it is, so that CI
+/// stays green while it says so.
+#[test]
+#[ignore = "fails: nvnet train on two wgpu devices gives another epoch loss than on one (see its comment)"]
+fn two_wgpu_devices_give_the_one_device_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = phantoms(dir.path());
+    let epoch = |name: &str, devices: &[&str]| {
+        let (out, cache) = (dir.path().join(name), dir.path().join("cache"));
+        let mut extra = vec!["--batch-size", "2", "--dropout", "0"];
+        extra.extend(devices);
+        let args = tiny_epoch(&data, &out, &cache, &extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = nvnet(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        epoch_row(&out)
+    };
+    let two = epoch("two", &["--devices", "wgpu:default,wgpu:cpu"]);
+    let one = epoch("one", &["--device", "wgpu"]);
+    eprintln!("two devices: {two:?}\none device: {one:?}");
+    assert_eq!(two.len(), one.len());
+    for (a, b) in two.iter().zip(&one) {
+        let same = match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            (a, b) => a == b,
+        };
+        assert!(same, "{two:?} against {one:?}");
+    }
 }

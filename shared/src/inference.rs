@@ -757,6 +757,82 @@ mod tests {
         assert!(e.contains("(15.0 MiB, F=32)"), "{e}");
     }
 
+    /// The flips' mean and variance of one window against a hand computation: each flip made by
+    /// reversing indices, the sigmoid, the statistics in f64.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn a_windows_flip_mean_and_variance_are_those_of_the_eight_flipped_predictions() {
+        type B = crate::backend::Cpu;
+        let device = Default::default();
+        let model = crate::NvNetConfig::default()
+            .with_init_filters(8)
+            .init::<B>(&device)
+            .unwrap();
+        let [d, h, w] = [16usize, 8, 8];
+        let n = d * h * w;
+        let input: Vec<f32> = (0..4 * n)
+            .map(|i| ((i * 7919 % 1013) as f32 / 506.0) - 1.0)
+            .collect();
+        let tensor = |v: Vec<f32>, c: usize| {
+            Tensor::<B, 5>::from_data(TensorData::new(v, [1, c, d, h, w]), &device)
+        };
+        // Voxel (z, y, x) of channel c, with the axes in `flip` reversed.
+        let flipped = |v: &[f32], c: usize, flip: [bool; 3]| -> Vec<f32> {
+            let mut out = vec![0f32; c * n];
+            for ch in 0..c {
+                for z in 0..d {
+                    for y in 0..h {
+                        for x in 0..w {
+                            let (fz, fy, fx) = (
+                                if flip[0] { d - 1 - z } else { z },
+                                if flip[1] { h - 1 - y } else { y },
+                                if flip[2] { w - 1 - x } else { x },
+                            );
+                            out[ch * n + (z * h + y) * w + x] = v[ch * n + (fz * h + fy) * w + fx];
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let mut sum = vec![0f64; 3 * n];
+        let mut sum_sq = vec![0f64; 3 * n];
+        for k in 0..8 {
+            let flip = [k & 1 != 0, k & 2 != 0, k & 4 != 0];
+            let logits = model.forward(tensor(flipped(&input, 4, flip), 4));
+            let logits: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
+            for (i, l) in flipped(&logits, 3, flip).into_iter().enumerate() {
+                let p = 1.0 / (1.0 + (-(l as f64)).exp());
+                sum[i] += p;
+                sum_sq[i] += p * p;
+            }
+        }
+        let work = window_work(std::slice::from_ref(&model), tensor(input, 4), true);
+        let mean: Vec<f32> = work.mean.into_data().convert::<f32>().into_vec().unwrap();
+        let variance: Vec<f32> = work
+            .variance
+            .expect("a variance with flips")
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .unwrap();
+        let (mut worst_mean, mut worst_var, mut largest_var) = (0f64, 0f64, 0f64);
+        for i in 0..3 * n {
+            let m = sum[i] / 8.0;
+            let v = (sum_sq[i] / 8.0 - m * m).max(0.0);
+            worst_mean = worst_mean.max((mean[i] as f64 - m).abs());
+            worst_var = worst_var.max((variance[i] as f64 - v).abs());
+            largest_var = largest_var.max(v);
+        }
+        // A random network's flips disagree: the variance is there to be checked.
+        assert!(
+            largest_var > 1e-6,
+            "the flips agree everywhere: {largest_var}"
+        );
+        assert!(worst_mean < 1e-5, "flip mean off by {worst_mean}");
+        assert!(worst_var < 1e-5, "flip variance off by {worst_var}");
+    }
+
     #[test]
     fn constant_blending_of_an_identity_prediction_returns_the_input() {
         let dims = [19, 23, 17];

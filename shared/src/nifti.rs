@@ -474,6 +474,10 @@ pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Image, NiftiError> {
     read_from(bytes, name, MAX_VOXELS)
 }
 
+/// The largest volume the web page reads: 2^24 voxels (e.g. 256×256×256; BraTS is 240×240×155).
+/// A case's files, decoded images and working copies must fit wasm32's 4 GiB with the model.
+pub const PAGE_MAX_VOXELS: u64 = 1 << 24;
+
 /// [`read_bytes`] with a lower cap on the voxels (the web page, in a 4 GiB memory), checked on
 /// the header before anything is decoded.
 pub fn read_bytes_within(bytes: &[u8], name: &str, max_voxels: u64) -> Result<Image, NiftiError> {

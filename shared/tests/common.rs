@@ -16,6 +16,34 @@ pub fn reference(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// Run a test alone in a child process of this test binary, for a test that reads process-wide
+/// state other tests change while it runs: burn-flex's random-number generator (shared by every
+/// test that initialises a model), a device's memory pools. Call it first with the test's path
+/// (`module::name`): in the parent it runs the child, checks that it passed and returns false;
+/// in the child it returns true and the test's body runs.
+pub fn alone(test: &str) -> bool {
+    const CHILD: &str = "NVNET_TEST_ALONE";
+    if std::env::var_os(CHILD).is_some_and(|t| t == test) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, test)
+        .output()
+        .expect("run the test binary again");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test}, run alone, failed"
+    );
+    false
+}
+
 pub fn load_tensor<B: Backend, const D: usize>(path: &str, device: &B::Device) -> Tensor<B, D> {
     let npy = nvnet::npy::read(reference(path)).expect("reference array");
     Tensor::from_data(TensorData::new(npy.to_f32(), npy.shape.clone()), device)

@@ -1,9 +1,12 @@
-//! Learning signal: a few Adam steps of the full NvNet loss (Dice + VAE terms) must lower it.
+//! Learning signal: a few Adam steps of the full NvNet loss (Dice + VAE terms) must lower its
+//! Dice term as MONAI's does.
 
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, decay::WeightDecayConfig};
 use burn::prelude::*;
 use nvnet::NvNetConfig;
+
+use crate::common::alone;
 
 type AD = Autodiff<Flex>;
 
@@ -43,7 +46,13 @@ fn fixed_case<B: Backend>(device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
 }
 
 #[test]
-fn twenty_adam_steps_lower_the_total_loss() {
+fn twenty_adam_steps_lower_the_dice_loss() {
+    // The initial weights and the dropout masks come from flex's one random-number generator,
+    // which every other test that builds a model draws from and reseeds: alone, this run is the
+    // same every time.
+    if !alone("learning::twenty_adam_steps_lower_the_dice_loss") {
+        return;
+    }
     let device = Default::default();
     AD::seed(&device, 7);
     let config = NvNetConfig::default()
@@ -55,32 +64,36 @@ fn twenty_adam_steps_lower_the_total_loss() {
         .init();
     let (input, target) = fixed_case::<AD>(&device);
     let mut losses = Vec::new();
+    let mut dice = Vec::new();
     for _ in 0..20 {
         let out = model.forward_train(input.clone());
         let terms =
             nvnet::loss::nvnet_loss(out, input.clone(), target.clone(), Default::default(), 0.0);
         losses.push(terms.total.clone().into_scalar().elem::<f64>());
+        dice.push(terms.dice.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(terms.total.backward(), &model);
         model = optim.step(3e-3, model, grads);
     }
-    eprintln!("losses: {losses:.4?}");
+    eprintln!("total: {losses:.4?}");
+    eprintln!("dice: {dice:.4?}");
+    assert!(
+        losses.iter().chain(&dice).all(|l| l.is_finite()),
+        "non-finite loss: {losses:?} {dice:?}"
+    );
     // Calibration (bench/monai_learning.py): MONAI's SegResNet F=8 with the same case, Dice
     // loss, dropout and optimiser goes from 0.953 to 0.878 in these 20 steps; a Dice loss leaves
     // its ~0.95 start slowly while the background is still uncertain. Ask for two thirds of that
-    // drop, and for a downward trend rather than one lucky step.
-    let first = losses[0];
+    // drop in the Dice term, and for a downward trend rather than one lucky step. nvnet's run
+    // (alone; 2026-12-04): the Dice term from 0.884 to 0.384 (last three 0.385), the total from
+    // 0.897 to 0.389.
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let last_mean = mean(&losses[losses.len() - 3..]);
-    assert!(
-        losses.iter().all(|l| l.is_finite()),
-        "non-finite loss: {losses:?}"
-    );
+    let (first, last_mean) = (dice[0], mean(&dice[dice.len() - 3..]));
     assert!(
         last_mean < first - 0.05,
-        "loss went from {first:.4} to {last_mean:.4}: no real drop"
+        "the Dice loss went from {first:.4} to {last_mean:.4}: no real drop"
     );
     assert!(
-        mean(&losses[15..]) < mean(&losses[5..10]),
-        "no downward trend: {losses:?}"
+        mean(&dice[15..]) < mean(&dice[5..10]),
+        "no downward trend: {dice:?}"
     );
 }

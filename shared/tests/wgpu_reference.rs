@@ -12,7 +12,8 @@ fn monai_weights_give_reference_logits_on_wgpu() {
     for file in ["segresnet_f8/model.pt", "segresnet_f8/model.safetensors"] {
         let diff = reference_logits_diff::<Wgpu>(file, &device);
         eprintln!("{file} on wgpu: max abs diff {diff:e}");
-        assert!(diff <= 1e-3, "{file} on wgpu: max abs diff {diff}");
+        // The reference's own rule (testdata/reference/README.md); 1.3e-6 seen on llvmpipe.
+        assert!(diff <= 1e-4, "{file} on wgpu: max abs diff {diff}");
     }
 }
 
@@ -43,8 +44,9 @@ fn group_norm_gradients_match_flex_on_wgpu() {
             [1, 16, 48, 48, 32],
             relu,
         );
+        // Relative to the largest value: 3.3e-7 seen on llvmpipe (dL/dx).
         assert!(
-            worst < 1e-4,
+            worst < 1e-5,
             "wgpu departs from flex (ReLU {relu}): {worst}"
         );
     }
@@ -55,6 +57,12 @@ fn group_norm_gradients_match_flex_on_wgpu() {
 /// four C×V tensors fewer a residual block.
 #[test]
 fn group_norm_and_relu_keep_one_tensor_for_the_backward_on_wgpu() {
+    // The device's memory in use is the whole process's: alone, no other test allocates on it.
+    if !crate::common::alone(
+        "wgpu_reference::group_norm_and_relu_keep_one_tensor_for_the_backward_on_wgpu",
+    ) {
+        return;
+    }
     let [composed, nvnet] = residual_blocks_kept::<burn::backend::Autodiff<Wgpu>>(
         &Default::default(),
         16,
@@ -107,7 +115,8 @@ fn a_64x64x48_window_matches_flex_stage_by_stage() {
         &run::<Wgpu>(&Default::default()),
         "wgpu",
     );
-    assert!(worst < 1e-3, "wgpu departs from flex: {worst}");
+    // Relative to each stage's largest value: 9.1e-7 seen on llvmpipe (the last decoder level).
+    assert!(worst < 1e-5, "wgpu departs from flex: {worst}");
 }
 
 /// A training step on wgpu (Burn's autodiff and GPU kernels: the code path of `--device cuda`)
@@ -115,10 +124,10 @@ fn a_64x64x48_window_matches_flex_stage_by_stage() {
 /// every parameter. No dropout and no VAE: both draw from each backend's own random numbers.
 /// Burn's autodiff and GPU kernels (the code path of `--device cuda`) against nvnet's CPU
 /// gradients. Burn 0.21's own weight gradient failed this at 32³ (29–38 % off); `conv_grad`'s
-/// passes (5.8e-6 seen).
+/// passes: 5.8e-6 and 9.4e-6 relative seen on llvmpipe, so 1e-4 allowed.
 #[test]
 fn a_training_step_matches_flex_on_wgpu() {
-    training_step_vs_flex::<burn::backend::Autodiff<Wgpu>>(1e-4, 2e-3);
+    training_step_vs_flex::<burn::backend::Autodiff<Wgpu>>(1e-4, 1e-4);
 }
 
 /// `--devices`: a batch split across two wgpu devices (on llvmpipe: the default device and the

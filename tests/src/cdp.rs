@@ -288,7 +288,7 @@ impl Browser {
             "Browser.setDownloadBehavior",
             json!({"behavior": "allow", "downloadPath": downloads.display().to_string(), "eventsEnabled": true}),
         )?;
-        Ok(Page { session })
+        Ok(Page { session, target })
     }
 }
 
@@ -303,9 +303,27 @@ impl Drop for Browser {
 
 pub struct Page {
     pub session: String,
+    target: String,
 }
 
 impl Page {
+    /// Close the tab and wait until the browser reports it gone: every request the page and its
+    /// workers sent before is then recorded.
+    pub fn close(self, b: &mut Browser) -> Result<()> {
+        b.call(None, "Target.closeTarget", json!({"targetId": self.target}))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let gone = |ev: &Value| {
+            ev["method"] == "Target.targetDestroyed" && ev["params"]["targetId"] == self.target
+        };
+        while !b.events.iter().any(gone) {
+            if Instant::now() > deadline {
+                return Err("the page was not closed within 30 s".into());
+            }
+            b.pump(Duration::from_millis(100))?;
+        }
+        Ok(())
+    }
+
     pub fn navigate(&self, b: &mut Browser, url: &str) -> Result<()> {
         b.call(Some(&self.session), "Page.navigate", json!({"url": url}))?;
         self.wait_for(

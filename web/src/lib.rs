@@ -67,9 +67,6 @@ thread_local! {
 const GPU_BUDGET: u64 = 1 << 30;
 /// Memory one window may use on the CPU path (wasm32 memory tops out at 4 GiB).
 const CPU_BUDGET: u64 = 1 << 30;
-/// The largest volume the page reads: 2^24 voxels (e.g. 256×256×256; BraTS is 240×240×155).
-/// A case's files, decoded images and working copies must fit wasm32's 4 GiB with the model.
-const PAGE_MAX_VOXELS: u64 = 1 << 24;
 
 fn error(message: impl std::fmt::Display) -> JsError {
     JsError::new(&message.to_string())
@@ -266,7 +263,8 @@ fn read_case(names: &Array, files: &Array, roles: &Array) -> Result<Case, JsErro
             .dyn_into::<Uint8Array>()
             .map_err(|_| error(format!("{name}: not a byte array")))?
             .to_vec();
-        let image = nifti::read_bytes_within(&bytes, &name, PAGE_MAX_VOXELS).map_err(error)?;
+        let image =
+            nifti::read_bytes_within(&bytes, &name, nifti::PAGE_MAX_VOXELS).map_err(error)?;
         if role == "seg" {
             seg = Some(image);
         } else {
