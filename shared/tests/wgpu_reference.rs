@@ -85,6 +85,37 @@ fn training_step_memory_on_wgpu() {
     training_step_memory::<burn::backend::Autodiff<Wgpu>>(&device, 8, [32, 32, 32], true);
 }
 
+/// Test-time flips on wgpu (the page's WebGPU backend runs the same kernels): the mean and
+/// variance over the 8 flips of the reference network's sigmoid, against flex.
+#[test]
+fn flips_match_flex_on_wgpu() {
+    use burn::backend::Flex;
+    fn run<B: Backend>(device: &B::Device) -> [Vec<f32>; 2] {
+        let model =
+            nvnet::weights::load_file::<B>(&reference("segresnet_f8/model.pt"), None, device)
+                .expect("import")
+                .model;
+        let input = load_tensor::<B, 5>("segresnet_f8/input.npy", device);
+        let work = nvnet::inference::window_work(std::slice::from_ref(&model), input, true);
+        let v = |t: Tensor<B, 5>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        [
+            v(work.mean),
+            v(work.variance.expect("a variance with flips")),
+        ]
+    }
+    let [flex_mean, flex_var] = run::<Flex>(&Default::default());
+    let [wgpu_mean, wgpu_var] = run::<Wgpu>(&Default::default());
+    let (mean, _) = worst_diff(&flex_mean, &wgpu_mean);
+    let (var, _) = worst_diff(&flex_var, &wgpu_var);
+    eprintln!("flips on wgpu: mean max abs diff {mean:e}, variance {var:e}");
+    assert!(
+        flex_var.iter().any(|v| *v > 1e-6),
+        "the flips agree everywhere"
+    );
+    // 1.8e-7 (mean) and 2.1e-7 (variance) seen on llvmpipe.
+    assert!(mean < 1e-5 && var < 1e-5, "mean {mean}, variance {var}");
+}
+
 #[test]
 fn upsample_matches_pytorch_on_wgpu() {
     let diff = upsample_diff::<Wgpu>(&Default::default());
