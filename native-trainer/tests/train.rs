@@ -417,8 +417,10 @@ fn epoch_row(run: &Path) -> Vec<Option<f64>> {
 /// should give one device's epoch: the same loss terms and validation Dice. The library's
 /// `a_batch_split_across_two_wgpu_devices_gives_the_one_device_step` passes (gradients within
 /// 2.3e-7), but through `nvnet train` the epoch's loss differs: 0.9197 on two devices against
-/// 0.9549 on one (2026-12-04, llvmpipe). Not yet explained; ignored until it is, so that CI
-/// stays green while it says so.
+/// 0.9549 on one (2026-12-04, llvmpipe). With one step (`--samples-per-epoch 2`) the first
+/// step's loss, before any update, already differs: 0.9568 against 0.9543. So the split's
+/// forward pass or loss differs, not the optimiser. Not yet explained; ignored until it is, so
+/// that CI stays green while it says so.
 #[test]
 #[ignore = "fails: nvnet train on two wgpu devices gives another epoch loss than on one (see its comment)"]
 fn two_wgpu_devices_give_the_one_device_epoch() {
