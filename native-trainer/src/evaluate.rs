@@ -13,8 +13,9 @@ use nvnet::{LabelConvention, Region};
 const REGIONS: [Region; 3] = [Region::WT, Region::TC, Region::ET];
 
 /// The ground truth of case `id`: `<ID>_seg.nii.gz` / `<ID>-seg.nii.gz` (or `.nii`), loose in
-/// `gt` or in `gt/<ID>/`.
-fn find_truth(gt: &Path, id: &str) -> Option<PathBuf> {
+/// `gt` or in `gt/<ID>/`. Two different files that both could be it are refused, with their names.
+fn find_truth(gt: &Path, id: &str) -> Result<Option<PathBuf>, String> {
+    let mut found: Vec<PathBuf> = Vec::new();
     for dir in [gt.to_path_buf(), gt.join(id)] {
         for sep in ['_', '-'] {
             for ext in ["nii.gz", "nii"] {
@@ -22,12 +23,39 @@ fn find_truth(gt: &Path, id: &str) -> Option<PathBuf> {
                 // Whatever stands there (a pipe, a folder) is read and refused by name, not
                 // passed over as "no ground truth".
                 if p.exists() {
-                    return Some(p);
+                    found.push(p);
                 }
             }
         }
     }
-    None
+    let Some(first) = found.first().cloned() else {
+        return Ok(None);
+    };
+    let id_of = nvnet::fsutil::FileId::of;
+    if let Some(other) = found.iter().find(|p| id_of(p) != id_of(&first)) {
+        return Err(format!(
+            "two ground truths, {} and {}: keep one",
+            first.display(),
+            other.display()
+        ));
+    }
+    Ok(Some(first))
+}
+
+/// A text field of a CSV row as RFC 4180 writes it (quoted when it holds a comma, a quote or a
+/// line break), with a leading `= + - @` (or tab, carriage return) made inert by a `'`, as
+/// OWASP advises, so that a spreadsheet shows a case name and never runs it as a formula.
+fn csv_text(field: &str) -> String {
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_string()
+    };
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
 }
 
 /// The predictions in `pred`: `<ID>.nii.gz`, leaving out `_prob` and `_uncertainty` maps.
@@ -167,8 +195,12 @@ fn matched(pred: &Path, gt: &Path) -> Result<(Vec<(String, PathBuf, PathBuf)>, u
     let mut failed = 0;
     for (id, path) in predictions(pred)? {
         match find_truth(gt, &id) {
-            Some(truth) => out.push((id, path, truth)),
-            None => {
+            Ok(Some(truth)) => out.push((id, path, truth)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed: {id}: {e}");
+            }
+            Ok(None) => {
                 failed += 1;
                 eprintln!(
                     "failed: {id}: no ground truth {id}_seg.nii.gz or {id}-seg.nii.gz in {} or {}",
@@ -207,7 +239,8 @@ fn truth_ids(gt: &Path) -> Vec<String> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             if e.path().is_dir() {
-                find_truth(gt, &name).map(|_| name)
+                // An ambiguous truth is still a truth (refused by name when scored).
+                (!matches!(find_truth(gt, &name), Ok(None))).then_some(name)
             } else {
                 let stem = nifti_stem(&name)?;
                 let id = stem.strip_suffix("_seg").or(stem.strip_suffix("-seg"))?;
@@ -295,6 +328,16 @@ pub fn run(
 ) -> Result<usize> {
     let mut rows: Vec<(String, [RegionMetrics; 3])> = Vec::new();
     let (pairs, mut failed) = matched(pred, gt)?;
+    if let Some(out) = out {
+        let mut inputs = nvnet::fsutil::Inputs::default();
+        for (_, path, truth) in &pairs {
+            inputs.add(path);
+            inputs.add(truth);
+        }
+        inputs
+            .check_output(out)
+            .with_context(|| format!("--out {}", out.display()))?;
+    }
     for (id, path, truth) in pairs {
         match evaluate_case(&path, &truth, labels) {
             Ok(m) => rows.push((id, m)),
@@ -312,7 +355,7 @@ pub fn run(
     }
     csv.push('\n');
     for (id, m) in &rows {
-        csv.push_str(id);
+        csv.push_str(&csv_text(id));
         for rm in m {
             csv.push_str(&format!(
                 ",{},{},{},{}",
@@ -368,4 +411,22 @@ pub fn run(
         println!("per case: {}", out.display());
     }
     Ok(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_text;
+
+    #[test]
+    fn case_names_stay_one_inert_csv_field() {
+        assert_eq!(csv_text("BraTS-GLI-00001-000"), "BraTS-GLI-00001-000");
+        assert_eq!(csv_text("a,b"), "\"a,b\"");
+        assert_eq!(
+            csv_text("a,b=HYPERLINK(\"x\")"),
+            "\"a,b=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(csv_text("=1+2"), "'=1+2");
+        assert_eq!(csv_text("-2,3"), "\"'-2,3\"");
+        assert_eq!(csv_text("@x"), "'@x");
+    }
 }

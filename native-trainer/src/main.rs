@@ -162,12 +162,16 @@ enum Command {
         #[arg(long)]
         half: bool,
         /// Record post-processing in the manifest (as chosen by `nvnet evaluate
-        /// --choose-postprocessing`): remove whole-tumour islands.
+        /// --choose-postprocessing`): remove whole-tumour islands. Without any post-processing
+        /// flag the export keeps the rules recorded in FROM.
         #[arg(long)]
         remove_islands: bool,
         /// Record post-processing in the manifest: the small-ET threshold.
         #[arg(long)]
         min_et_voxels: Option<usize>,
+        /// Record no post-processing (FROM's rules are dropped).
+        #[arg(long, conflicts_with_all = ["remove_islands", "min_et_voxels"])]
+        no_postprocess: bool,
     },
     /// Write synthetic BraTS-like cases (skull-stripped T1, T1ce, T2, FLAIR and labels).
     Synth {
@@ -328,7 +332,16 @@ struct TrainArgs {
 /// which `--print-config` does not need.
 fn train_config(a: &TrainArgs) -> Result<(nvnet::train::TrainConfig, Option<PathBuf>)> {
     if let Some(dir) = &a.resume {
-        let config = train_cmd::load_config(&dir.join("config.toml"))?;
+        let path = dir.join("config.toml");
+        let config = train_cmd::load_config(&path)?;
+        // Every run's config.toml names its data: an empty one was damaged, not left out.
+        if config.data.as_os_str().is_empty() {
+            bail!(
+                "{}: names no training data (empty or damaged); this is the configuration \
+                 --resume continues",
+                path.display()
+            );
+        }
         return Ok((config, Some(dir.clone())));
     }
     let mut c = match &a.config {
@@ -390,6 +403,14 @@ fn parse_layout(text: &str) -> Result<nvnet::case::Layout, String> {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a reader that stops early (`| head`) into a panic at
+    // the next println; the default ends the process quietly. Outputs are written atomically,
+    // so an ended run leaves no half-written file.
+    #[cfg(unix)]
+    // SAFETY: at the start of main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(0) => ExitCode::SUCCESS,
@@ -557,14 +578,17 @@ fn run(cli: Cli) -> Result<usize> {
             half,
             remove_islands,
             min_et_voxels,
+            no_postprocess,
         } => train_cmd::export(
             &from,
             &out,
             half,
-            nvnet::postprocess::Postprocessing {
-                remove_islands,
-                min_et_voxels,
-            },
+            (no_postprocess || remove_islands || min_et_voxels.is_some()).then_some(
+                nvnet::postprocess::Postprocessing {
+                    remove_islands,
+                    min_et_voxels,
+                },
+            ),
         )
         .map(|()| 0),
         Command::Evaluate {

@@ -148,6 +148,19 @@ pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usiz
     eprintln!("post-processing: {}", args.options.postprocessing.flags());
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create the output folder", args.output.display()))?;
+    let _lock = nvnet::fsutil::FolderLock::take(&args.output)
+        .with_context(|| format!("{}", args.output.display()))?;
+    nvnet::fsutil::remove_stale_temps(&args.output);
+    // Every file this run reads: no output may replace one (by any name or link).
+    let mut inputs = nvnet::fsutil::Inputs::default();
+    for files in &cases {
+        for path in files.modalities.values().chain(&files.seg) {
+            inputs.add(path);
+        }
+    }
+    for w in args.weights.iter().filter(|w| *w != "default") {
+        inputs.add(Path::new(w));
+    }
     let mut failed = refused.len();
     for r in &refused {
         eprintln!("skipped: {r}");
@@ -162,7 +175,9 @@ pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usiz
     let start = Instant::now();
     for files in &cases {
         cases_bar.set_message(files.id.clone());
-        match predict_case(&models, &manifest, files, &args, device, &cases_bar) {
+        match predict_case(
+            &models, &manifest, files, &args, &inputs, device, &cases_bar,
+        ) {
             Ok(line) => cases_bar.suspend(|| println!("{line}")),
             Err(e) => {
                 failed += 1;
@@ -185,10 +200,19 @@ fn predict_case<B: Backend>(
     manifest: &Manifest,
     files: &CaseFiles,
     args: &PredictArgs,
+    inputs: &nvnet::fsutil::Inputs,
     device: &B::Device,
     bar: &ProgressBar,
 ) -> Result<String> {
     let t = Instant::now();
+    let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", files.id));
+    // Refused before any work: an output that would replace one of the run's inputs.
+    for suffix in ["", "_prob", "_uncertainty"] {
+        let path = out(suffix);
+        inputs
+            .check_output(&path)
+            .with_context(|| path.display().to_string())?;
+    }
     let case = Case::load(files)?;
     for w in case.warnings() {
         bar.suspend(|| eprintln!("warning: {w}"));
@@ -224,7 +248,6 @@ fn predict_case<B: Backend>(
         });
     }
     let grid = case.geometry();
-    let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", case.id));
     let mut files = vec![(out(""), OutputData::Labels(&seg.labels))];
     let floats = |values| OutputData::Floats {
         values,
@@ -244,16 +267,22 @@ fn predict_case<B: Backend>(
             }),
         }
     }
-    // A case's outputs come all or not at all: a failed case leaves no label map that a later
-    // `nvnet evaluate` would score.
-    for (n, (path, data)) in files.iter().enumerate() {
-        if let Err(e) = nifti::write_on_grid(path, grid, *data) {
-            for (written, _) in &files[..n] {
-                let _ = std::fs::remove_file(written);
-            }
-            return Err(e.into());
-        }
-    }
+    // A case's outputs come all or not at all, and a failure leaves the files of an earlier run
+    // as they were: never a label map of one run beside a probability map of another.
+    let encoded = files
+        .iter()
+        .map(|(path, data)| {
+            nifti::encode_on_grid(grid, *data)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let unit: Vec<(&Path, &[u8])> = files
+        .iter()
+        .zip(&encoded)
+        .map(|((path, _), bytes)| (path.as_path(), bytes.as_slice()))
+        .collect();
+    nvnet::fsutil::write_all_atomic(&unit)
+        .map_err(|(path, e)| anyhow::anyhow!("{}: {e}", path.display()))?;
     let counts = RegionCounts::of(&seg.labels, args.options.labels);
     let ml = grid.spacing().iter().product::<f64>() / 1000.0;
     Ok(format!(

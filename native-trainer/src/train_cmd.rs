@@ -215,8 +215,13 @@ pub fn export(
     from: &Path,
     out: &Path,
     half: bool,
-    postprocessing: nvnet::postprocess::Postprocessing,
+    postprocessing: Option<nvnet::postprocess::Postprocessing>,
 ) -> Result<()> {
+    let mut inputs = nvnet::fsutil::Inputs::default();
+    inputs.add(from);
+    inputs
+        .check_output(out)
+        .with_context(|| format!("--out {}", out.display()))?;
     let loaded = weights::load_file::<nvnet::backend::Cpu>(from, None, &Default::default())?;
     let mut manifest = loaded.manifest.clone();
     if manifest.provenance.source == "imported" {
@@ -226,7 +231,10 @@ pub fn export(
         );
     }
     manifest.half = half;
-    manifest.postprocessing = postprocessing;
+    // The source's recorded rules stay unless others are given.
+    if let Some(p) = postprocessing {
+        manifest.postprocessing = p;
+    }
     // The VAE branch is for training only: the page needs the segmentation path.
     manifest.config.vae = None;
     let model = loaded.model.without_vae();
@@ -237,7 +245,7 @@ pub fn export(
         out.display(),
         size as f64 / 1e6,
         if half { ", float16" } else { "" },
-        postprocessing.flags()
+        manifest.postprocessing.flags()
     );
     Ok(())
 }

@@ -331,7 +331,7 @@ fn impossible_requests_fail_cleanly_and_leave_no_partial_outputs() {
         assert!(!t.contains("panicked"), "{t}");
     }
     // The second output cannot be written (a folder stands there): the case fails and its
-    // label map, written first, is taken back.
+    // label map is not written either.
     std::fs::create_dir_all(pred.join("Phantom-00000_prob.nii.gz")).unwrap();
     let out = predict(&["--save-probabilities"]);
     let t = text(&out);

@@ -448,3 +448,61 @@ fn two_wgpu_devices_give_the_one_device_epoch() {
         assert!(same, "{two:?} against {one:?}");
     }
 }
+
+/// The edges of a run's inputs: one case (too few to split) is said, not silently run without
+/// validation; a cache file cut short is built again, not a reason to stop; a resumed run whose
+/// config.toml is empty names that file.
+#[test]
+fn one_case_a_damaged_cache_file_and_an_empty_config_are_handled_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("one");
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--cases",
+        "1",
+        "--shape",
+        "32,32,24",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (run, cache) = (dir.path().join("run"), dir.path().join("cache"));
+    let args = tiny_epoch(&data, &run, &cache, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nvnet(&args);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("too few for a validation split"), "{t}");
+    // Cut the cached case short, then train again on it.
+    let cached: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nvc"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let bytes = std::fs::read(&cached[0]).unwrap();
+    std::fs::write(&cached[0], &bytes[..bytes.len() / 2]).unwrap();
+    let again = dir.path().join("run2");
+    let args = tiny_epoch(&data, &again, &cache, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nvnet(&args);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("1 case(s) preprocessed"), "{t}");
+    assert_eq!(
+        std::fs::read(&cached[0]).unwrap(),
+        bytes,
+        "rebuilt as it was"
+    );
+    // An emptied config.toml.
+    std::fs::write(run.join("config.toml"), "").unwrap();
+    let out = nvnet(&["train", "--resume", s(&run)]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("config.toml") && t.contains("names no training data"),
+        "{t}"
+    );
+}

@@ -561,12 +561,26 @@ impl Segmenter {
         Tensor::from_data(TensorData::new(data, shape), device)
     }
 
-    /// The network's results for window `w`, read back from the device.
-    pub fn add(&mut self, w: usize, mean: &[f32], variance: Option<&[f32]>) {
+    /// The network's results for window `w`, read back from the device. NaN or an infinity
+    /// there (damaged weights, a faulty device or kernel) is an error, never blended into a
+    /// label map that looks like an answer.
+    pub fn add(&mut self, w: usize, mean: &[f32], variance: Option<&[f32]>) -> Result<(), String> {
+        if let Some(v) = mean
+            .iter()
+            .chain(variance.unwrap_or_default())
+            .find(|v| !v.is_finite())
+        {
+            return Err(format!(
+                "window {} of {}: the network's output holds {v} (broken weights or a device fault)",
+                w + 1,
+                self.len()
+            ));
+        }
         self.mean.add(w, mean);
         if let (Some(sw), Some(v)) = (self.variance.as_mut(), variance) {
             sw.add(w, v);
         }
+        Ok(())
     }
 
     /// Blend, paste back on the case's grid, threshold.
@@ -620,7 +634,7 @@ pub fn segment<B: Backend>(
         let work = window_work(models, run.window(w, device), options.tta);
         let mean = to_vec(work.mean)?;
         let variance = work.variance.map(to_vec).transpose()?;
-        run.add(w, &mean, variance.as_deref());
+        run.add(w, &mean, variance.as_deref())?;
         progress(w + 1, total);
     }
     run.finish(case, outputs, options)

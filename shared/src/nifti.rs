@@ -421,34 +421,61 @@ fn parse_header(bytes: &[u8]) -> Result<RawHeader, String> {
     }
 }
 
+/// How far from 0 nibabel lets 1 − (b² + c² + d²) be and still take the quaternion's w as 0:
+/// three float32 epsilons (`Nifti1Header.quaternion_threshold`), the header's own precision.
+const QUATERNION_THRESHOLD: f64 = 3.0 * f32::EPSILON as f64;
+
+/// The qform quaternion's w from its b, c, d as nibabel computes it (`fillpositive`): 0 within
+/// the float32 tolerance of 0 (a 180° rotation written by FSL lands a little above or below),
+/// an error when b² + c² + d² exceeds 1 by more.
+fn quaternion_w(b: f64, c: f64, d: f64) -> Result<f64, String> {
+    let w2 = 1.0 - (b * b + c * c + d * d);
+    if w2.abs() < QUATERNION_THRESHOLD {
+        Ok(0.0)
+    } else if w2 < 0.0 {
+        Err(format!(
+            "the qform quaternion (quatern_b/c/d) has b² + c² + d² = {:.9}, more than 1",
+            1.0 - w2
+        ))
+    } else {
+        Ok(w2.sqrt())
+    }
+}
+
+/// The rotation of a quaternion (w, x, y, z) as nibabel's `quat2mat` computes it: normalised by
+/// its squared length (a float32 quaternion is a little off unit length), the identity for a
+/// quaternion of length 0.
+fn rotation([w, x, y, z]: [f64; 4]) -> [[f64; 3]; 3] {
+    let n = w * w + x * x + y * y + z * z;
+    if n < f64::EPSILON {
+        return [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    }
+    let s = 2.0 / n;
+    let (xs, ys, zs) = (x * s, y * s, z * s);
+    let (wx, wy, wz) = (w * xs, w * ys, w * zs);
+    let (xx, xy, xz) = (x * xs, x * ys, x * zs);
+    let (yy, yz, zz) = (y * ys, y * zs, z * zs);
+    [
+        [1.0 - (yy + zz), xy - wz, xz + wy],
+        [xy + wz, 1.0 - (xx + zz), yz - wx],
+        [xz - wy, yz + wx, 1.0 - (xx + yy)],
+    ]
+}
+
 /// nibabel's rule: sform when sform_code > 0, else qform when qform_code > 0, else the
 /// Analyze-style base affine from the shape and pixdim (x flipped, centred).
-fn best_affine(h: &RawHeader, dims: [usize; 3], pixdim: &[f64; 8]) -> [[f64; 4]; 4] {
+fn best_affine(
+    h: &RawHeader,
+    dims: [usize; 3],
+    pixdim: &[f64; 8],
+) -> Result<[[f64; 4]; 4], String> {
     let mut a = [[0.0; 4]; 4];
     a[3][3] = 1.0;
     if h.sform_code > 0 {
         a[..3].copy_from_slice(&h.srow);
     } else if h.qform_code > 0 {
         let [b, c, d, qx, qy, qz] = h.quatern;
-        let w = 1.0 - (b * b + c * c + d * d);
-        let a0 = if w < 0.0 { 0.0 } else { w.sqrt() };
-        let r = [
-            [
-                a0 * a0 + b * b - c * c - d * d,
-                2.0 * (b * c - a0 * d),
-                2.0 * (b * d + a0 * c),
-            ],
-            [
-                2.0 * (b * c + a0 * d),
-                a0 * a0 + c * c - b * b - d * d,
-                2.0 * (c * d - a0 * b),
-            ],
-            [
-                2.0 * (b * d - a0 * c),
-                2.0 * (c * d + a0 * b),
-                a0 * a0 + d * d - c * c - b * b,
-            ],
-        ];
+        let r = rotation([quaternion_w(b, c, d)?, b, c, d]);
         let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let zooms = [pixdim[1], pixdim[2], pixdim[3] * qfac];
         for row in 0..3 {
@@ -466,7 +493,7 @@ fn best_affine(h: &RawHeader, dims: [usize; 3], pixdim: &[f64; 8]) -> [[f64; 4];
             a[n][3] = -((dims[n] as f64 - 1.0) / 2.0) * zooms[n];
         }
     }
-    a
+    Ok(a)
 }
 
 /// Read a NIfTI image from its bytes (`.nii` or `.nii.gz`); `name` is used in messages.
@@ -729,7 +756,7 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
         quatern: h.quatern,
         srow: h.srow,
         xyzt_units: h.xyzt_units,
-        affine: best_affine(&h, layout.dims, &pixdim),
+        affine: best_affine(&h, layout.dims, &pixdim).map_err(&err)?,
     };
     if geometry.affine.iter().flatten().any(|v| !v.is_finite()) {
         let which = if h.sform_code > 0 {
@@ -881,4 +908,47 @@ pub fn write_on_grid(
         file,
         problem: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A qform-only file (sform_code 0) rotated 180° about y, as FSL writes one: its quatern_c is
+    /// the float32 just below 1, so 1 − c² = 1.2e-7, which nibabel reads as w = 0 (taking its
+    /// square root put the affine off nibabel's, and a case with one such copy was refused as
+    /// not co-registered).
+    #[test]
+    fn a_qform_quaternion_within_float32_of_unit_length_is_read_as_nibabel_reads_it() {
+        let c = f64::from(0.999_999_94_f32);
+        let grid = Geometry {
+            dims: [4, 3, 2],
+            pixdim: [-1.0, 1.5, 2.0, 2.5, 0.0, 0.0, 0.0, 0.0],
+            qform_code: 1,
+            sform_code: 0,
+            quatern: [0.0, c, 0.0, 10.0, -20.0, 30.0],
+            srow: [[0.0; 4]; 3],
+            xyzt_units: 2,
+            affine: [[0.0; 4]; 4],
+        };
+        let bytes = encode_on_grid(&grid, OutputData::Labels(&[0; 24])).unwrap();
+        let read = read_bytes(&bytes, "qform.nii.gz").unwrap().geometry;
+        // w = 0, b = d = 0: R = diag(−1, 1, −1) (normalised); columns scaled by (1.5, 2.0, −2.5)
+        // (qfac −1). testdata/qform holds nibabel's own reading of such a file.
+        let expected = [
+            [-1.5, 0.0, 0.0, 10.0],
+            [0.0, 2.0, 0.0, -20.0],
+            [0.0, 0.0, 2.5, 30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        for (row, want) in read.affine.iter().zip(&expected) {
+            for (v, w) in row.iter().zip(want) {
+                assert!((v - w).abs() < 1e-12, "{:?}", read.affine);
+            }
+        }
+        assert_eq!(quaternion_w(0.0, 0.0, 0.0).unwrap(), 1.0);
+        assert!((quaternion_w(0.6, 0.0, 0.0).unwrap() - 0.8).abs() < 1e-15);
+        let e = quaternion_w(0.6, 0.6, 0.6).unwrap_err();
+        assert!(e.contains("more than 1"), "{e}");
+    }
 }

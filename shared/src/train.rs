@@ -355,6 +355,28 @@ pub fn cache_path(dir: &Path, files: &CaseFiles, modalities: &[Modality]) -> Pat
     ))
 }
 
+/// Whether a cache file is whole: its magic, its header, and the length the header announces,
+/// read from its first bytes only.
+fn cache_file_whole(path: &Path) -> bool {
+    use std::io::Read;
+    let check = || -> Option<bool> {
+        let mut f = crate::fsutil::open_regular(path).ok()?;
+        let len = f.metadata().ok()?.len();
+        let mut head = [0u8; 16];
+        f.read_exact(&mut head).ok()?;
+        let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
+        if &head[..8] != CACHE_MAGIC || hlen > 1 << 20 {
+            return Some(false);
+        }
+        let mut header = vec![0; hlen as usize];
+        f.read_exact(&mut header).ok()?;
+        let h: CacheHeader = serde_json::from_slice(&header).ok()?;
+        let n = h.dims.iter().product::<usize>() as u64;
+        Some(len == 16 + hlen + n * h.channels as u64 * 2 + n)
+    };
+    check().unwrap_or(false)
+}
+
 /// Read a case from the cache, building (and writing) it first when it is not there.
 pub fn cached(
     dir: &Path,
@@ -362,7 +384,8 @@ pub fn cached(
     modalities: &[Modality],
 ) -> Result<(PathBuf, bool), String> {
     let path = cache_path(dir, files, modalities);
-    if path.is_file() {
+    // A damaged cache file (cut short on a full disk or by a copy) is built again, not trusted.
+    if path.is_file() && cache_file_whole(&path) {
         return Ok((path, false));
     }
     let case = Case::load(files).map_err(|e| e.to_string())?;
@@ -717,6 +740,15 @@ pub fn prepare_data(
     };
     if train.is_empty() {
         return Err(format!("{}: no training cases", config.data.display()));
+    }
+    if val.is_empty() && config.val_fraction > 0.0 {
+        reporter.message(&format!(
+            "warning: {} case(s) are too few for a validation split of {}: no validation, no \
+             validation Dice and no best.bpk (last.bpk only); give more cases or a separate \
+             validation root",
+            train.len(),
+            config.val_fraction
+        ));
     }
     Ok((train, val, split))
 }

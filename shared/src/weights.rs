@@ -71,6 +71,11 @@ pub struct Manifest {
     /// (`nvnet evaluate --choose-postprocessing`, recorded by `nvnet export`).
     #[serde(default)]
     pub postprocessing: Postprocessing,
+    /// SHA-256 of the tensors as stored (each tensor's name, then its bytes, in name order),
+    /// checked on load: a file damaged inside its tensor data is refused, never run. Absent in
+    /// files written before nvnet recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_sha256: Option<String>,
 }
 
 impl Manifest {
@@ -85,6 +90,7 @@ impl Manifest {
             provenance,
             half: false,
             postprocessing: Postprocessing::NONE,
+            tensors_sha256: None,
         }
     }
 
@@ -218,8 +224,23 @@ impl WeightsFormat {
 // ---------------------------------------------------------------------------------------------
 // The nvnet weights file.
 
-/// Serialise a model and its manifest to burnpack bytes.
+/// Serialise a model and its manifest to burnpack bytes, the manifest with the checksum of the
+/// tensors as they are stored.
 pub fn to_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
+    let mut manifest = manifest.clone();
+    manifest.tensors_sha256 = None;
+    let first = burnpack_bytes(model, &manifest)?;
+    let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(first)));
+    let dtype = if manifest.half {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    manifest.tensors_sha256 = Some(stored_tensors(&mut store, dtype)?.sha256);
+    burnpack_bytes(model, &manifest)
+}
+
+fn burnpack_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
     let json = serde_json::to_string(manifest).map_err(|e| e.to_string())?;
     let mut store = BurnpackStore::from_bytes(None).metadata(MANIFEST_KEY, json);
     if manifest.half {
@@ -300,7 +321,7 @@ pub fn load_bytes<B: Backend>(
         })?;
     let mut store =
         BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())));
-    check_tensor_types(&mut store, manifest.half, file)?;
+    check_tensors(&mut store, &manifest, file)?;
     if manifest.half {
         store = store.with_from_adapter(burn_store::HalfPrecisionAdapter::new());
     }
@@ -318,40 +339,89 @@ pub fn load_bytes<B: Backend>(
     })
 }
 
-/// burn-store takes each tensor's dtype and shape from the file's header as they stand: a float
-/// tensor relabelled as an integer or as f64, or given fewer bytes than its shape needs, panicked
-/// or crashed inside the backend. nvnet writes every tensor as f32 (f16 with `--half`).
-fn check_tensor_types(
+/// What the tensors of a burnpack file hold, read as they are stored.
+struct StoredTensors {
+    sha256: String,
+    /// The first tensor holding NaN or an infinity, with that value.
+    non_finite: Option<(String, f32)>,
+}
+
+/// Read every tensor of a burnpack store and checksum them (each name, then its bytes, in name
+/// order). A tensor stored as another dtype than `expected`, or whose bytes do not match its
+/// shape, is an error, found before its data is read.
+fn stored_tensors(store: &mut BurnpackStore, expected: DType) -> Result<StoredTensors, String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut non_finite = None;
+    // A BTreeMap: in name order.
+    for (name, snapshot) in store.get_all_snapshots().map_err(|e| e.to_string())? {
+        if snapshot.dtype != expected {
+            return Err(format!(
+                "tensor {name} is stored as {:?}, where the manifest says {expected:?}",
+                snapshot.dtype
+            ));
+        }
+        let data = snapshot
+            .to_data()
+            .map_err(|e| format!("tensor {name}: {e}"))?;
+        if data.bytes.len() != snapshot.data_len() {
+            return Err(format!(
+                "tensor {name} has {} bytes, where its shape {:?} needs {}",
+                data.bytes.len(),
+                snapshot.shape.as_slice(),
+                snapshot.data_len()
+            ));
+        }
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((data.bytes.len() as u64).to_le_bytes());
+        hasher.update(&data.bytes[..]);
+        if non_finite.is_none()
+            && matches!(snapshot.dtype, DType::F32 | DType::F16)
+            && let Some(v) = data.iter::<f32>().find(|v| !v.is_finite())
+        {
+            non_finite = Some((name.clone(), v));
+        }
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(StoredTensors { sha256, non_finite })
+}
+
+/// Before burn-store builds anything: burn-store takes each tensor's dtype and shape from the
+/// file's header as they stand (a float tensor relabelled as an integer or as f64, or given
+/// fewer bytes than its shape needs, panicked or crashed inside the backend); nvnet writes every
+/// tensor as f32 (f16 with `--half`). Then the manifest's checksum, and no NaN or infinity.
+fn check_tensors(
     store: &mut BurnpackStore,
-    half: bool,
+    manifest: &Manifest,
     file: &str,
 ) -> Result<(), WeightsError> {
     let format = |why: String| WeightsError::Format {
         file: file.to_string(),
         why,
     };
-    let expected = if half { DType::F16 } else { DType::F32 };
-    let snapshots = store
-        .get_all_snapshots()
-        .map_err(|e| format(e.to_string()))?;
-    for (name, snapshot) in snapshots {
-        if snapshot.dtype != expected {
-            return Err(format(format!(
-                "tensor {name} is stored as {:?}, where the manifest says {:?}",
-                snapshot.dtype, expected
-            )));
-        }
-        let data = snapshot
-            .to_data()
-            .map_err(|e| format(format!("tensor {name}: {e}")))?;
-        if data.bytes.len() != snapshot.data_len() {
-            return Err(format(format!(
-                "tensor {name} has {} bytes, where its shape {:?} needs {}",
-                data.bytes.len(),
-                snapshot.shape.as_slice(),
-                snapshot.data_len()
-            )));
-        }
+    let expected = if manifest.half {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    let stored = stored_tensors(store, expected).map_err(format)?;
+    if let Some(recorded) = &manifest.tensors_sha256
+        && *recorded != stored.sha256
+    {
+        return Err(format(format!(
+            "its tensors are damaged: their SHA-256 is {}, where its manifest records {recorded}",
+            stored.sha256
+        )));
+    }
+    if let Some((name, v)) = stored.non_finite {
+        return Err(format(format!(
+            "tensor {name} holds {v}: the weights are unusable"
+        )));
     }
     Ok(())
 }
@@ -806,5 +876,78 @@ pub fn burn_to_monai(path: &str) -> String {
         ["head_norm", "beta"] => "conv_final.0.bias".into(),
         ["head_conv", w] => format!("conv_final.2.conv.{w}"),
         _ => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleMapper, Param};
+
+    type B = crate::backend::Cpu;
+
+    fn small() -> (NvNet<B>, Manifest) {
+        let config = NvNetConfig {
+            init_filters: 8,
+            blocks_down: vec![1, 1],
+            blocks_up: vec![1],
+            ..Default::default()
+        };
+        let model = config.init::<B>(&Default::default()).unwrap();
+        let provenance = Provenance {
+            source: "initialised".into(),
+            ..Default::default()
+        };
+        (model, Manifest::new("small", config, provenance))
+    }
+
+    #[test]
+    fn damaged_tensor_data_is_refused_by_the_manifests_checksum() {
+        let (model, manifest) = small();
+        let bytes = to_bytes(&model, &manifest).unwrap();
+        let loaded = load_bytes::<B>(&bytes, "w.bpk", &Default::default()).unwrap();
+        let recorded = loaded.manifest.tensors_sha256.clone().unwrap();
+        assert_eq!(recorded.len(), 64);
+        // Written twice, the same checksum: it depends on the tensors alone.
+        assert_eq!(to_bytes(&model, &loaded.manifest).unwrap(), bytes);
+        for half in [false, true] {
+            let manifest = Manifest {
+                half,
+                ..manifest.clone()
+            };
+            let mut bad = to_bytes(&model, &manifest).unwrap();
+            // One bit in the tensor data, which follows the metadata to the end of the file.
+            let at = bad.len() - bad.len() / 4;
+            bad[at] ^= 0x10;
+            let e = load_bytes::<B>(&bad, "w.bpk", &Default::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("w.bpk") && e.contains("damaged"), "{e}");
+        }
+    }
+
+    /// The CLI and the page both check the embedded model's tensors against its manifest.
+    #[test]
+    fn the_embedded_model_records_its_checksum_and_matches_it() {
+        let bytes = default_model().unwrap();
+        let manifest = read_manifest(bytes, "default").unwrap();
+        assert!(manifest.tensors_sha256.is_some());
+        load_bytes::<B>(bytes, "default", &Default::default()).unwrap();
+    }
+
+    #[test]
+    fn weights_holding_nan_are_refused() {
+        struct Poison;
+        impl ModuleMapper<B> for Poison {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                p.map(|t| t.mul_scalar(f32::NAN))
+            }
+        }
+        let (model, manifest) = small();
+        let bytes = to_bytes(&model.map(&mut Poison), &manifest).unwrap();
+        let e = load_bytes::<B>(&bytes, "nan.bpk", &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nan.bpk") && e.contains("NaN"), "{e}");
     }
 }

@@ -169,3 +169,23 @@ fn a_written_probability_map_is_4d_float32() {
         "{err}"
     );
 }
+
+/// A qform-only file as FSL writes a 180° rotation (its quaternion a float32 off unit length):
+/// the affine nibabel reads from it (testdata/qform/make.py), to the last bit.
+#[test]
+fn a_qform_only_file_gives_nibabels_affine() {
+    let dir = reference("..").join("qform");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let image = nifti::read_path(&dir.join("fsl_qform.nii.gz")).unwrap();
+    assert_eq!(image.geometry.sform_code, 0);
+    for (r, row) in expected["affine"].as_array().unwrap().iter().enumerate() {
+        for (c, v) in row.as_array().unwrap().iter().enumerate() {
+            let (got, want) = (image.geometry.affine[r][c], v.as_f64().unwrap());
+            assert!(
+                (got - want).abs() <= 1e-12,
+                "affine[{r}][{c}]: {got} vs nibabel's {want}"
+            );
+        }
+    }
+}

@@ -545,7 +545,7 @@ async fn segment_on_gpu(
             return Err(fault_error(&f, Some((roi, window_bytes))));
         }
         let (mean, variance) = read.map_err(error)?;
-        run.add(w, &mean, variance.as_deref());
+        run.add(w, &mean, variance.as_deref()).map_err(error)?;
         progress(w + 1, total, roi, window_bytes);
     }
     Ok(run
