@@ -49,7 +49,8 @@ echo "exit $rc after $(( $(date +%s) - start )) s"
 start=$(date +%s)
 NVNET_TESTDATA="$PWD/../testdata" timeout "$MEMORY_LIMIT" ./cuda_reference --ignored \
   cuda_reference::training_step_memory_on_cuda --nocapture --test-threads 1 >>cuda_tests.log 2>&1
-echo "memory test: exit $? after $(( $(date +%s) - start )) s"
+memory_rc=$?
+echo "memory test: exit $memory_rc after $(( $(date +%s) - start )) s"
 awk '
   /^test |test result|panicked|departs/ { print; next }
   /residual block|^training step F=/ { print; next }
