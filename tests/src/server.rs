@@ -42,9 +42,31 @@ fn resolve(root: &Path, url: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The headers a site's `_headers` file asks for every path (`/*`), as Netlify and Cloudflare
+/// Pages send them: the page's is the one that gives its worker a Content-Security-Policy.
+fn site_headers(root: &Path) -> Vec<tiny_http::Header> {
+    let Ok(text) = std::fs::read_to_string(root.join("_headers")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut every_path = false;
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            every_path = line.trim() == "/*";
+        } else if every_path && let Some((name, value)) = line.trim().split_once(':') {
+            out.push(tiny_http::Header::from_bytes(name.trim(), value.trim()).expect("a header"));
+        }
+    }
+    out
+}
+
 impl StaticServer {
     pub fn start(root: &Path) -> StaticServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1"));
+        let headers = site_headers(root);
         let port = server.server_addr().to_ip().expect("ip address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (s, log, root) = (server.clone(), requests.clone(), root.to_path_buf());
@@ -56,9 +78,12 @@ impl StaticServer {
                 let file = resolve(&root, &url).filter(|p| p.is_file());
                 let response = match (method.as_str(), file) {
                     ("GET", Some(path)) => match std::fs::read(&path) {
-                        Ok(bytes) => tiny_http::Response::from_data(bytes).with_header(
-                            tiny_http::Header::from_bytes("Content-Type", mime(&path))
-                                .expect("header"),
+                        Ok(bytes) => headers.iter().fold(
+                            tiny_http::Response::from_data(bytes).with_header(
+                                tiny_http::Header::from_bytes("Content-Type", mime(&path))
+                                    .expect("header"),
+                            ),
+                            |response, h| response.with_header(h.clone()),
                         ),
                         Err(_) => tiny_http::Response::from_data(Vec::new()).with_status_code(500),
                     },

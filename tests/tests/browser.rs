@@ -3,11 +3,12 @@
 //! Segment, Download, and the downloaded label map against `nvnet predict --weights default`
 //! on the same files with the same options.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, WEBGPU_FLAGS};
+use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, Page, WEBGPU_FLAGS};
 use nvnet_e2e::page::{
     CASE_ID, assert_matches_native, native_prediction, sample_files, segment_files, wait_ready,
 };
@@ -448,4 +449,246 @@ fn native_check(files: &[PathBuf]) -> Result<(), String> {
     Case::from_images("check", Layout::Loose, images, None)
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// The service worker keeps one build of the page, whole: what it caches is byte for byte the
+/// build its sw.js names; half a deployment (the new sw.js and glue beside the old wasm) is not
+/// installed and the cached build stays; a whole rebuild replaces it once the old page is
+/// closed; other apps' caches on the origin are left alone. (The old worker could cache a new
+/// nvnet-web.js beside an old wasm, and deleted every cache of the origin.)
+#[test]
+fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let site = tempfile::tempdir().unwrap();
+    let site = site.path();
+    copy_dir(&dist(), site);
+    let server = StaticServer::start(site);
+    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    let controlled = "navigator.serviceWorker.controller ? 'yes' : ''";
+    page.wait_for(&mut b, controlled, Duration::from_secs(60))
+        .expect("the service worker takes the page");
+    // The worker's script came with the page's policy (a worker does not inherit the meta tag).
+    let csp = page
+        .eval(
+            &mut b,
+            "fetch('worker.js').then((r) => r.headers.get('content-security-policy'))",
+        )
+        .unwrap();
+    assert!(
+        csp.as_str()
+            .is_some_and(|p| p.contains("connect-src 'self'")),
+        "worker.js came without the page's CSP: {csp}"
+    );
+    let a = build_of(site);
+    assert_eq!(
+        offline_copy(&page, &mut b),
+        (vec![format!("nvnet-{a}")], hashes(site))
+    );
+    page.eval(&mut b, "caches.open('other-app').then(() => true)")
+        .unwrap();
+
+    // Half a deployment: the new service worker and glue, the old wasm still in place.
+    let old_wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
+    let old_hashes = hashes(site);
+    rebuild(site);
+    let new_wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
+    std::fs::write(site.join("nvnet-web_bg.wasm"), &old_wasm).unwrap();
+    let b_build = build_of(site);
+    assert_ne!(a, b_build);
+    assert_ne!(update(&page, &mut b), "installed");
+    let (keys, cached) = offline_copy(&page, &mut b);
+    assert_eq!(keys, [format!("nvnet-{a}"), "other-app".into()]);
+    assert_eq!(cached, old_hashes, "the cached build changed");
+
+    // The whole rebuild: installed now, in use once the old page is gone.
+    std::fs::write(site.join("nvnet-web_bg.wasm"), &new_wasm).unwrap();
+    assert_eq!(update(&page, &mut b), "installed");
+    page.close(&mut b).expect("close the page");
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    page.wait_for(
+        &mut b,
+        &format!("caches.keys().then((k) => !k.includes('nvnet-{a}'))"),
+        Duration::from_secs(60),
+    )
+    .expect("the old build's cache goes");
+    let (keys, cached) = offline_copy(&page, &mut b);
+    assert_eq!(keys, [format!("nvnet-{b_build}"), "other-app".into()]);
+    assert_eq!(cached, hashes(site));
+    page.close(&mut b).expect("close the page");
+}
+
+/// The files the service worker caches (its ASSETS).
+const OFFLINE_FILES: [&str; 7] = [
+    "index.html",
+    "style.css",
+    "app.js",
+    "viewer.js",
+    "worker.js",
+    "nvnet-web.js",
+    "nvnet-web_bg.wasm",
+];
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Each offline file of a site and its SHA-256.
+fn hashes(site: &Path) -> BTreeMap<String, String> {
+    OFFLINE_FILES
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                sha256_hex(&std::fs::read(site.join(f)).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The build a site's sw.js names.
+fn build_of(site: &Path) -> String {
+    let sw = std::fs::read_to_string(site.join("sw.js")).unwrap();
+    let line = sw
+        .lines()
+        .find(|l| l.starts_with("const BUILD = '"))
+        .expect("a BUILD line");
+    let build = line
+        .trim_start_matches("const BUILD = '")
+        .trim_end_matches("';");
+    assert_ne!(build, "unstamped", "the build did not stamp sw.js");
+    build.to_string()
+}
+
+/// The origin's cache names, and each file in nvnet's cache(s) with its SHA-256.
+fn offline_copy(page: &Page, b: &mut Browser) -> (Vec<String>, BTreeMap<String, String>) {
+    let v = page
+        .eval(
+            b,
+            "(async () => {
+               const hex = async (r) => Array.from(new Uint8Array(await crypto.subtle.digest(
+                 'SHA-256', await r.arrayBuffer())), (x) => x.toString(16).padStart(2, '0')).join('');
+               const keys = (await caches.keys()).sort();
+               const files = {};
+               for (const k of keys.filter((k) => k.startsWith('nvnet-'))) {
+                 const c = await caches.open(k);
+                 for (const req of await c.keys()) {
+                   files[new URL(req.url).pathname.slice(1)] = await hex(await c.match(req));
+                 }
+               }
+               return { keys, files };
+             })()",
+        )
+        .unwrap();
+    let keys = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let files = v["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, h)| (k.clone(), h.as_str().unwrap().to_string()))
+        .collect();
+    (keys, files)
+}
+
+/// Ask the browser to look for a new service worker: "installed" when one installed.
+fn update(page: &Page, b: &mut Browser) -> String {
+    page.eval(
+        b,
+        "(async () => {
+           const r = await navigator.serviceWorker.getRegistration();
+           try { await r.update(); } catch (e) { return 'update failed: ' + e.message; }
+           const w = r.installing || r.waiting;
+           if (!w) return 'no new worker';
+           return await new Promise((resolve) => {
+             const check = () => {
+               if (['installed', 'activating', 'activated'].includes(w.state)) resolve('installed');
+               if (w.state === 'redundant') resolve('redundant');
+             };
+             w.addEventListener('statechange', check);
+             check();
+           });
+         })()",
+    )
+    .unwrap()
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// What a rebuild changes: the engine (a custom section added to the wasm, which leaves it a
+/// valid module) and its glue; then the build's own stamping of sw.js.
+fn rebuild(site: &Path) {
+    let mut wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
+    // Custom section (id 0), 12 bytes: the name "test" (length 4) and "rebuilt".
+    wasm.extend_from_slice(&[0, 12, 4]);
+    wasm.extend_from_slice(b"testrebuilt");
+    std::fs::write(site.join("nvnet-web_bg.wasm"), wasm).unwrap();
+    let mut glue = std::fs::read_to_string(site.join("nvnet-web.js")).unwrap();
+    glue.push_str("\n// rebuilt\n");
+    std::fs::write(site.join("nvnet-web.js"), glue).unwrap();
+    let stamped = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/stamp-sw.sh"))
+        .arg(site)
+        .status()
+        .unwrap();
+    assert!(stamped.success());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The page's Content-Security-Policy is one policy: its meta tag, the `_headers` file that
+/// static hosts read (and the tests' server sends, so the worker runs under it here), and
+/// `trunk serve`'s headers.
+#[test]
+fn the_pages_policy_is_the_same_in_its_meta_tag_its_headers_file_and_trunk_serve() {
+    let root = repo_root();
+    let html = std::fs::read_to_string(root.join("www/index.html")).unwrap();
+    let meta = html
+        .split("http-equiv=\"Content-Security-Policy\"")
+        .nth(1)
+        .and_then(|rest| rest.split("content=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's CSP meta tag");
+    let headers = std::fs::read_to_string(root.join("www/_headers")).unwrap();
+    assert!(
+        headers.contains(&format!("Content-Security-Policy: {meta}\n")),
+        "www/_headers: {headers}"
+    );
+    let trunk = std::fs::read_to_string(root.join("Trunk.toml")).unwrap();
+    assert!(
+        trunk.contains(&format!("\"Content-Security-Policy\" = \"{meta}\"")),
+        "Trunk.toml"
+    );
+    // And the built site carries the file.
+    assert_eq!(
+        std::fs::read_to_string(dist().join("_headers")).unwrap(),
+        headers
+    );
 }
