@@ -677,6 +677,18 @@ fn read_checkpoint(path: &Path) -> Result<(RunState, Vec<u8>, Vec<u8>), String> 
     Ok((state, model, optim))
 }
 
+/// Read every parameter once, in the module's order: Burn initialises a parameter lazily, when
+/// it is first read.
+fn draw_initial_weights<B: Backend>(model: &NvNet<B>) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Touch);
+}
+
 /// The cases of a run: cache every case (building what is missing) and split.
 pub fn prepare_data(
     config: &TrainConfig,
@@ -870,7 +882,12 @@ pub fn run<B: AutodiffBackend>(
     )?;
     let device = devices.main();
     let model_config = config.model_config();
+    // The initial weights from --seed alone, drawn now in the module's order: Burn draws a
+    // parameter when it is first read, which was in the first forward pass, one per device
+    // thread, so one and two devices started from different networks.
+    B::seed(device, mix(&[config.seed, 0x1417]));
     let mut model: NvNet<B> = model_config.init(device).map_err(|e| e.to_string())?;
+    draw_initial_weights(&model);
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
         .init::<B, NvNet<B>>();
