@@ -34,27 +34,29 @@ impl fmt::Display for DeviceKind {
     }
 }
 
-/// Run `$body` with `$B` bound to the backend type of `$kind` and `$dev` to its default device.
-/// A backend that was not compiled in is a clear error, not a panic.
+/// Run `$body` with `$B` bound to the backend type of `$kind`, `$dev` to its device opened with
+/// `--gpu-limits` `$cap` (see [`DeviceFromSpec::open_default`]) and `$limits` to the buffer limits
+/// it was opened with (wgpu; `None` elsewhere). A backend that was not compiled in is a clear
+/// error, not a panic.
 macro_rules! with_backend {
-    ($kind:expr, |$B:ident, $dev:ident| $body:expr) => {{
+    ($kind:expr, $cap:expr, |$B:ident, $dev:ident, $limits:ident| $body:expr) => {{
         match $kind {
             $crate::device::DeviceKind::Cpu => {
                 type $B = nvnet::backend::Cpu;
-                let $dev: burn::tensor::Device<$B> = Default::default();
+                let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
             #[cfg(feature = "wgpu")]
             $crate::device::DeviceKind::Wgpu => {
                 type $B = nvnet::backend::Wgpu;
-                let $dev: burn::tensor::Device<$B> = $crate::device::open_wgpu()?;
+                let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::device::DeviceKind::Cuda => {
                 $crate::device::check_cuda()?;
                 type $B = nvnet::backend::Cuda;
-                let $dev: burn::tensor::Device<$B> = Default::default();
+                let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
             #[allow(unreachable_patterns)]
@@ -66,18 +68,24 @@ macro_rules! with_backend {
 }
 pub(crate) use with_backend;
 
-/// `--gpu-limits`: open the wgpu device with at most these buffer limits.
-pub static GPU_CAP: std::sync::OnceLock<nvnet::gpu::GpuLimits> = std::sync::OnceLock::new();
-/// The limits of the wgpu device opened by `open_wgpu` (the windows are sized from them).
-pub static GPU_LIMITS: std::sync::OnceLock<nvnet::gpu::GpuLimits> = std::sync::OnceLock::new();
+/// The default device of backend `B`, opened with `--gpu-limits` `cap`, and the limits it has.
+pub fn open<B: burn::prelude::Backend>(
+    cap: Option<nvnet::gpu::GpuLimits>,
+) -> anyhow::Result<(B::Device, Option<nvnet::gpu::GpuLimits>)>
+where
+    B::Device: DeviceFromSpec,
+{
+    B::Device::open_default(cap).map_err(anyhow::Error::msg)
+}
 
-/// Open the wgpu device (with `--gpu-limits` applied) and remember its limits.
-#[cfg(feature = "wgpu")]
-pub fn open_wgpu() -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
-    let gpu = futures_lite::future::block_on(nvnet::gpu::open(GPU_CAP.get().copied()))
-        .map_err(|e| anyhow::anyhow!("--device wgpu: {e}"))?;
-    let _ = GPU_LIMITS.set(gpu.limits);
-    Ok(gpu.device)
+/// `--gpu-limits` names a wgpu device's buffer limits; other backends have none to lower.
+fn no_cap(cap: Option<nvnet::gpu::GpuLimits>, kind: &str) -> Result<(), String> {
+    match cap {
+        Some(_) => Err(format!(
+            "--gpu-limits lowers a wgpu device's buffer limits; --device {kind} has none"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// "128M,256M": the storage-binding and buffer-size limits.
@@ -172,9 +180,14 @@ pub fn parse_device_list(list: &str) -> Result<(DeviceKind, Vec<String>), String
     Ok((kind.expect("split yields one entry"), rest))
 }
 
-/// A backend's device from the part of a `--devices` entry after its kind.
+/// A backend's device from the part of a `--devices` entry after its kind, or its default.
 pub trait DeviceFromSpec: Sized {
     fn from_spec(spec: &str) -> Result<Self, String>;
+    /// The default device, opened with at most the buffer limits `cap` (`--gpu-limits`), with
+    /// the limits it has where the backend has such limits.
+    fn open_default(
+        cap: Option<nvnet::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String>;
 }
 
 /// The device number `n` of the `--devices` entry `prefix:n`.
@@ -191,6 +204,13 @@ impl DeviceFromSpec for burn::backend::flex::FlexDevice {
                 "'cpu:{other}': the CPU backend (flex) is one device; it already uses every core"
             )),
         }
+    }
+
+    fn open_default(
+        cap: Option<nvnet::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
+        no_cap(cap, "cpu")?;
+        Ok((Default::default(), None))
     }
 }
 
@@ -212,6 +232,16 @@ impl DeviceFromSpec for burn::backend::wgpu::WgpuDevice {
                 ));
             }
         })
+    }
+
+    /// Through `nvnet::gpu::open`, as the page opens WebGPU: the windows and crops are then
+    /// sized from the limits the device really has.
+    fn open_default(
+        cap: Option<nvnet::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
+        let gpu = futures_lite::future::block_on(nvnet::gpu::open(cap))
+            .map_err(|e| format!("--device wgpu: {e}"))?;
+        Ok((gpu.device, Some(gpu.limits)))
     }
 }
 
@@ -241,16 +271,28 @@ impl DeviceFromSpec for burn::backend::cuda::CudaDevice {
         }
         Ok(Self::new(i))
     }
+
+    fn open_default(
+        cap: Option<nvnet::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
+        no_cap(cap, "cuda")?;
+        Ok((Default::default(), None))
+    }
 }
 
-/// The training devices: `--devices` when given, else the backend's default device.
+/// The training devices: `--devices` when given, else the backend's default device opened with
+/// `--gpu-limits` `cap`; and the buffer limits of that one device (wgpu).
 pub fn training_devices<D: DeviceFromSpec>(
     specs: Option<&[String]>,
-    default: D,
-) -> Result<Vec<D>, String> {
+    cap: Option<nvnet::gpu::GpuLimits>,
+) -> Result<(Vec<D>, Option<nvnet::gpu::GpuLimits>), String> {
     match specs {
-        None => Ok(vec![default]),
-        Some(specs) => specs.iter().map(|s| D::from_spec(s)).collect(),
+        None => D::open_default(cap).map(|(d, limits)| (vec![d], limits)),
+        Some(_) if cap.is_some() => Err(
+            "--gpu-limits lowers the limits of the one device a run opens; it does not apply to --devices"
+                .into(),
+        ),
+        Some(specs) => Ok((specs.iter().map(|s| D::from_spec(s)).collect::<Result<_, _>>()?, None)),
     }
 }
 
@@ -299,21 +341,19 @@ impl FromStr for Precision {
     }
 }
 
-/// Like `with_backend!`, with `$B` the autodiff backend for training at `$precision`
-/// (f16/bf16: CUDA only).
+/// Run `$body` with `$B` the autodiff backend of `$kind` for training at `$precision` (f16/bf16:
+/// CUDA only); the body opens its devices ([`training_devices`]).
 macro_rules! with_train_backend {
-    ($kind:expr, $precision:expr, |$B:ident, $dev:ident| $body:expr) => {{
+    ($kind:expr, $precision:expr, |$B:ident| $body:expr) => {{
         use $crate::device::{DeviceKind, Precision};
         match ($kind, $precision) {
             (DeviceKind::Cpu, Precision::F32) => {
                 type $B = burn::backend::Autodiff<nvnet::backend::Cpu>;
-                let $dev: burn::tensor::Device<$B> = Default::default();
                 $body
             }
             #[cfg(feature = "wgpu")]
             (DeviceKind::Wgpu, Precision::F32) => {
                 type $B = burn::backend::Autodiff<nvnet::backend::Wgpu>;
-                let $dev: burn::tensor::Device<$B> = Default::default();
                 $body
             }
             #[cfg(feature = "cuda")]
@@ -322,17 +362,14 @@ macro_rules! with_train_backend {
                 match p {
                     Precision::F32 => {
                         type $B = burn::backend::Autodiff<burn::backend::Cuda<f32>>;
-                        let $dev: burn::tensor::Device<$B> = Default::default();
                         $body
                     }
                     Precision::F16 => {
                         type $B = burn::backend::Autodiff<burn::backend::Cuda<half::f16>>;
-                        let $dev: burn::tensor::Device<$B> = Default::default();
                         $body
                     }
                     Precision::Bf16 => {
                         type $B = burn::backend::Autodiff<burn::backend::Cuda<half::bf16>>;
-                        let $dev: burn::tensor::Device<$B> = Default::default();
                         $body
                     }
                 }

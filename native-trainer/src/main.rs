@@ -441,9 +441,7 @@ fn run(cli: Cli) -> Result<usize> {
             device::keep_compiled_kernels();
         }
     }
-    if let Some(cap) = cli.gpu_limits {
-        let _ = device::GPU_CAP.set(cap);
-    }
+    let cap = cli.gpu_limits;
     match cli.command {
         Command::Predict {
             weights,
@@ -516,7 +514,9 @@ fn run(cli: Cli) -> Result<usize> {
                 save_uncertainty,
                 verbose,
             };
-            device::with_backend!(device, |B, dev| predict::run::<B>(&dev, args))
+            device::with_backend!(device, cap, |B, dev, limits| predict::run::<B>(
+                &dev, limits, args
+            ))
         }
         Command::Train(args) => {
             let (config, out) = train_config(&args)?;
@@ -556,13 +556,15 @@ fn run(cli: Cli) -> Result<usize> {
             };
             config.validate().map_err(anyhow::Error::msg)?;
             let notes = args.notes.clone();
-            device::with_train_backend!(device, args.precision, |B, dev| {
-                let devices =
-                    device::training_devices(specs.as_deref(), dev).map_err(anyhow::Error::msg)?;
+            device::with_train_backend!(device, args.precision, |B| {
+                let (devices, limits) =
+                    device::training_devices::<burn::tensor::Device<B>>(specs.as_deref(), cap)
+                        .map_err(anyhow::Error::msg)?;
                 let transfer =
                     device::transfer(device, devices.len()).map_err(anyhow::Error::msg)?;
                 train_cmd::run::<B>(
                     &devices,
+                    limits,
                     transfer,
                     config,
                     &out,
@@ -651,8 +653,9 @@ fn run(cli: Cli) -> Result<usize> {
             let available = (device == DeviceKind::Cpu)
                 .then(nvnet::info::available_memory)
                 .flatten();
-            device::with_backend!(device, |B, dev| bench::<B>(
+            device::with_backend!(device, cap, |B, dev, limits| bench::<B>(
                 &dev,
+                limits,
                 init_filters,
                 shape,
                 runs,
@@ -854,6 +857,7 @@ fn import(from: &PathBuf, out: &PathBuf, modalities: &str, name: Option<String>)
 
 fn bench<B: Backend>(
     device: &B::Device,
+    limits: Option<nvnet::gpu::GpuLimits>,
     init_filters: usize,
     shape: [usize; 3],
     runs: usize,
@@ -880,7 +884,7 @@ fn bench<B: Backend>(
             gib(available)
         );
     }
-    if let Some(limits) = device::GPU_LIMITS.get() {
+    if let Some(limits) = limits {
         nvnet::inference::check_buffer(
             &config,
             shape,

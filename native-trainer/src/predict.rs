@@ -69,8 +69,8 @@ fn collect_cases(args: &PredictArgs) -> Result<(Vec<CaseFiles>, Vec<String>)> {
 /// On a GPU opened with known limits (wgpu): an nvnet weights file whose network the device
 /// cannot hold is refused before the model is built there. (A MONAI checkpoint's architecture
 /// is known only once imported: the window check refuses it, after the device has complained.)
-fn check_device_holds(args: &PredictArgs) -> Result<()> {
-    let Some(limits) = crate::device::GPU_LIMITS.get() else {
+fn check_device_holds(args: &PredictArgs, limits: Option<nvnet::gpu::GpuLimits>) -> Result<()> {
+    let Some(limits) = limits else {
         return Ok(());
     };
     for w in &args.weights {
@@ -130,11 +130,15 @@ fn load_models<B: Backend>(
 }
 
 /// Run; returns how many cases failed.
-pub fn run<B: Backend>(device: &B::Device, mut args: PredictArgs) -> Result<usize> {
+pub fn run<B: Backend>(
+    device: &B::Device,
+    limits: Option<nvnet::gpu::GpuLimits>,
+    mut args: PredictArgs,
+) -> Result<usize> {
     let (cases, refused) = collect_cases(&args)?;
-    check_device_holds(&args)?;
+    check_device_holds(&args, limits)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
-    if let Some(limits) = crate::device::GPU_LIMITS.get() {
+    if let Some(limits) = limits {
         args.options.max_buffer = Some(limits.max_tensor());
     }
     if !args.labels_given {

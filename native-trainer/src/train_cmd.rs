@@ -118,6 +118,7 @@ fn commit() -> String {
 
 pub fn run<B: AutodiffBackend>(
     devices: &[B::Device],
+    limits: Option<nvnet::gpu::GpuLimits>,
     transfer: nvnet::parallel::Transfer,
     config: TrainConfig,
     out: &Path,
@@ -125,9 +126,9 @@ pub fn run<B: AutodiffBackend>(
     gpu: bool,
 ) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    // A wgpu device opened with --gpu-limits: the network and a crop within its largest buffer,
-    // before anything is built there (its allocator panics otherwise).
-    if let Some(limits) = crate::device::GPU_LIMITS.get() {
+    // A wgpu device: the network and a crop within its largest buffer (its own or as lowered by
+    // --gpu-limits), before anything is built there (its allocator panics otherwise).
+    if let Some(limits) = limits {
         nvnet::inference::check_buffer(
             &config.model_config(),
             config.crop,
