@@ -7,21 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{nvnet, s, text};
+use common::{nvnet, s, synth, text};
 
 /// One synthetic case (40×40×32) under `dir/data`; returns its folder.
 fn phantom(dir: &Path) -> PathBuf {
     let root = dir.join("data");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "1",
-        "--shape",
-        "40,40,32",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&root, 1, "40,40,32", 0);
     root.join("Phantom-00000")
 }
 

@@ -10,7 +10,7 @@ use nvnet::nifti::{self, OutputData};
 mod common;
 #[cfg(unix)]
 use common::mkfifo;
-use common::{nvnet, s, testdata, text};
+use common::{nvnet, s, synth, testdata, text};
 
 const MODEL: &str = "reference/segresnet_f8/model.pt";
 
@@ -179,16 +179,7 @@ fn flips_ensembles_uncertainty_and_the_2023_labels() {
 fn a_bad_case_is_reported_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "2",
-        "--shape",
-        "40,40,32",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&root, 2, "40,40,32", 0);
     // Break case 1: its T2 becomes a truncated file.
     let t2 = root.join("Phantom-00001/Phantom-00001_t2.nii.gz");
     let bytes = std::fs::read(&t2).unwrap();
@@ -274,16 +265,7 @@ fn a_bad_case_is_reported_and_the_others_go_on() {
 fn impossible_requests_fail_cleanly_and_leave_no_partial_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "1",
-        "--shape",
-        "40,40,32",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&root, 1, "40,40,32", 0);
     let case = root.join("Phantom-00000");
     let pred = dir.path().join("pred");
     let predict = |extra: &[&str]| {
@@ -629,18 +611,7 @@ fn the_embedded_default_model_segments_unseen_phantoms() {
 fn capped_gpu_limits_tile_a_case_in_windows_that_fit_on_wgpu() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "1",
-        "--seed",
-        "5",
-        "--shape",
-        "64,64,48",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&root, 1, "64,64,48", 5);
     // Limits below the network's largest weight tensor (F=8: 64×64×27 floats, 432 KiB): refused
     // before the model is built on the device, whose allocator otherwise panicked on its own
     // thread ("can't allocate buffer of size: 442368") and then in the reading thread.

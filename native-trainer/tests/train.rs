@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{nvnet, s, text};
+use common::{nvnet, s, synth, text};
 
 /// A tiny run: 4 phantoms of 32×32×24, F=8 with the VAE on 16³ crops.
 fn tiny_args<'a>(data: &'a str, out: &'a str, cache: &'a str) -> Vec<&'a str> {
@@ -40,18 +40,7 @@ fn tiny_args<'a>(data: &'a str, out: &'a str, cache: &'a str) -> Vec<&'a str> {
 
 fn phantoms(dir: &Path) -> PathBuf {
     let root = dir.join("data");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "4",
-        "--shape",
-        "32,32,24",
-        "--seed",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&root, 4, "32,32,24", 3);
     root
 }
 
@@ -61,19 +50,7 @@ fn phantoms(dir: &Path) -> PathBuf {
 fn fingerprint(weights: &Path) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let (data, pred) = (dir.path().join("data"), dir.path().join("pred"));
-    let args = [
-        "synth",
-        "--out",
-        s(&data),
-        "--cases",
-        "1",
-        "--shape",
-        "32,32,24",
-        "--seed",
-        "9",
-    ];
-    let out = nvnet(&args);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&data, 1, "32,32,24", 9);
     let out = nvnet(&[
         "--device",
         "cpu",
@@ -441,18 +418,7 @@ fn two_wgpu_devices_give_the_one_device_epoch() {
 fn one_case_a_damaged_cache_file_and_an_empty_config_are_handled_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("one");
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&data),
-        "--cases",
-        "1",
-        "--shape",
-        "32,32,24",
-        "--seed",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    synth(&data, 1, "32,32,24", 3);
     let (run, cache) = (dir.path().join("run"), dir.path().join("cache"));
     let args = tiny_epoch(&data, &run, &cache, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

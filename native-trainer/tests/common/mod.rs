@@ -33,6 +33,23 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `nvnet synth` into `root`: `cases` phantoms on a grid `shape` ("40,40,32") from `seed`.
+pub fn synth(root: &Path, cases: usize, shape: &str, seed: u64) {
+    let (cases, seed) = (cases.to_string(), seed.to_string());
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(root),
+        "--cases",
+        &cases,
+        "--shape",
+        shape,
+        "--seed",
+        &seed,
+    ]);
+    assert!(out.status.success(), "nvnet synth: {}", text(&out));
+}
+
 /// Make a named pipe (which a reader that opened it would wait on for ever).
 #[cfg(unix)]
 pub fn mkfifo(path: &Path) {
