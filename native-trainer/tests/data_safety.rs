@@ -281,7 +281,7 @@ fn evaluate_keeps_odd_case_names_in_their_column_refuses_two_truths_and_ends_qui
     let out = child.wait_with_output().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert!(
-        out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
         "{:?}: {}",
         out.status,
         text(&out)
@@ -293,9 +293,4 @@ fn evaluate_keeps_odd_case_names_in_their_column_refuses_two_truths_and_ends_qui
     std::fs::write(&other, b"another truth").unwrap();
     let out = nvnet(&["evaluate", "--pred", s(&pred), "--gt", s(&gt)]);
     refused(&out, &["two ground truths", "_seg.nii.gz", "-seg.nii.gz"]);
-}
-
-/// SIGPIPE's number (13 on Linux and macOS).
-fn libc_sigpipe() -> i32 {
-    13
 }

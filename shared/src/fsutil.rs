@@ -91,18 +91,7 @@ fn write_target(path: &Path) -> std::io::Result<PathBuf> {
 /// Write `bytes` to `path` atomically: a temp file in the same folder, synced, then renamed, so
 /// that a crash or a full disk never leaves a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let path = &write_target(path)?;
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_all_atomic(&[(path, bytes)]).map_err(|(_, e)| e)
 }
 
 /// Write several files as one unit: each is first written to a temp file beside it (synced);

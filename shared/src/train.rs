@@ -252,6 +252,32 @@ struct CacheHeader {
     channels: usize,
 }
 
+impl CacheHeader {
+    /// The header at the start of a cache file, and where the body starts; `bytes` may be only
+    /// the beginning of the file.
+    fn parse(bytes: &[u8]) -> Result<(CacheHeader, usize), &'static str> {
+        if bytes.len() < 16 || &bytes[..8] != CACHE_MAGIC {
+            return Err("magic");
+        }
+        let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let start = usize::try_from(hlen)
+            .ok()
+            .and_then(|h| h.checked_add(16))
+            .ok_or("truncated header")?;
+        let header = bytes
+            .get(16..start)
+            .ok_or("truncated header")
+            .and_then(|h| serde_json::from_slice(h).map_err(|_| "header"))?;
+        Ok((header, start))
+    }
+
+    /// Bytes of the body: the float16 image, then the labels.
+    fn body_len(&self) -> usize {
+        let n: usize = self.dims.iter().product();
+        n * self.channels * 2 + n
+    }
+}
+
 impl CachedCase {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = serde_json::to_vec(&CacheHeader {
@@ -276,17 +302,10 @@ impl CachedCase {
 
     pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("{file}: not a valid nvnet cache file ({why})");
-        if bytes.len() < 16 || &bytes[..8] != CACHE_MAGIC {
-            return Err(bad("magic"));
-        }
-        let hlen = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-        let header: CacheHeader = bytes
-            .get(16..16usize.saturating_add(hlen))
-            .ok_or_else(|| bad("truncated header"))
-            .and_then(|h| serde_json::from_slice(h).map_err(|_| bad("header")))?;
+        let (header, start) = CacheHeader::parse(bytes).map_err(bad)?;
         let n: usize = header.dims.iter().product();
-        let body = &bytes[16 + hlen..];
-        if body.len() != n * header.channels * 2 + n {
+        let body = &bytes[start..];
+        if body.len() != header.body_len() {
             return Err(bad("size"));
         }
         let (img, lab) = body.split_at(n * header.channels * 2);
@@ -355,24 +374,18 @@ pub fn cache_path(dir: &Path, files: &CaseFiles, modalities: &[Modality]) -> Pat
     ))
 }
 
-/// Whether a cache file is whole: its magic, its header, and the length the header announces,
-/// read from its first bytes only.
+/// Whether a cache file is whole: its header, and the length the header announces, read from
+/// its first bytes only.
 fn cache_file_whole(path: &Path) -> bool {
     use std::io::Read;
     let check = || -> Option<bool> {
-        let mut f = crate::fsutil::open_regular(path).ok()?;
-        let len = f.metadata().ok()?.len();
-        let mut head = [0u8; 16];
-        f.read_exact(&mut head).ok()?;
-        let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
-        if &head[..8] != CACHE_MAGIC || hlen > 1 << 20 {
-            return Some(false);
-        }
-        let mut header = vec![0; hlen as usize];
-        f.read_exact(&mut header).ok()?;
-        let h: CacheHeader = serde_json::from_slice(&header).ok()?;
-        let n = h.dims.iter().product::<usize>() as u64;
-        Some(len == 16 + hlen + n * h.channels as u64 * 2 + n)
+        let file = crate::fsutil::open_regular(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        // The header is a few hundred bytes of JSON.
+        let mut head = Vec::new();
+        file.take(64 << 10).read_to_end(&mut head).ok()?;
+        let (header, start) = CacheHeader::parse(&head).ok()?;
+        Some(len == (start + header.body_len()) as u64)
     };
     check().unwrap_or(false)
 }

@@ -94,6 +94,11 @@ impl Manifest {
         }
     }
 
+    /// How the file stores every tensor: float32, or float16 with `--half`.
+    fn stored_dtype(&self) -> DType {
+        if self.half { DType::F16 } else { DType::F32 }
+    }
+
     /// The manifest must describe a network nvnet can run as a BraTS segmenter.
     pub fn validate(&self) -> Result<(), String> {
         if self.version != MANIFEST_VERSION {
@@ -231,12 +236,7 @@ pub fn to_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec
     manifest.tensors_sha256 = None;
     let first = burnpack_bytes(model, &manifest)?;
     let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(first)));
-    let dtype = if manifest.half {
-        DType::F16
-    } else {
-        DType::F32
-    };
-    manifest.tensors_sha256 = Some(stored_tensors(&mut store, dtype)?.sha256);
+    manifest.tensors_sha256 = Some(stored_tensors(&mut store, manifest.stored_dtype())?.sha256);
     burnpack_bytes(model, &manifest)
 }
 
@@ -404,12 +404,7 @@ fn check_tensors(
         file: file.to_string(),
         why,
     };
-    let expected = if manifest.half {
-        DType::F16
-    } else {
-        DType::F32
-    };
-    let stored = stored_tensors(store, expected).map_err(format)?;
+    let stored = stored_tensors(store, manifest.stored_dtype()).map_err(format)?;
     if let Some(recorded) = &manifest.tensors_sha256
         && *recorded != stored.sha256
     {
