@@ -94,8 +94,8 @@ pub fn parse_gpu_limits(s: &str) -> Result<nvnet::gpu::GpuLimits, String> {
         .split_once(',')
         .ok_or_else(|| format!("'{s}': expected BINDING,BUFFER such as 128M,256M"))?;
     Ok(nvnet::gpu::GpuLimits {
-        max_storage_binding: crate::predict::parse_bytes(a)?,
-        max_buffer: crate::predict::parse_bytes(b)?,
+        max_storage_binding: crate::values::parse_bytes(a)?,
+        max_buffer: crate::values::parse_bytes(b)?,
     })
 }
 

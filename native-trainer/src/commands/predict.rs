@@ -13,26 +13,189 @@ use nvnet::inference::{self, InferenceOptions};
 use nvnet::labels::RegionCounts;
 use nvnet::nifti::{self, OutputData};
 use nvnet::weights::{self, Manifest};
+use nvnet::gpu::GpuLimits;
 use nvnet::{Modality, NvNet};
 
-/// Everything `nvnet predict` was asked.
-pub struct PredictArgs {
-    pub weights: Vec<String>,
-    pub inputs: Vec<PathBuf>,
-    pub given: BTreeMap<Modality, PathBuf>,
-    pub output: PathBuf,
-    pub modalities: Option<Vec<Modality>>,
-    pub options: InferenceOptions,
-    pub labels_given: bool,
+use crate::device::{DeviceKind, with_backend};
+use crate::values::{gib, parse_bytes, parse_shape};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// nvnet weights (.bpk), a MONAI checkpoint (.pt/.safetensors), or `default` (the
+    /// embedded model). Several: an ensemble (mean of the probabilities).
+    #[arg(long, required = true)]
+    weights: Vec<String>,
+    /// A case folder, a dataset root of case folders, or loose files (repeat --input).
+    #[arg(long)]
+    input: Vec<PathBuf>,
+    #[arg(long)]
+    t1: Option<PathBuf>,
+    #[arg(long)]
+    t1ce: Option<PathBuf>,
+    #[arg(long)]
+    t2: Option<PathBuf>,
+    #[arg(long)]
+    flair: Option<PathBuf>,
+    /// Where to write `<ID>.nii.gz` (and the optional maps).
+    #[arg(long)]
+    output: PathBuf,
+    /// The channel order of a MONAI checkpoint.
+    #[arg(long)]
+    modalities: Option<String>,
+    /// Window D,H,W (default: the whole cropped brain when it fits --memory-budget).
+    #[arg(long, value_parser = parse_shape)]
+    roi: Option<[usize; 3]>,
+    #[arg(long, default_value_t = 0.5)]
+    overlap: f64,
+    /// gaussian or constant.
+    #[arg(long, default_value = "gaussian")]
+    blend: nvnet::inference::Blend,
+    /// Turn the 8 test-time flips off.
+    #[arg(long)]
+    no_tta: bool,
+    /// Label values: brats2018 (ET = 4) or brats2023 (ET = 3); default: the model's.
+    #[arg(long)]
+    labels: Option<nvnet::LabelConvention>,
+    /// Relabel ET as necrosis (1) when it has fewer voxels than this (default: the model's).
+    #[arg(long)]
+    min_et_voxels: Option<usize>,
+    /// Remove whole-tumour islands: connected components without tumour core (default: the
+    /// model's).
+    #[arg(long)]
+    remove_islands: bool,
+    /// Ignore the post-processing recorded in the model's manifest (flags given still apply).
+    #[arg(long)]
+    no_postprocess: bool,
+    /// Also write `<ID>_prob.nii.gz` (float32, 4-D: TC, WT, ET).
+    #[arg(long)]
+    save_probabilities: bool,
+    /// Also write `<ID>_uncertainty.nii.gz` (variance over the test-time flips).
+    #[arg(long)]
+    save_uncertainty: bool,
+    /// Device memory a window may use, e.g. 4G (default: cpu 6G, wgpu 2G, cuda 8G).
+    #[arg(long, value_parser = parse_bytes)]
+    memory_budget: Option<u64>,
+    /// Show the window size and its memory estimate.
+    #[arg(long)]
+    verbose: bool,
+
+}
+
+impl Args {
+    pub fn run(self, device: DeviceKind, cap: Option<GpuLimits>) -> Result<usize> {
+        let Args {
+            weights,
+            input,
+            t1,
+            t1ce,
+            t2,
+            flair,
+            output,
+            modalities,
+            roi,
+            overlap,
+            blend,
+            no_tta,
+            labels,
+            min_et_voxels,
+            remove_islands,
+            no_postprocess,
+            save_probabilities,
+            save_uncertainty,
+            memory_budget,
+            verbose,
+        } = self;
+            if !(0.0..1.0).contains(&overlap) {
+                bail!("--overlap must be in [0, 1)");
+            }
+            let given = [
+                (Modality::T1, t1),
+                (Modality::T1ce, t1ce),
+                (Modality::T2, t2),
+                (Modality::Flair, flair),
+            ]
+            .into_iter()
+            .filter_map(|(m, p)| p.map(|p| (m, p)))
+            .collect();
+            let modalities = modalities
+                .map(|m| Modality::parse_list(&m).map_err(anyhow::Error::msg))
+                .transpose()
+                .context("--modalities")?;
+            let args = Request {
+                weights,
+                inputs: input,
+                given,
+                output,
+                modalities,
+                options: nvnet::inference::InferenceOptions {
+                    roi,
+                    overlap,
+                    blend,
+                    tta: !no_tta,
+                    labels: labels.unwrap_or_default(),
+                    postprocessing: nvnet::postprocess::Postprocessing {
+                        remove_islands,
+                        min_et_voxels,
+                    },
+                    memory_budget: cpu_memory_cap(
+                        device,
+                        memory_budget.unwrap_or(match device {
+                            DeviceKind::Cpu => 6 << 30,
+                            DeviceKind::Wgpu => 2 << 30,
+                            DeviceKind::Cuda => 8 << 30,
+                        }),
+                    ),
+                    // Set from the opened device's limits (wgpu).
+                    max_buffer: None,
+                },
+                labels_given: labels.is_some(),
+                postprocess_from_model: !no_postprocess,
+                save_probabilities,
+                save_uncertainty,
+                verbose,
+            };
+            with_backend!(device, cap, |B, dev, limits| run::<B>(
+                &dev, limits, args
+            ))
+    }
+}
+
+/// On the CPU a window's memory comes out of the machine's RAM: a budget above what is available
+/// (`--memory-budget 1T`) would let a window through that the allocator then aborts on.
+fn cpu_memory_cap(device: DeviceKind, budget: u64) -> u64 {
+    match (device, nvnet::info::available_memory()) {
+        (DeviceKind::Cpu, Some(available)) if budget > available => {
+            eprintln!(
+                "note: --memory-budget {:.1} GiB is more than the {:.1} GiB of memory available; \
+                 using {:.1} GiB",
+                gib(budget),
+                gib(available),
+                gib(available)
+            );
+            available
+        }
+        _ => budget,
+    }
+}
+
+/// Everything `nvnet predict` was asked, resolved.
+struct Request {
+    weights: Vec<String>,
+    inputs: Vec<PathBuf>,
+    given: BTreeMap<Modality, PathBuf>,
+    output: PathBuf,
+    modalities: Option<Vec<Modality>>,
+    options: InferenceOptions,
+    labels_given: bool,
     /// Add the manifest's post-processing to the flags'.
-    pub postprocess_from_model: bool,
-    pub save_probabilities: bool,
-    pub save_uncertainty: bool,
-    pub verbose: bool,
+    postprocess_from_model: bool,
+    save_probabilities: bool,
+    save_uncertainty: bool,
+    verbose: bool,
 }
 
 /// The cases to run, and the inputs refused before any work.
-fn collect_cases(args: &PredictArgs) -> Result<(Vec<CaseFiles>, Vec<String>)> {
+fn collect_cases(args: &Request) -> Result<(Vec<CaseFiles>, Vec<String>)> {
     let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
         args.inputs.iter().partition(|p| p.is_dir());
     let mut cases = Vec::new();
@@ -69,7 +232,7 @@ fn collect_cases(args: &PredictArgs) -> Result<(Vec<CaseFiles>, Vec<String>)> {
 /// On a GPU opened with known limits (wgpu): an nvnet weights file whose network the device
 /// cannot hold is refused before the model is built there. (A MONAI checkpoint's architecture
 /// is known only once imported: the window check refuses it, after the device has complained.)
-fn check_device_holds(args: &PredictArgs, limits: Option<nvnet::gpu::GpuLimits>) -> Result<()> {
+fn check_device_holds(args: &Request, limits: Option<nvnet::gpu::GpuLimits>) -> Result<()> {
     let Some(limits) = limits else {
         return Ok(());
     };
@@ -92,7 +255,7 @@ fn check_device_holds(args: &PredictArgs, limits: Option<nvnet::gpu::GpuLimits>)
 
 /// Load every --weights; they must agree on inputs and outputs to be averaged.
 fn load_models<B: Backend>(
-    args: &PredictArgs,
+    args: &Request,
     device: &B::Device,
 ) -> Result<(Vec<NvNet<B>>, Manifest)> {
     let mut models = Vec::new();
@@ -130,10 +293,10 @@ fn load_models<B: Backend>(
 }
 
 /// Run; returns how many cases failed.
-pub fn run<B: Backend>(
+fn run<B: Backend>(
     device: &B::Device,
     limits: Option<nvnet::gpu::GpuLimits>,
-    mut args: PredictArgs,
+    mut args: Request,
 ) -> Result<usize> {
     let (cases, refused) = collect_cases(&args)?;
     check_device_holds(&args, limits)?;
@@ -203,7 +366,7 @@ fn predict_case<B: Backend>(
     models: &[NvNet<B>],
     manifest: &Manifest,
     files: &CaseFiles,
-    args: &PredictArgs,
+    args: &Request,
     inputs: &nvnet::fsutil::Inputs,
     device: &B::Device,
     bar: &ProgressBar,
@@ -288,35 +451,11 @@ fn predict_case<B: Backend>(
     nvnet::fsutil::write_all_atomic(&unit)
         .map_err(|(path, e)| anyhow::anyhow!("{}: {e}", path.display()))?;
     let counts = RegionCounts::of(&seg.labels, args.options.labels);
-    let ml = grid.spacing().iter().product::<f64>() / 1000.0;
+    let [wt, tc, et] = counts.millilitres(grid.spacing());
     Ok(format!(
-        "{}: {:.1} s  WT {:.1} mL  TC {:.1} mL  ET {:.1} mL  -> {}",
+        "{}: {:.1} s  WT {wt:.1} mL  TC {tc:.1} mL  ET {et:.1} mL  -> {}",
         case.id,
         t.elapsed().as_secs_f64(),
-        counts.WT as f64 * ml,
-        counts.TC as f64 * ml,
-        counts.ET as f64 * ml,
         out("").display()
     ))
-}
-
-/// "4G", "512M", "1.5GiB", or bytes.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches("ib").trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 4G or 512M"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("'{text}' is not a positive size"));
-    }
-    Ok((v * mult as f64) as u64)
 }

@@ -1,4 +1,4 @@
-//! `nvnet train` and `nvnet export`: flags and files around the library's training loop.
+//! `nvnet train`: flags and files around the library's training loop.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,15 +7,233 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvnet::train::{self, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig};
+use nvnet::Modality;
+use nvnet::gpu::GpuLimits;
 use nvnet::weights;
 
+use crate::device::{
+    DeviceKind, parse_device_list, training_devices, transfer, with_train_backend,
+};
 use crate::preview::Canvas;
+use crate::values::parse_shape;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The dataset root (case folders, BraTS 2018 or 2023 layout).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The run folder (config.toml, split.json, metrics.csv, curves.png, last.bpk, best.bpk).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["data", "out", "config"])]
+    resume: Option<PathBuf>,
+    /// A TOML file with the whole configuration (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and stop.
+    #[arg(long)]
+    print_config: bool,
+    /// A separate validation root (default: a held-out split of --data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Where preprocessed cases are cached (default: DATA/.nvnet-cache).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    #[arg(long)]
+    init_filters: Option<usize>,
+    /// Train without the VAE branch.
+    #[arg(long)]
+    no_vae: bool,
+    #[arg(long, value_parser = parse_shape)]
+    crop: Option<[usize; 3]>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Turn the paper's augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// The segmentation loss: dice (the paper) or dice-bce (Dice + per-voxel cross-entropy).
+    #[arg(long)]
+    loss: Option<nvnet::loss::SegLoss>,
+    /// Dice smoothing (MONAI's smooth_nr = smooth_dr); 0 = the paper's (0 and 1e-5).
+    #[arg(long)]
+    dice_smooth: Option<f64>,
+    /// Fraction of crops centred on tumour (0 = the paper's uniform crops).
+    #[arg(long)]
+    foreground_fraction: Option<f64>,
+    /// Samples per epoch (default: each training case once).
+    #[arg(long)]
+    samples_per_epoch: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// The validation window (default: each case's whole brain box).
+    #[arg(long, value_parser = parse_shape)]
+    val_roi: Option<[usize; 3]>,
+    /// The input channel order.
+    #[arg(long)]
+    modalities: Option<String>,
+    /// f32, or f16 / bf16 on CUDA.
+    #[arg(long, default_value = "f32")]
+    precision: device::Precision,
+    /// Several GPUs of one backend, e.g. cuda:0,cuda:1 (wgpu:0,wgpu:1): each step's batch is
+    /// split across them (--batch-size at least the number of devices); the first holds the
+    /// model, the optimizer and validation.
+    #[arg(long)]
+    devices: Option<String>,
+    /// Provenance text for the weights' manifest (e.g. "synthetic phantoms").
+    #[arg(long, default_value = "")]
+    notes: String,
+}
+
+/// The run's effective configuration (a config file, then the flags over it) and its folder,
+/// which `--print-config` does not need.
+fn train_config(a: &Args) -> Result<(nvnet::train::TrainConfig, Option<PathBuf>)> {
+    if let Some(dir) = &a.resume {
+        let path = dir.join("config.toml");
+        let config = load_config(&path)?;
+        // Every run's config.toml names its data: an empty one was damaged, not left out.
+        if config.data.as_os_str().is_empty() {
+            bail!(
+                "{}: names no training data (empty or damaged); this is the configuration \
+                 --resume continues",
+                path.display()
+            );
+        }
+        return Ok((config, Some(dir.clone())));
+    }
+    let mut c = match &a.config {
+        Some(p) => load_config(p)?,
+        None => nvnet::train::TrainConfig::default(),
+    };
+    if let Some(v) = &a.data {
+        c.data = v.clone();
+    }
+    if let Some(v) = &a.val {
+        c.val = Some(v.clone());
+    }
+    if let Some(v) = &a.cache {
+        c.cache = Some(v.clone());
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { c.$f = v; } )* };
+    }
+    set!(
+        init_filters,
+        crop,
+        batch_size,
+        lr,
+        weight_decay,
+        epochs,
+        dropout,
+        foreground_fraction,
+        loss,
+        dice_smooth,
+        samples_per_epoch,
+        seed,
+        val_fraction,
+        val_every
+    );
+    if a.val_roi.is_some() {
+        c.val_roi = a.val_roi;
+    }
+    if a.no_vae {
+        c.vae = false;
+    }
+    if a.no_augment {
+        c.augment = false;
+    }
+    if let Some(m) = &a.modalities {
+        c.modalities = Modality::parse_list(m).map_err(anyhow::Error::msg)?;
+    }
+    Ok((c, a.out.clone()))
+}
+
+impl Args {
+    /// The backend --devices names, if it names one.
+    pub fn devices_kind(&self) -> Option<DeviceKind> {
+        let list = self.devices.as_deref()?;
+        parse_device_list(list).ok().map(|(kind, _)| kind)
+    }
+
+    /// `chosen`: the --device given, if any; `device`: the one to use without --devices.
+    pub fn run(
+        self,
+        chosen_device: Option<DeviceKind>,
+        device: DeviceKind,
+        cap: Option<GpuLimits>,
+    ) -> Result<()> {
+        let (config, out) = train_config(&self)?;
+        if self.print_config {
+            print!("{}", toml::to_string_pretty(&config)?);
+            return Ok(());
+        }
+        if config.data.as_os_str().is_empty() {
+            bail!("--data ROOT is required (or a --config that sets data)");
+        }
+        let out = out.context("--out RUN_DIR is required")?;
+        // --devices names the backend too; a different --device is a contradiction.
+        let (device, specs) = match &self.devices {
+            None => (device, None),
+            Some(list) => {
+                let (kind, specs) =
+                    parse_device_list(list).map_err(anyhow::Error::msg)?;
+                if let Some(d) = chosen_device.filter(|d| *d != kind) {
+                    bail!("--device {d} and --devices {list} name different backends");
+                }
+                // Refused here, before the run folder is made.
+                for (i, spec) in specs.iter().enumerate() {
+                    if specs[..i].contains(spec) {
+                        bail!("--devices {list}: {kind}:{spec} is listed twice");
+                    }
+                }
+                if let Err(e) = config.check_devices(specs.len()) {
+                    let resume = if self.resume.is_some() {
+                        "; a resumed run keeps its batch size"
+                    } else {
+                        ""
+                    };
+                    bail!("--devices {list}: {e}{resume}");
+                }
+                (kind, Some(specs))
+            }
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        let notes = self.notes.clone();
+        with_train_backend!(device, self.precision, |B| {
+            let (devices, limits) =
+                training_devices::<burn::tensor::Device<B>>(specs.as_deref(), cap)
+                    .map_err(anyhow::Error::msg)?;
+            let transfer =
+                transfer(device, devices.len()).map_err(anyhow::Error::msg)?;
+            run::<B>(
+                &devices,
+                limits,
+                transfer,
+                config,
+                &out,
+                notes,
+                device != DeviceKind::Cpu,
+            )
+        })
+    }
+}
 
 /// The progress bar and the files redrawn every epoch.
 struct CliReporter {
     bar: ProgressBar,
     run_dir: PathBuf,
-    last: Option<StepLosses>,
     epoch: usize,
     epochs: usize,
     steps: usize,
@@ -48,7 +266,6 @@ impl Reporter for CliReporter {
     }
 
     fn step(&mut self, step: usize, l: &StepLosses) {
-        self.last = Some(*l);
         let vae = match (l.l2, l.kl) {
             (Some(a), Some(b)) => format!(" l2 {a:.4} kl {b:.4}"),
             _ => String::new(),
@@ -116,7 +333,7 @@ fn commit() -> String {
     env!("NVNET_COMMIT").to_string()
 }
 
-pub fn run<B: AutodiffBackend>(
+fn run<B: AutodiffBackend>(
     devices: &[B::Device],
     limits: Option<nvnet::gpu::GpuLimits>,
     transfer: nvnet::parallel::Transfer,
@@ -160,7 +377,6 @@ pub fn run<B: AutodiffBackend>(
     let mut reporter = CliReporter {
         bar,
         run_dir: out.to_path_buf(),
-        last: None,
         epoch: 0,
         epochs: config.epochs,
         steps: 0,
@@ -175,7 +391,7 @@ pub fn run<B: AutodiffBackend>(
              with CUDA; the autotuning choices are cached for later runs); the steps after that are fast",
         );
     }
-    let now = crate::now_rfc3339;
+    let now = crate::values::now_rfc3339;
     let ctx = RunContext {
         dir,
         now: &now,
@@ -202,53 +418,13 @@ pub fn run<B: AutodiffBackend>(
 }
 
 /// The effective configuration: defaults < --config file < --resume's config.toml < flags.
-pub fn load_config(path: &Path) -> Result<TrainConfig> {
+fn load_config(path: &Path) -> Result<TrainConfig> {
     let bytes = nvnet::fsutil::read_regular(path, 1 << 20)
         .with_context(|| format!("{}", path.display()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{}: not a valid training configuration", path.display()))
-}
-
-/// `nvnet export`: the weights for the page, optionally as float16, manifest kept.
-pub fn export(
-    from: &Path,
-    out: &Path,
-    half: bool,
-    postprocessing: Option<nvnet::postprocess::Postprocessing>,
-) -> Result<()> {
-    let mut inputs = nvnet::fsutil::Inputs::default();
-    inputs.add(from);
-    inputs
-        .check_output(out)
-        .with_context(|| format!("--out {}", out.display()))?;
-    let loaded = weights::load_file::<nvnet::backend::Cpu>(from, None, &Default::default())?;
-    let mut manifest = loaded.manifest.clone();
-    if manifest.provenance.source == "imported" {
-        bail!(
-            "{}: import it first (`nvnet import`), then export",
-            from.display()
-        );
-    }
-    manifest.half = half;
-    // The source's recorded rules stay unless others are given.
-    if let Some(p) = postprocessing {
-        manifest.postprocessing = p;
-    }
-    // The VAE branch is for training only: the page needs the segmentation path.
-    manifest.config.vae = None;
-    let model = loaded.model.without_vae();
-    weights::save(&model, &manifest, out)?;
-    let size = std::fs::metadata(out)?.len();
-    println!(
-        "wrote {} ({:.2} MB{}; post-processing: {})",
-        out.display(),
-        size as f64 / 1e6,
-        if half { ", float16" } else { "" },
-        manifest.postprocessing.flags()
-    );
-    Ok(())
 }
 
 /// curves.png: loss terms (left) and validation Dice (right) against epochs.

@@ -1,81 +1,33 @@
-//! `nvnet synth` and `nvnet inspect`: thin commands over the library's volumes code.
+//! `nvnet inspect`: a NIfTI file, a case folder or a dataset root loaded exactly as the other
+//! commands load it, and reported.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use nvnet::LabelConvention;
-use nvnet::case::{self, Case, Input, Layout};
+use nvnet::case::{self, Case, Input};
 use nvnet::labels::{self, RegionCounts};
 use nvnet::nifti::{self, Geometry, Image};
-use nvnet::synth::{self, TumourKind};
 use serde_json::{Value, json};
 
-#[allow(clippy::too_many_arguments)]
-pub fn synth(
-    out: &Path,
-    cases: usize,
-    seed: u64,
-    shape: [usize; 3],
-    layout: Layout,
-    first: usize,
-    window: Option<[usize; 3]>,
-    preview: Option<&Path>,
-) -> Result<()> {
-    if layout == Layout::Loose {
-        bail!("--layout must be brats2018 or brats2023");
-    }
-    let Some(end) = first.checked_add(cases) else {
-        bail!("--first {first} with --cases {cases} runs past the largest case index");
-    };
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", out.display()))?;
-    let start = Instant::now();
-    let mut shown = Vec::new();
-    for index in first..end {
-        let t = Instant::now();
-        let mut phantom = synth::generate(seed, index, shape, layout.labels());
-        if let Some(size) = window {
-            phantom = phantom.window(size);
-        }
-        let folder = synth::write_case(&phantom, out, layout)?;
-        let counts = RegionCounts::of(&phantom.seg, phantom.labels);
-        let ml = phantom.geometry.spacing().iter().product::<f64>() / 1000.0;
-        println!(
-            "{}  {:<13} WT {:6.1} mL  TC {:6.1} mL  ET {:6.1} mL{}  ({:.1} s)",
-            folder.display(),
-            match phantom.kind {
-                TumourKind::Typical => "glioblastoma",
-                TumourKind::Solid => "solid",
-                TumourKind::NonEnhancing => "non-enhancing",
-            },
-            counts.WT as f64 * ml,
-            counts.TC as f64 * ml,
-            counts.ET as f64 * ml,
-            if phantom.faint { ", faint" } else { "" },
-            t.elapsed().as_secs_f64()
-        );
-        if preview.is_some() && shown.len() < 2 {
-            shown.push(phantom);
+#[derive(clap::Args)]
+pub struct Args {
+    path: PathBuf,
+    /// Print JSON (shape, spacing, affine, dtype, min, max; for a case also its modalities,
+    /// labels and regions).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub fn run(self) -> Result<()> {
+        if inspect(&self.path, self.json)? {
+            Ok(())
+        } else {
+            bail!("some cases under {} were refused", self.path.display())
         }
     }
-    if let Some(path) = preview {
-        crate::preview::write_phantom_preview(path, &shown)?;
-        println!("preview: {}", path.display());
-    }
-    println!(
-        "{cases} case(s) of {}×{}×{}{} in {:.1} s",
-        shape[0],
-        shape[1],
-        shape[2],
-        match window {
-            Some(w) => format!(" (windows of {}×{}×{} around the tumour)", w[0], w[1], w[2]),
-            None => String::new(),
-        },
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
 fn geometry_json(g: &Geometry) -> Value {
@@ -133,7 +85,7 @@ fn warn_all<'a>(warnings: impl Iterator<Item = &'a String>) {
 
 /// Load PATH as nvnet would (a modality file, a case folder or a dataset root) and report.
 /// Returns whether everything was accepted.
-pub fn inspect(path: &Path, as_json: bool) -> Result<bool> {
+fn inspect(path: &Path, as_json: bool) -> Result<bool> {
     // Anything but a folder is read as a file, which says what is wrong with it (missing, a
     // named pipe, a device, ...).
     if !path.is_dir() {

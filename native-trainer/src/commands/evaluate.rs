@@ -10,6 +10,36 @@ use nvnet::nifti::{self, Image};
 use nvnet::postprocess::{self, ValidationCase};
 use nvnet::{LabelConvention, Region};
 
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pred: PathBuf,
+    #[arg(long)]
+    gt: PathBuf,
+    /// Label values (default: read from the ground truth).
+    #[arg(long)]
+    labels: Option<nvnet::LabelConvention>,
+    /// Per-case CSV.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// On validation predictions made with `--no-postprocess`: the mean Dice of each
+    /// post-processing candidate, and the set to record with `nvnet export`.
+    #[arg(long)]
+    choose_postprocessing: bool,
+
+}
+
+impl Args {
+    /// Returns how many cases failed.
+    pub fn run(self) -> Result<usize> {
+        if self.choose_postprocessing {
+            choose_postprocessing(&self.pred, &self.gt, self.labels)
+        } else {
+            run(&self.pred, &self.gt, self.labels, self.out.as_deref())
+        }
+    }
+}
+
 const REGIONS: [Region; 3] = [Region::WT, Region::TC, Region::ET];
 
 /// The ground truth of case `id`: `<ID>_seg.nii.gz` / `<ID>-seg.nii.gz` (or `.nii`), loose in
@@ -255,7 +285,7 @@ fn truth_ids(gt: &Path) -> Vec<String> {
 
 /// `--choose-postprocessing`: score the candidates on validation predictions, print them and the
 /// choice. Returns how many cases failed.
-pub fn choose_postprocessing(
+fn choose_postprocessing(
     pred: &Path,
     gt: &Path,
     labels: Option<LabelConvention>,
@@ -320,7 +350,7 @@ pub fn choose_postprocessing(
 }
 
 /// Run; returns how many cases failed.
-pub fn run(
+fn run(
     pred: &Path,
     gt: &Path,
     labels: Option<LabelConvention>,

@@ -1,0 +1,81 @@
+//! `nvnet import`: a MONAI SegResNet checkpoint as an nvnet weights file with its manifest.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use nvnet::Modality;
+use nvnet::weights::{self, Manifest, Provenance};
+
+use crate::values::{group_digits, now_rfc3339};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The checkpoint.
+    from: PathBuf,
+    /// The nvnet weights file to write (.bpk).
+    #[arg(long)]
+    out: PathBuf,
+    /// The modality of each input channel, in order.
+    #[arg(long, default_value = "t1,t1ce,t2,flair")]
+    modalities: String,
+    /// A name for the model (default: the checkpoint's file name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl Args {
+    pub fn run(self) -> Result<()> {
+        let Args {
+            from,
+            out,
+            modalities,
+            name,
+        } = self;
+        let modalities = Modality::parse_list(modalities)
+            .map_err(anyhow::Error::msg)
+            .context("--modalities")?;
+        let mut loaded =
+            weights::load_file::<nvnet::backend::Cpu>(from, Some(&modalities), &Default::default())?;
+        if loaded.manifest.provenance.source != "imported" {
+            bail!(
+                "{} is already an nvnet weights file; nothing to import",
+                from.display()
+            );
+        }
+        for notice in &loaded.notices {
+            eprintln!("note: {notice}");
+        }
+        let manifest: &mut Manifest = &mut loaded.manifest;
+        manifest.provenance = Provenance {
+            created: now_rfc3339(),
+            ..manifest.provenance.clone()
+        };
+        if let Some(name) = name {
+            manifest.name = name;
+        }
+        manifest.validate().map_err(anyhow::Error::msg)?;
+        let c = &manifest.config;
+        println!(
+            "inferred: SegResNet F={} in={} out={} blocks_down={:?} blocks_up={:?}, {} parameters",
+            c.init_filters,
+            c.in_channels,
+            c.out_channels,
+            c.blocks_down,
+            c.blocks_up,
+            group_digits(loaded.model.num_params())
+        );
+        println!(
+            "inputs:   {}",
+            manifest
+                .modalities
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        weights::save(&loaded.model, manifest, out)?;
+        println!("wrote {}", out.display());
+        Ok(())
+    }
+}

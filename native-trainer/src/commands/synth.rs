@@ -1,0 +1,106 @@
+//! `nvnet synth`: synthetic BraTS-like cases (the library's phantoms) written as case folders.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use nvnet::case::Layout;
+use nvnet::labels::RegionCounts;
+use nvnet::synth::{self, TumourKind};
+
+use crate::values::{parse_layout, parse_shape};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The dataset root to write case folders into.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    cases: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Grid size i,j,k.
+    #[arg(long, default_value = "240,240,155", value_parser = parse_shape)]
+    shape: [usize; 3],
+    /// File naming and labels: brats2018 (`_t1ce`, ET = 4) or brats2023 (`-t1c`, ET = 3).
+    #[arg(long, default_value = "brats2018", value_parser = parse_layout)]
+    layout: Layout,
+    /// Index of the first case (case i is the same whatever the number made).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
+    /// Keep only a window of this many voxels around the tumour (a small full-resolution case).
+    #[arg(long, value_parser = parse_shape)]
+    window: Option<[usize; 3]>,
+    /// Also draw axial slices of the first two cases into this PNG.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn run(self) -> Result<()> {
+        let Args {
+            out,
+            cases,
+            seed,
+            shape,
+            layout,
+            first,
+            window,
+            preview,
+        } = self;
+        let (out, preview) = (out.as_path(), preview.as_deref());
+        if layout == Layout::Loose {
+            bail!("--layout must be brats2018 or brats2023");
+        }
+        let Some(end) = first.checked_add(cases) else {
+            bail!("--first {first} with --cases {cases} runs past the largest case index");
+        };
+        std::fs::create_dir_all(out)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", out.display()))?;
+        let start = Instant::now();
+        let mut shown = Vec::new();
+        for index in first..end {
+            let t = Instant::now();
+            let mut phantom = synth::generate(seed, index, shape, layout.labels());
+            if let Some(size) = window {
+                phantom = phantom.window(size);
+            }
+            let folder = synth::write_case(&phantom, out, layout)?;
+            let counts = RegionCounts::of(&phantom.seg, phantom.labels);
+            let [wt, tc, et] = counts.millilitres(phantom.geometry.spacing());
+            println!(
+                "{}  {:<13} WT {:6.1} mL  TC {:6.1} mL  ET {:6.1} mL{}  ({:.1} s)",
+                folder.display(),
+                match phantom.kind {
+                    TumourKind::Typical => "glioblastoma",
+                    TumourKind::Solid => "solid",
+                    TumourKind::NonEnhancing => "non-enhancing",
+                },
+                wt,
+                tc,
+                et,
+                if phantom.faint { ", faint" } else { "" },
+                t.elapsed().as_secs_f64()
+            );
+            if preview.is_some() && shown.len() < 2 {
+                shown.push(phantom);
+            }
+        }
+        if let Some(path) = preview {
+            crate::preview::write_phantom_preview(path, &shown)?;
+            println!("preview: {}", path.display());
+        }
+        println!(
+            "{cases} case(s) of {}×{}×{}{} in {:.1} s",
+            shape[0],
+            shape[1],
+            shape[2],
+            match window {
+                Some(w) => format!(" (windows of {}×{}×{} around the tumour)", w[0], w[1], w[2]),
+                None => String::new(),
+            },
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
