@@ -1,4 +1,4 @@
-//! Inference (SPEC §1.5): z-score → crop to the brain box → sliding window (MONAI semantics) →
+//! Inference (docs/DESIGN.md §7): z-score → crop to the brain box → sliding window (MONAI semantics) →
 //! sigmoid → test-time flips → label map → pasted back on the full grid.
 //!
 //! The sliding window keeps the volume on the host and sends one window at a time to the device,

@@ -1,4 +1,4 @@
-//! BraTS label maps ↔ nested tumour regions (SPEC §2, §1.5).
+//! BraTS label maps ↔ nested tumour regions (docs/DESIGN.md §7–8).
 //!
 //! Labels: 0 background, 1 necrosis / non-enhancing core, 2 edema, ET = 4 (2018–2021) or 3
 //! (2023+). Regions: WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}.
@@ -46,6 +46,12 @@ impl RegionCounts {
             Region::ET => self.ET,
         }
     }
+
+    /// The regions' volumes in millilitres, [WT, TC, ET], on voxels of `spacing` mm.
+    pub fn millilitres(&self, spacing: [f64; 3]) -> [f64; 3] {
+        let ml = spacing.iter().product::<f64>() / 1000.0;
+        [self.WT, self.TC, self.ET].map(|n| n as f64 * ml)
+    }
 }
 
 /// Training targets: one 0/1 channel per output region, in `outputs` order, each of the length
@@ -59,7 +65,7 @@ pub fn region_targets(map: &[u8], outputs: &[Region], labels: LabelConvention) -
 }
 
 /// Probabilities (one channel per output region, in `outputs` order, each `n` voxels) → labels:
-/// ET > t → ET label; else TC > t → 1; else WT > t → 2; else 0 (SPEC §1.5).
+/// ET > t → ET label; else TC > t → 1; else WT > t → 2; else 0 (docs/DESIGN.md §7).
 pub fn label_map(
     probabilities: &[f32],
     outputs: &[Region],

@@ -22,12 +22,16 @@ pub mod nifti;
 #[cfg(feature = "autodiff")]
 pub mod norm_grad;
 pub mod npy;
+#[cfg(feature = "train")]
 pub mod parallel;
 pub mod postprocess;
 pub mod preprocess;
+pub mod rng;
+#[cfg(feature = "synth")]
 pub mod synth;
 #[cfg(feature = "pytorch")]
 pub mod torch_checkpoint;
+#[cfg(feature = "train")]
 pub mod train;
 pub mod upsample;
 pub mod volume;

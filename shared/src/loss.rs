@@ -1,4 +1,4 @@
-//! The training loss of SPEC §1.3: L = L_dice + 0.1·L_L2 + 0.1·L_KL.
+//! The training loss (docs/DESIGN.md §5): L = L_dice + 0.1·L_L2 + 0.1·L_KL.
 
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};

@@ -1,4 +1,4 @@
-//! BraTS legacy metrics per region (SPEC §3): Dice, HD95 (medpy's), sensitivity, specificity,
+//! BraTS legacy metrics per region (docs/DESIGN.md §8): Dice, HD95 (medpy's), sensitivity, specificity,
 //! with the BraTS rules for empty masks.
 //!
 //! Masks are boolean volumes in any voxel order whose axes are given by `dims` with the last axis

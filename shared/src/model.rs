@@ -1,4 +1,4 @@
-//! The NvNet network (SPEC §1.1–1.2): MONAI-`SegResNet`-compatible segmentation path and the
+//! The NvNet network (docs/DESIGN.md §3–4): MONAI-`SegResNet`-compatible segmentation path and the
 //! paper's VAE regularisation branch. Generic over the Burn backend.
 
 use burn::module::Module;

@@ -119,26 +119,3 @@ pub fn parse(bytes: &[u8]) -> Result<Npy, String> {
     let values = (0..count).map(|i| conv(word(i))).collect();
     Ok(Npy { shape, values })
 }
-
-/// Write a little-endian float32 array.
-pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("{},", dims[0])
-    } else {
-        dims.join(", ")
-    };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out)
-}

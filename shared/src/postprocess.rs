@@ -4,7 +4,7 @@
 //!
 //! Rules: *remove islands* — drop whole-tumour connected components (26-connectivity, as MONAI's
 //! `KeepLargestConnectedComponent`) that hold no tumour-core voxel, since a glioma's edema
-//! surrounds its core; when no component holds core, keep the largest. *Small ET* (SPEC §1.5) —
+//! surrounds its core; when no component holds core, keep the largest. *Small ET* (docs/DESIGN.md §7) —
 //! relabel ET as 1 when there are fewer ET voxels than a threshold.
 
 use crate::labels;

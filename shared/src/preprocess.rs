@@ -1,4 +1,4 @@
-//! Preprocessing (SPEC §1.5): per-channel z-score over the nonzero voxels, and the crop to the
+//! Preprocessing (docs/DESIGN.md §2): per-channel z-score over the nonzero voxels, and the crop to the
 //! brain box with its exact inverse.
 //!
 //! Volumes here are in network order (see [`crate::volume`]): `channels` volumes of `dims`

@@ -1,4 +1,4 @@
-//! Training with the paper's recipe (SPEC §1.4): data cache, background loading with
+//! Training with the paper's recipe (docs/DESIGN.md §6): data cache, background loading with
 //! augmentation, the Adam loop with poly decay, validation by sliding window, crash-safe
 //! checkpoints and exact resume.
 //!
@@ -25,7 +25,7 @@ use crate::labels;
 use crate::modality::{LabelConvention, Modality, Region};
 use crate::parallel::{Devices, StepSpec, Transfer};
 use crate::preprocess::Crop;
-use crate::synth::Rng;
+use crate::rng::Rng;
 use crate::weights::{self, Manifest, Provenance};
 use crate::{NvNet, NvNetConfig};
 
@@ -809,20 +809,11 @@ pub fn validate_case<B: Backend>(
         .map(|v| 1.0 / (1.0 + (-v).exp()))
         .collect();
     let map = labels::label_map(&prob, outputs, case.labels_convention, 0.5);
-    let n = map.len();
     let dice = |r: Region| {
-        let p = labels::region_mask(&map, r, case.labels_convention);
-        let t = labels::region_mask(&case.labels, r, case.labels_convention);
-        let inter = (0..n).filter(|&v| p[v] && t[v]).count();
-        let (np, nt) = (
-            p.iter().filter(|x| **x).count(),
-            t.iter().filter(|x| **x).count(),
-        );
-        if np + nt == 0 {
-            1.0
-        } else {
-            2.0 * inter as f64 / (np + nt) as f64
-        }
+        crate::metrics::dice(
+            &labels::region_mask(&map, r, case.labels_convention),
+            &labels::region_mask(&case.labels, r, case.labels_convention),
+        )
     };
     Ok([dice(Region::WT), dice(Region::TC), dice(Region::ET)])
 }

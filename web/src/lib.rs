@@ -450,7 +450,7 @@ pub async fn segment(
     let nifti_bytes = nifti::encode_on_grid(grid, OutputData::Labels(&seg.labels))
         .map_err(|e| error(format!("{}: writing the label map: {e}", case.id)))?;
     let counts = RegionCounts::of(&seg.labels, options.labels);
-    let ml = grid.spacing().iter().product::<f64>() / 1000.0;
+    let [wt, tc, et] = counts.millilitres(grid.spacing());
     let n: usize = case.dims().iter().product();
 
     let out = Object::new();
@@ -479,9 +479,9 @@ pub async fn segment(
         &out,
         "volumes",
         serde_to_js(&json!({
-            "WT": counts.WT as f64 * ml,
-            "TC": counts.TC as f64 * ml,
-            "ET": counts.ET as f64 * ml,
+            "WT": wt,
+            "TC": tc,
+            "ET": et,
         }))?,
     )?;
     set(&out, "labelConvention", serde_to_js(&options.labels)?)?;

@@ -26,7 +26,6 @@ pub struct Args {
     /// post-processing candidate, and the set to record with `nvnet export`.
     #[arg(long)]
     choose_postprocessing: bool,
-
 }
 
 impl Args {
@@ -285,11 +284,7 @@ fn truth_ids(gt: &Path) -> Vec<String> {
 
 /// `--choose-postprocessing`: score the candidates on validation predictions, print them and the
 /// choice. Returns how many cases failed.
-fn choose_postprocessing(
-    pred: &Path,
-    gt: &Path,
-    labels: Option<LabelConvention>,
-) -> Result<usize> {
+fn choose_postprocessing(pred: &Path, gt: &Path, labels: Option<LabelConvention>) -> Result<usize> {
     let (pairs, mut failed) = matched(pred, gt)?;
     let mut cases = Vec::new();
     let mut conv = None;

@@ -26,7 +26,6 @@ pub struct Args {
     /// Record no post-processing (FROM's rules are dropped).
     #[arg(long, conflicts_with_all = ["remove_islands", "min_et_voxels"])]
     no_postprocess: bool,
-
 }
 
 impl Args {

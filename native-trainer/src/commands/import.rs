@@ -32,11 +32,14 @@ impl Args {
             modalities,
             name,
         } = self;
-        let modalities = Modality::parse_list(modalities)
+        let modalities = Modality::parse_list(&modalities)
             .map_err(anyhow::Error::msg)
             .context("--modalities")?;
-        let mut loaded =
-            weights::load_file::<nvnet::backend::Cpu>(from, Some(&modalities), &Default::default())?;
+        let mut loaded = weights::load_file::<nvnet::backend::Cpu>(
+            &from,
+            Some(&modalities),
+            &Default::default(),
+        )?;
         if loaded.manifest.provenance.source != "imported" {
             bail!(
                 "{} is already an nvnet weights file; nothing to import",
@@ -74,7 +77,7 @@ impl Args {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        weights::save(&loaded.model, manifest, out)?;
+        weights::save(&loaded.model, manifest, &out)?;
         println!("wrote {}", out.display());
         Ok(())
     }

@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvnet::case::{self, Case, CaseFiles, Input};
+use nvnet::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
 use nvnet::labels::RegionCounts;
 use nvnet::nifti::{self, OutputData};
 use nvnet::weights::{self, Manifest};
-use nvnet::gpu::GpuLimits;
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
@@ -78,7 +78,6 @@ pub struct Args {
     /// Show the window size and its memory estimate.
     #[arg(long)]
     verbose: bool,
-
 }
 
 impl Args {
@@ -105,58 +104,56 @@ impl Args {
             memory_budget,
             verbose,
         } = self;
-            if !(0.0..1.0).contains(&overlap) {
-                bail!("--overlap must be in [0, 1)");
-            }
-            let given = [
-                (Modality::T1, t1),
-                (Modality::T1ce, t1ce),
-                (Modality::T2, t2),
-                (Modality::Flair, flair),
-            ]
-            .into_iter()
-            .filter_map(|(m, p)| p.map(|p| (m, p)))
-            .collect();
-            let modalities = modalities
-                .map(|m| Modality::parse_list(&m).map_err(anyhow::Error::msg))
-                .transpose()
-                .context("--modalities")?;
-            let args = Request {
-                weights,
-                inputs: input,
-                given,
-                output,
-                modalities,
-                options: nvnet::inference::InferenceOptions {
-                    roi,
-                    overlap,
-                    blend,
-                    tta: !no_tta,
-                    labels: labels.unwrap_or_default(),
-                    postprocessing: nvnet::postprocess::Postprocessing {
-                        remove_islands,
-                        min_et_voxels,
-                    },
-                    memory_budget: cpu_memory_cap(
-                        device,
-                        memory_budget.unwrap_or(match device {
-                            DeviceKind::Cpu => 6 << 30,
-                            DeviceKind::Wgpu => 2 << 30,
-                            DeviceKind::Cuda => 8 << 30,
-                        }),
-                    ),
-                    // Set from the opened device's limits (wgpu).
-                    max_buffer: None,
+        if !(0.0..1.0).contains(&overlap) {
+            bail!("--overlap must be in [0, 1)");
+        }
+        let given = [
+            (Modality::T1, t1),
+            (Modality::T1ce, t1ce),
+            (Modality::T2, t2),
+            (Modality::Flair, flair),
+        ]
+        .into_iter()
+        .filter_map(|(m, p)| p.map(|p| (m, p)))
+        .collect();
+        let modalities = modalities
+            .map(|m| Modality::parse_list(&m).map_err(anyhow::Error::msg))
+            .transpose()
+            .context("--modalities")?;
+        let args = Request {
+            weights,
+            inputs: input,
+            given,
+            output,
+            modalities,
+            options: nvnet::inference::InferenceOptions {
+                roi,
+                overlap,
+                blend,
+                tta: !no_tta,
+                labels: labels.unwrap_or_default(),
+                postprocessing: nvnet::postprocess::Postprocessing {
+                    remove_islands,
+                    min_et_voxels,
                 },
-                labels_given: labels.is_some(),
-                postprocess_from_model: !no_postprocess,
-                save_probabilities,
-                save_uncertainty,
-                verbose,
-            };
-            with_backend!(device, cap, |B, dev, limits| run::<B>(
-                &dev, limits, args
-            ))
+                memory_budget: cpu_memory_cap(
+                    device,
+                    memory_budget.unwrap_or(match device {
+                        DeviceKind::Cpu => 6 << 30,
+                        DeviceKind::Wgpu => 2 << 30,
+                        DeviceKind::Cuda => 8 << 30,
+                    }),
+                ),
+                // Set from the opened device's limits (wgpu).
+                max_buffer: None,
+            },
+            labels_given: labels.is_some(),
+            postprocess_from_model: !no_postprocess,
+            save_probabilities,
+            save_uncertainty,
+            verbose,
+        };
+        with_backend!(device, cap, |B, dev, limits| run::<B>(&dev, limits, args))
     }
 }
 

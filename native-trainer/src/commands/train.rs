@@ -6,13 +6,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use nvnet::train::{self, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig};
 use nvnet::Modality;
 use nvnet::gpu::GpuLimits;
-use nvnet::weights;
+use nvnet::train::{self, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig};
 
 use crate::device::{
-    DeviceKind, parse_device_list, training_devices, transfer, with_train_backend,
+    DeviceKind, Precision, parse_device_list, training_devices, transfer, with_train_backend,
 };
 use crate::preview::Canvas;
 use crate::values::parse_shape;
@@ -86,7 +85,7 @@ pub struct Args {
     modalities: Option<String>,
     /// f32, or f16 / bf16 on CUDA.
     #[arg(long, default_value = "f32")]
-    precision: device::Precision,
+    precision: Precision,
     /// Several GPUs of one backend, e.g. cuda:0,cuda:1 (wgpu:0,wgpu:1): each step's batch is
     /// split across them (--batch-size at least the number of devices); the first holds the
     /// model, the optimizer and validation.
@@ -187,8 +186,7 @@ impl Args {
         let (device, specs) = match &self.devices {
             None => (device, None),
             Some(list) => {
-                let (kind, specs) =
-                    parse_device_list(list).map_err(anyhow::Error::msg)?;
+                let (kind, specs) = parse_device_list(list).map_err(anyhow::Error::msg)?;
                 if let Some(d) = chosen_device.filter(|d| *d != kind) {
                     bail!("--device {d} and --devices {list} name different backends");
                 }
@@ -215,8 +213,7 @@ impl Args {
             let (devices, limits) =
                 training_devices::<burn::tensor::Device<B>>(specs.as_deref(), cap)
                     .map_err(anyhow::Error::msg)?;
-            let transfer =
-                transfer(device, devices.len()).map_err(anyhow::Error::msg)?;
+            let transfer = transfer(device, devices.len()).map_err(anyhow::Error::msg)?;
             run::<B>(
                 &devices,
                 limits,
