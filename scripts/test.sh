@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run every nvnet test (what CI runs: .ci/run). Sets up the machine first (setup.sh), builds the
-# page, builds every native test binary in one cargo invocation, type-checks the CUDA build, then
+# page, builds every native test binary in one cargo invocation, lints (clippy on the CUDA build
+# with -D warnings, rustfmt), then
 # runs each test binary in turn. Ends with a table of the phases and their seconds, pass or fail.
 #
 #   bash scripts/test.sh            everything
-#   bash scripts/test.sh --quick    the inner loop: no set-up, no page, no CUDA check; the unit
+#   bash scripts/test.sh --quick    the inner loop: no set-up, no page, no lints; the unit
 #                                   tests and the CLI's tests (the same build as the full run)
 #   bash scripts/test.sh -- FILTER  passes FILTER to every test binary (e.g. a test's name)
 set -uo pipefail
@@ -73,14 +74,18 @@ build_tests() {
 }
 phase "test build" build_tests || exit 1
 
-# The trainers' CUDA build: type-checked, its test binary included (bench/cuda_tests.sh builds
-# and runs that on a GPU machine). burn-cuda loads the CUDA libraries at run time, so it checks
-# without a GPU; a full second build of Burn with CUDA's features would cost more than all the
-# tests.
-check_cuda() {
-  cargo check --workspace --exclude nvnet-web --locked --features nvnet-cli/cuda --lib --bins --tests --timings
+# Clippy, which also type-checks the trainers' CUDA build, its test binary included
+# (bench/cuda_tests.sh builds and runs that on a GPU machine): burn-cuda loads the CUDA libraries
+# at run time, so it checks without a GPU; a full second build of Burn with CUDA's features would
+# cost more than all the tests. Then the page's engine, for wasm. Any warning fails, as does
+# unformatted code.
+lint() {
+  cargo fmt --all --check &&
+    cargo clippy --workspace --exclude nvnet-web --locked --features nvnet-cli/cuda --lib --bins \
+      --tests --timings -- -D warnings &&
+    cargo clippy -p nvnet-web --target wasm32-unknown-unknown --locked -- -D warnings
 }
-$quick || phase "CUDA type-check" check_cuda || exit 1
+$quick || phase "fmt, clippy (CUDA build type-checked)" lint || exit 1
 
 # cubecl keeps its kernel autotune results in target/ beside the nearest Cargo.toml: each crate's
 # folder, where its tests run. Linked into $CARGO_TARGET_DIR, they outlive the clone as the build

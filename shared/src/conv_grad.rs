@@ -35,6 +35,18 @@ pub(crate) fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     }
 }
 
+/// `cast` between types known to be the same (a parameter of the module whose input was cast).
+pub(crate) fn same<T: 'static, U: 'static>(value: T) -> U {
+    match cast(value) {
+        Ok(u) => u,
+        Err(_) => unreachable!(
+            "{} is not {}",
+            std::any::type_name::<T>(),
+            std::any::type_name::<U>()
+        ),
+    }
+}
+
 /// The gradients of a convolution `y = conv3d(x, w)` given dL/dy, for one backend.
 pub trait ConvGrads: Backend {
     /// dL/dx.
@@ -140,14 +152,11 @@ fn on<B: Backend, I: ConvGrads>(
         return Err(x);
     }
     let x: Tensor<Autodiff<I>, 5> = cast(x)?;
-    let weight: Tensor<Autodiff<I>, 5> = cast(conv.weight.val()).ok().expect("same backend as x");
-    let bias: Option<Tensor<Autodiff<I>, 1>> = conv
-        .bias
-        .as_ref()
-        .map(|b| cast(b.val()).ok().expect("same backend as x"));
+    let weight: Tensor<Autodiff<I>, 5> = same(conv.weight.val());
+    let bias: Option<Tensor<Autodiff<I>, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
     let options = ConvOptions::new(conv.stride, padding, [1, 1, 1], 1);
     let out = conv3d_ad::<I>(x, weight, bias, options);
-    Ok(cast(out).ok().expect("the same type back"))
+    Ok(same(out))
 }
 
 fn conv3d_ad<I: ConvGrads>(

@@ -23,7 +23,7 @@ use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use rayon::prelude::*;
 
-use crate::conv_grad::{ConvGrads, cast};
+use crate::conv_grad::{ConvGrads, cast, same};
 
 type Ad = Autodiff<Flex>;
 
@@ -121,7 +121,7 @@ fn weight_grad_in_blocks(
     // Σ im2col · gradᵀ: [ci·k³, co].
     let mut total: Option<Tensor<Flex, 2>> = None;
     for b in 0..n {
-        let g = grad.clone().slice([b..b + 1]).reshape([co, d_o * plane]);
+        let g = grad.clone().narrow(0, b, 1).reshape([co, d_o * plane]);
         for (d0, d1) in cols.blocks(block_floats) {
             let part = cols
                 .block(b, d0, d1)
@@ -261,8 +261,8 @@ pub fn group_norm<B: Backend>(
         // Inference on flex: the same fused forward.
         Err(x) => {
             let x: Tensor<Flex, 5> = cast(x)?;
-            let gamma: Tensor<Flex, 1> = cast(gamma.val()).ok().expect("same backend as x");
-            let beta: Tensor<Flex, 1> = cast(beta.val()).ok().expect("same backend as x");
+            let gamma: Tensor<Flex, 1> = same(gamma.val());
+            let beta: Tensor<Flex, 1> = same(beta.val());
             let (y, _, _) = group_norm_forward(
                 x.into_primitive().tensor(),
                 gamma.into_primitive().tensor(),
@@ -271,11 +271,11 @@ pub fn group_norm<B: Backend>(
                 norm.epsilon,
                 false,
             );
-            return Ok(cast(flex::<5>(y)).ok().expect("the same type back"));
+            return Ok(same(flex::<5>(y)));
         }
     };
-    let gamma: Tensor<Ad, 1> = cast(gamma.val()).ok().expect("same backend as x");
-    let beta: Tensor<Ad, 1> = cast(beta.val()).ok().expect("same backend as x");
+    let gamma: Tensor<Ad, 1> = same(gamma.val());
+    let beta: Tensor<Ad, 1> = same(beta.val());
     let x = x.into_primitive().tensor();
     let gamma = gamma.into_primitive().tensor();
     let beta = beta.into_primitive().tensor();
@@ -309,11 +309,9 @@ pub fn group_norm<B: Backend>(
             prep.finish(y)
         }
     };
-    Ok(
-        cast(Tensor::<Ad, 5>::from_primitive(TensorPrimitive::Float(out)))
-            .ok()
-            .expect("the same type back"),
-    )
+    Ok(same(Tensor::<Ad, 5>::from_primitive(
+        TensorPrimitive::Float(out),
+    )))
 }
 
 #[derive(Debug)]

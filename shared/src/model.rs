@@ -151,7 +151,7 @@ impl NvNetConfig {
                 up: self.blocks_up.len(),
             });
         }
-        if self.init_filters == 0 || self.init_filters % self.norm_groups != 0 {
+        if self.init_filters == 0 || !self.init_filters.is_multiple_of(self.norm_groups) {
             return Err(ConfigError::Filters(self.init_filters, self.norm_groups));
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{TensorPrimitive, activation};
 
-use crate::conv_grad::{cast, tensor};
+use crate::conv_grad::{cast, same, tensor};
 use crate::model::{affine, normalise};
 
 /// `group_norm(norm, x)`, followed by a ReLU when `relu`, as one autodiff operation when `B` is
@@ -69,10 +69,10 @@ fn on<B: Backend, I: Backend>(
         return Err(x);
     }
     let x: Tensor<Autodiff<I>, 5> = cast(x)?;
-    let gamma: Tensor<Autodiff<I>, 1> = cast(gamma.val()).ok().expect("same backend as x");
-    let beta: Tensor<Autodiff<I>, 1> = cast(beta.val()).ok().expect("same backend as x");
+    let gamma: Tensor<Autodiff<I>, 1> = same(gamma.val());
+    let beta: Tensor<Autodiff<I>, 1> = same(beta.val());
     let y = group_norm_ad::<I>(x, gamma, beta, norm.num_groups, norm.epsilon, relu);
-    Ok(cast(y).ok().expect("the same type back"))
+    Ok(same(y))
 }
 
 /// y = γ·x̂ + β with x̂ = (x − μ)/σ per (sample, group), or ReLU(y) when `relu`, recorded as

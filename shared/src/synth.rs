@@ -240,9 +240,9 @@ fn plan(seed: u64, index: usize) -> Plan {
         Tissue::Enhancing,
         Tissue::NonEnhancing,
     ] {
-        for m in 0..4 {
-            let wm = table[Tissue::Wm as usize][m];
-            table[t as usize][m] = wm + (table[t as usize][m] - wm) * contrast;
+        let wm = table[Tissue::Wm as usize];
+        for (v, w) in table[t as usize].iter_mut().zip(wm) {
+            *v = w + (*v - w) * contrast;
         }
     }
     let noise_sigma = rng.range(0.015, 0.045);
@@ -518,9 +518,9 @@ impl Phantom {
         let a = g.affine;
         let offset: [f64; 3] =
             [0, 1, 2].map(|r| a[r][3] + (0..3).map(|c| a[r][c] * start[c] as f64).sum::<f64>());
-        for r in 0..3 {
+        for (r, &offset) in offset.iter().enumerate() {
             // As stored (float32), like the rest of the header.
-            let o = offset[r] as f32 as f64;
+            let o = offset as f32 as f64;
             g.srow[r][3] = o;
             g.affine[r][3] = o;
             g.quatern[3 + r] = o;

@@ -775,10 +775,12 @@ pub fn infer_monai_config(
         let mut per_level: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
         for name in tensors.keys() {
             let parts: Vec<&str> = name.split('.').collect();
-            if parts.len() >= 4 && parts[0] == prefix && parts[3] == "conv1" {
-                if let (Ok(i), Ok(j)) = (parts[1].parse::<usize>(), parts[2].parse::<usize>()) {
-                    per_level.entry(i).or_default().insert(j);
-                }
+            if parts.len() >= 4
+                && parts[0] == prefix
+                && parts[3] == "conv1"
+                && let (Ok(i), Ok(j)) = (parts[1].parse::<usize>(), parts[2].parse::<usize>())
+            {
+                per_level.entry(i).or_default().insert(j);
             }
         }
         let levels = per_level

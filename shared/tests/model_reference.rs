@@ -474,7 +474,8 @@ fn trilinear_x2_adjoint_f64(grad_out: &[f64], out: [usize; 3], planes: usize) ->
 fn files_that_describe_huge_networks_are_refused_before_building_them() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
-    let with = |rename: &dyn Fn(&mut (String, Vec<usize>)), extra: Vec<(String, Vec<usize>)>| {
+    type Named = (String, Vec<usize>);
+    let with = |rename: &dyn Fn(&mut Named), extra: Vec<Named>| {
         let mut tensors = reference_tensors();
         tensors.iter_mut().for_each(rename);
         tensors.extend(extra);

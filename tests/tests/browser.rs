@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, Page, WEBGPU_FLAGS};
@@ -18,20 +18,47 @@ use nvnet_e2e::{dist, repo_root};
 /// One browser at a time: there are two cores, and SwiftShader uses them all.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// One test's page: the lock that keeps it the only browser, the server of `site`, Chromium with
+/// `flags`, its downloads folder, and the page at `/<query>`, ready.
+struct Session {
+    _one: MutexGuard<'static, ()>,
+    server: StaticServer,
+    b: Browser,
+    downloads: tempfile::TempDir,
+    page: Page,
+}
+
+fn open(site: &Path, flags: &[&str], query: &str) -> Session {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = StaticServer::start(site);
+    let mut b = Browser::launch(flags).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/{query}", server.url))
+        .expect("navigate");
+    wait_ready(&page, &mut b);
+    Session {
+        _one,
+        server,
+        b,
+        downloads,
+        page,
+    }
+}
+
 /// The main path on WebGPU, recording every request from load to download. Without the flips:
 /// on SwiftShader each pass costs about half a minute more (the flips in the page are the CPU
 /// fallback's test, and their arithmetic on a wgpu backend is `flips_match_flex_on_wgpu`).
 #[test]
 fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), WEBGPU_FLAGS, "");
     let run = segment_files(
         &mut b,
         &page,
@@ -110,15 +137,14 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
 /// the 8 flips of test-time augmentation, as native does with them.
 #[test]
 fn without_webgpu_the_cpu_fallback_segments_like_native() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), NO_WEBGPU_FLAGS, "");
     let run = segment_files(
         &mut b,
         &page,
@@ -148,14 +174,13 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
 /// given up for the CPU, with a notice that says why; the page is then ready for a case.
 #[test]
 fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/?webgpu-timeout=0.001", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads: _downloads,
+        page,
+    } = open(&dist(), WEBGPU_FLAGS, "?webgpu-timeout=0.001");
     let status = page.text(&mut b, "status").unwrap();
     assert!(
         status.starts_with("ready"),
@@ -177,19 +202,19 @@ fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
 /// still segments, and matches native with the same window.
 #[test]
 fn capped_gpu_limits_use_many_windows_and_still_match_native() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
     // 1 MiB: a window of 8 filters × 32,768 voxels.
-    page.navigate(
-        &mut b,
-        &format!("{}/?max-binding=1048576&max-buffer=1048576", server.url),
-    )
-    .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(
+        &dist(),
+        WEBGPU_FLAGS,
+        "?max-binding=1048576&max-buffer=1048576",
+    );
     let run = segment_files(
         &mut b,
         &page,
@@ -230,15 +255,14 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
 /// (minutes on SwiftShader) and test nothing more (the WebGPU segmentation is the first test's).
 #[test]
 fn bad_files_give_clear_errors_and_the_page_keeps_working() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), NO_WEBGPU_FLAGS, "");
     let bad_dir = repo_root().join("testdata/bad");
     let mut bad: Vec<PathBuf> = std::fs::read_dir(&bad_dir)
         .expect("testdata/bad")
@@ -321,15 +345,14 @@ fn bad_files_give_clear_errors_and_the_page_keeps_working() {
 /// Segment runs to the end. On the CPU fallback, with the 8 flips, so that there is time to cancel.
 #[test]
 fn cancel_stops_a_segmentation_and_the_next_one_completes() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), NO_WEBGPU_FLAGS, "");
     page.set_files(&mut b, "file-input", &sample).unwrap();
     page.wait_for(
         &mut b,
@@ -380,15 +403,14 @@ fn cancel_stops_a_segmentation_and_the_next_one_completes() {
 /// happened, and matches native with the window it used.
 #[test]
 fn gpu_faults_are_caught_and_the_page_segments_again() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sample = sample_files();
-    let server = StaticServer::start(&dist());
-    let mut b = Browser::launch(WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/?gpu-fault=oom,lose", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), WEBGPU_FLAGS, "?gpu-fault=oom,lose");
     let run = segment_files(
         &mut b,
         &page,
@@ -458,17 +480,16 @@ fn native_check(files: &[PathBuf]) -> Result<(), String> {
 /// nvnet-web.js beside an old wasm, and deleted every cache of the origin.)
 #[test]
 fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let site = tempfile::tempdir().unwrap();
     let site = site.path();
     copy_dir(&dist(), site);
-    let server = StaticServer::start(site);
-    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
-    let downloads = tempfile::tempdir().unwrap();
-    let page = b.new_page(downloads.path()).expect("page");
-    page.navigate(&mut b, &format!("{}/", server.url))
-        .expect("navigate");
-    wait_ready(&page, &mut b);
+    let Session {
+        _one,
+        server,
+        mut b,
+        downloads,
+        page,
+    } = open(site, NO_WEBGPU_FLAGS, "");
     let controlled = "navigator.serviceWorker.controller ? 'yes' : ''";
     page.wait_for(&mut b, controlled, Duration::from_secs(60))
         .expect("the service worker takes the page");

@@ -217,9 +217,12 @@ fn evaluate_case(
     }))
 }
 
+/// A case's id, its prediction and its ground truth.
+type Matched = (String, PathBuf, PathBuf);
+
 /// The (id, prediction, truth) of every prediction in `pred` with a ground truth in `gt`, and how
 /// many have none (each reported).
-fn matched(pred: &Path, gt: &Path) -> Result<(Vec<(String, PathBuf, PathBuf)>, usize)> {
+fn matched(pred: &Path, gt: &Path) -> Result<(Vec<Matched>, usize)> {
     let mut out = Vec::new();
     let mut failed = 0;
     for (id, path) in predictions(pred)? {

@@ -424,12 +424,15 @@ fn load_config(path: &Path) -> Result<TrainConfig> {
         .with_context(|| format!("{}: not a valid training configuration", path.display()))
 }
 
+/// A curve: its name, colour and value per epoch (none where not measured).
+type Series<'a> = (&'a str, [u8; 3], Vec<Option<f64>>);
+
 /// curves.png: loss terms (left) and validation Dice (right) against epochs.
 pub fn draw_curves(path: &Path, history: &[EpochRow]) -> Result<()> {
     let (w, h) = (900usize, 360usize);
     let mut c = Canvas::new(w, h, [255, 255, 255]);
     let panels = [(10usize, 440usize), (460, 890)];
-    let series_loss: Vec<(&str, [u8; 3], Vec<Option<f64>>)> = vec![
+    let series_loss: Vec<Series> = vec![
         (
             "LOSS",
             [0, 0, 0],
@@ -451,7 +454,7 @@ pub fn draw_curves(path: &Path, history: &[EpochRow]) -> Result<()> {
             history.iter().map(|r| r.kl_loss).collect(),
         ),
     ];
-    let series_dice: Vec<(&str, [u8; 3], Vec<Option<f64>>)> = vec![
+    let series_dice: Vec<Series> = vec![
         (
             "WT",
             [40, 170, 60],
