@@ -255,28 +255,85 @@ pub struct Prepared {
     pub channels: usize,
 }
 
+/// Why a case cannot be segmented, or a segmentation stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "{case}: after normalisation every voxel of every modality is zero (each is empty or one \
+         constant value): there is no brain to segment"
+    )]
+    NoBrain { case: String },
+    #[error("{case}: the brain box {size:?} is too large to segment")]
+    BoxTooLarge { case: String, size: [usize; 3] },
+    #[error(
+        "window {roi:?}: each size must be a positive multiple of {multiple} (the network halves \
+         it {} times)", multiple.trailing_zeros()
+    )]
+    WindowSize { roi: [usize; 3], multiple: usize },
+    #[error(
+        "window {roi:?} needs about {} of activations, more than the memory budget ({}): choose a \
+         smaller window, or raise the budget", size(*needs), size(*budget as f64)
+    )]
+    OverBudget {
+        roi: [usize; 3],
+        needs: f64,
+        budget: u64,
+    },
+    /// `subject` names what set the window (`window`, or a flag); `advice` what to do.
+    #[error(
+        "{subject} {roi:?}: its largest tensor ({}) exceeds the device's largest buffer ({}): \
+         {advice}", size(*largest), size(*max as f64)
+    )]
+    TensorOverBuffer {
+        subject: String,
+        advice: String,
+        roi: [usize; 3],
+        largest: f64,
+        max: u64,
+    },
+    #[error(
+        "the network's largest weight tensor ({}, F={init_filters}) exceeds the device's largest \
+         buffer ({}): the device, with these limits, cannot hold the network",
+        size(*bytes), size(*max as f64)
+    )]
+    WeightsOverBuffer {
+        bytes: f64,
+        init_filters: usize,
+        max: u64,
+    },
+    #[error(
+        "window {window} of {windows}: the network's output holds {value} (broken weights or a \
+         device fault)"
+    )]
+    NotFinite {
+        window: usize,
+        windows: usize,
+        value: f32,
+    },
+    #[error("reading a window back from the device: {0}")]
+    ReadBack(String),
+}
+
 /// z-score (nonzero, per channel) and crop to the brain box padded to a multiple of 8 (MONAI
 /// `CropForeground(select_fn = x ≠ 0, k_divisible = 8)`: centred, reaching outside the grid
 /// where needed). Errors when every voxel is zero.
-pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, String> {
+pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, InferenceError> {
     let mut data = case.channels(modalities);
     let channels = modalities.len();
     normalize_nonzero(&mut data, channels);
     let crop = Crop::brain_box(&data, channels, case.dims(), 8).ok_or_else(|| {
-        format!(
-            "{}: after normalisation every voxel of every modality is zero (each is empty or \
-             one constant value): there is no brain to segment",
-            case.id
-        )
+        InferenceError::NoBrain {
+            case: case.id.clone(),
+        }
     })?;
     // Each axis grows by less than 8 and is at least 8: the box is within 8× the grid, which
     // the readers cap; checked all the same, in 64 bits, before it is allocated.
     let voxels = crop.size.iter().map(|&s| s as u64).product::<u64>();
     if voxels * channels as u64 > 4 * crate::nifti::MAX_VOXELS {
-        return Err(format!(
-            "{}: the brain box {:?} is too large to segment",
-            case.id, crop.size
-        ));
+        return Err(InferenceError::BoxTooLarge {
+            case: case.id.clone(),
+            size: crop.size,
+        });
     }
     Ok(Prepared {
         input: crop.crop(&data, channels),
@@ -317,23 +374,18 @@ pub fn check_roi(
     config: &crate::NvNetConfig,
     roi: [usize; 3],
     options: &InferenceOptions,
-) -> Result<(), String> {
+) -> Result<(), InferenceError> {
     let k = config.size_multiple();
     if roi.iter().any(|r| *r == 0 || r % k != 0) {
-        return Err(format!(
-            "window {roi:?}: each size must be a positive multiple of {k} (the network halves \
-             it {} times)",
-            k.trailing_zeros()
-        ));
+        return Err(InferenceError::WindowSize { roi, multiple: k });
     }
     let bytes = crate::info::summarize(config, roi).inference_bytes;
     if bytes > options.memory_budget as f64 {
-        return Err(format!(
-            "window {roi:?} needs about {} of activations, more than the memory budget ({}): \
-             choose a smaller window, or raise the budget",
-            size(bytes),
-            size(options.memory_budget as f64)
-        ));
+        return Err(InferenceError::OverBudget {
+            roi,
+            needs: bytes,
+            budget: options.memory_budget,
+        });
     }
     check_buffer(
         config,
@@ -352,35 +404,37 @@ pub fn check_buffer(
     roi: [usize; 3],
     max_buffer: Option<u64>,
     (subject, advice): (&str, &str),
-) -> Result<(), String> {
+) -> Result<(), InferenceError> {
     let Some(max) = max_buffer else {
         return Ok(());
     };
     check_weights_fit(config, max)?;
     let largest = crate::info::largest_tensor_bytes(config, roi);
     if largest > max as f64 {
-        return Err(format!(
-            "{subject} {roi:?}: its largest tensor ({}) exceeds the device's largest buffer ({}): \
-             {advice}",
-            size(largest),
-            size(max as f64)
-        ));
+        return Err(InferenceError::TensorOverBuffer {
+            subject: subject.to_string(),
+            advice: advice.to_string(),
+            roi,
+            largest,
+            max,
+        });
     }
     Ok(())
 }
 
 /// The network's largest weight tensor within a device's largest buffer (`max_buffer`): checked
 /// before a model is built on a GPU, whose allocator fails on its own thread otherwise.
-pub fn check_weights_fit(config: &crate::NvNetConfig, max_buffer: u64) -> Result<(), String> {
+pub fn check_weights_fit(
+    config: &crate::NvNetConfig,
+    max_buffer: u64,
+) -> Result<(), InferenceError> {
     let weights = crate::info::largest_weight_bytes(config);
     if weights > max_buffer as f64 {
-        return Err(format!(
-            "the network's largest weight tensor ({}, F={}) exceeds the device's largest \
-             buffer ({}): the device, with these limits, cannot hold the network",
-            size(weights),
-            config.init_filters,
-            size(max_buffer as f64)
-        ));
+        return Err(InferenceError::WeightsOverBuffer {
+            bytes: weights,
+            init_filters: config.init_filters,
+            max: max_buffer,
+        });
     }
     Ok(())
 }
@@ -486,7 +540,7 @@ impl Segmenter {
         case: &Case,
         modalities: &[Modality],
         options: &InferenceOptions,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InferenceError> {
         if let Some(roi) = options.roi {
             check_roi(config, roi, options)?;
         }
@@ -564,17 +618,22 @@ impl Segmenter {
     /// The network's results for window `w`, read back from the device. NaN or an infinity
     /// there (damaged weights, a faulty device or kernel) is an error, never blended into a
     /// label map that looks like an answer.
-    pub fn add(&mut self, w: usize, mean: &[f32], variance: Option<&[f32]>) -> Result<(), String> {
+    pub fn add(
+        &mut self,
+        w: usize,
+        mean: &[f32],
+        variance: Option<&[f32]>,
+    ) -> Result<(), InferenceError> {
         if let Some(v) = mean
             .iter()
             .chain(variance.unwrap_or_default())
             .find(|v| !v.is_finite())
         {
-            return Err(format!(
-                "window {} of {}: the network's output holds {v} (broken weights or a device fault)",
-                w + 1,
-                self.len()
-            ));
+            return Err(InferenceError::NotFinite {
+                window: w + 1,
+                windows: self.len(),
+                value: *v,
+            });
         }
         self.mean.add(w, mean);
         if let (Some(sw), Some(v)) = (self.variance.as_mut(), variance) {
@@ -589,7 +648,7 @@ impl Segmenter {
         case: &Case,
         outputs: &[Region],
         options: &InferenceOptions,
-    ) -> Result<Segmentation, String> {
+    ) -> Result<Segmentation, InferenceError> {
         let windows = self.mean.len();
         let mut boxed = self.mean.finish();
         if self.blend_logits {
@@ -620,7 +679,7 @@ pub fn segment<B: Backend>(
     options: &InferenceOptions,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Segmentation, String> {
+) -> Result<Segmentation, InferenceError> {
     let mut run = Segmenter::new(
         &models[0].config(),
         models.len(),
@@ -642,20 +701,20 @@ pub fn segment<B: Backend>(
 
 /// A window's result read back from a device that reads back asynchronously (WebGPU in the
 /// browser, whose page drives a [`Segmenter`] itself: it checks the GPU between windows).
-pub async fn read_async<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
+pub async fn read_async<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, InferenceError> {
     t.into_data_async()
         .await
-        .map_err(|e| format!("reading a window back from the device: {e:?}"))?
+        .map_err(|e| InferenceError::ReadBack(format!("{e:?}")))?
         .convert::<f32>()
         .into_vec::<f32>()
-        .map_err(|e| format!("reading a window back from the device: {e:?}"))
+        .map_err(|e| InferenceError::ReadBack(format!("{e:?}")))
 }
 
-fn to_vec<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, String> {
+fn to_vec<B: Backend>(t: Tensor<B, 5>) -> Result<Vec<f32>, InferenceError> {
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
-        .map_err(|e| format!("reading a window back from the device: {e:?}"))
+        .map_err(|e| InferenceError::ReadBack(format!("{e:?}")))
 }
 
 /// Paste the box results back on the full grid, threshold, post-process.
@@ -669,7 +728,7 @@ pub fn finish(
     boxed_variance: Option<Vec<f32>>,
     roi: [usize; 3],
     windows: usize,
-) -> Result<Segmentation, String> {
+) -> Result<Segmentation, InferenceError> {
     let dims = case.dims();
     let c = outputs.len();
     let n: usize = dims.iter().product();
@@ -744,13 +803,17 @@ mod tests {
             memory_budget: u64::MAX,
             ..InferenceOptions::default()
         };
-        let e = check_roi(&config, [16, 16, 16], &options(200 << 10)).unwrap_err();
+        let e = check_roi(&config, [16, 16, 16], &options(200 << 10))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("largest weight tensor (432.0 KiB, F=8)") && e.contains("(200.0 KiB)"),
             "{e}"
         );
         // A window's own feature maps: 8 × 64³ float32 = 8 MiB.
-        let e = check_roi(&config, [64, 64, 64], &options(1 << 20)).unwrap_err();
+        let e = check_roi(&config, [64, 64, 64], &options(1 << 20))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("window [64, 64, 64]: its largest tensor (8.0 MiB)")
                 && e.contains("(1.0 MiB): choose a smaller window"),
@@ -767,7 +830,7 @@ mod tests {
             crate::info::largest_weight_bytes(&paper),
             4.0 * (16 * 10 * 12 * 8 * 256) as f64
         );
-        let e = check_weights_fit(&paper, 8 << 20).unwrap_err();
+        let e = check_weights_fit(&paper, 8 << 20).unwrap_err().to_string();
         assert!(e.contains("(15.0 MiB, F=32)"), "{e}");
     }
 

@@ -325,7 +325,7 @@ impl CachedCase {
 
     /// Build from a loaded case: z-score, crop to the brain box.
     pub fn build(case: &Case, modalities: &[Modality]) -> Result<Self, String> {
-        let prepared = crate::inference::prepare(case, modalities)?;
+        let prepared = crate::inference::prepare(case, modalities).map_err(|e| e.to_string())?;
         let labels = match case.seg_labels() {
             Some(map) => {
                 let net = crate::volume::to_network_order(case.dims(), &map);

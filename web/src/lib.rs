@@ -538,7 +538,7 @@ async fn segment_on_gpu(
                 Some(v) => Some(inference::read_async(v).await?),
                 None => None,
             };
-            Ok::<_, String>((mean, variance))
+            Ok::<_, inference::InferenceError>((mean, variance))
         })
         .await;
         if let Some(f) = fault.or_else(lost) {
