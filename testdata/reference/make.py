@@ -186,7 +186,6 @@ def make_metrics():
     cube = empty.copy()
     cube[20:23, 20:23, 20:23] = 1
     cube[10:13, 30:33, 5:8] = 1
-    cube = cube.copy()
     cube.flat[rng.choice(cube.size, 203, replace=False)] = 1
     voxel = empty.copy()
     voxel[24, 26, 20] = 1
@@ -247,7 +246,6 @@ def make_brats_case():
         v[head] = tissue[m] * (1 + 0.1 * rng.normal(size=head.sum()))
         v[seg == 4] *= 1.6 if m == "t1ce" else 1.1
         v[seg == 2] *= 1.5 if m in ("t2", "flair") else 0.9
-        img = nib.Nifti1Image(np.zeros(shape, dtype), affine)
         if m == "t1":
             # Stored as (value - 0.5) / 2: the reader must apply scl_slope and scl_inter.
             stored = np.round((v - 0.5) / 2.0).astype(np.int16)

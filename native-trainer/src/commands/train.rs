@@ -161,6 +161,7 @@ fn train_config(a: &Args) -> Result<(nvnet::train::TrainConfig, Option<PathBuf>)
 
 impl Args {
     /// The backend --devices names, if it names one.
+    #[cfg(feature = "cuda")]
     pub fn devices_kind(&self) -> Option<DeviceKind> {
         let list = self.devices.as_deref()?;
         parse_device_list(list).ok().map(|(kind, _)| kind)
