@@ -85,7 +85,7 @@ fn an_output_never_replaces_an_input_by_a_link_or_by_its_name() {
 
 /// The embedded model as a file.
 fn default_weights() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/default.bpk")
+    PathBuf::from("../shared/models/default.bpk") // from the package's folder, as testdata()
 }
 
 #[test]

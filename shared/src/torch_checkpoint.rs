@@ -392,10 +392,8 @@ mod tests {
     /// MONAI's checkpoint (F=8; larger F have the same tensors) is far within the limits.
     #[test]
     fn the_reference_checkpoint_is_far_within_the_limits() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/reference/segresnet_f8/model.pt"
-        );
+        // Relative to the package's folder, where test binaries run (see tests/common.rs).
+        let path = "../testdata/reference/segresnet_f8/model.pt";
         let bytes = std::fs::read(path).unwrap();
         check(&bytes, 1 << 30).unwrap();
         let mut archive = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();

@@ -11,9 +11,17 @@ use burn::tensor::TensorData;
 pub fn reference(path: &str) -> PathBuf {
     std::env::var_os("NVNET_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata"))
+        .unwrap_or_else(|| testdata(""))
         .join("reference")
         .join(path)
+}
+
+/// A path in the repository's `testdata/`. Test binaries run in their package's folder (cargo
+/// test runs them there, as scripts/test.sh does), so the path is taken from there: the
+/// compile-time `CARGO_MANIFEST_DIR` names the clone that built the binary, which a warm target
+/// directory keeps when a fresh clone elsewhere reuses it.
+pub fn testdata(path: &str) -> PathBuf {
+    PathBuf::from("../testdata").join(path)
 }
 
 /// Run a test alone in a child process of this test binary, for a test that reads process-wide

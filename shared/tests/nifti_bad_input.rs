@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use nvnet::nifti;
 
 fn bad(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/bad")
-        .join(name)
+    crate::common::testdata("bad").join(name)
 }
 
 /// (file, words its error must contain)
@@ -176,7 +174,7 @@ fn pipes_devices_and_folders_are_refused_without_reading() {
 /// Inputs the fuzzer found (`testdata/fuzz`, from `fuzz/`): each once broke an invariant.
 #[test]
 fn fuzzer_findings_stay_fixed() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/fuzz");
+    let dir = crate::common::testdata("fuzz");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

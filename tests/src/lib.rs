@@ -7,10 +7,18 @@ pub mod server;
 
 use std::path::{Path, PathBuf};
 
-/// The repository root.
+/// The repository root: the parent of `tests/`, where the test binaries run (cargo test and
+/// scripts/test.sh run them there). Not the compile-time `CARGO_MANIFEST_DIR`: that names the
+/// clone that built the binary, which a warm target directory keeps for a fresh clone elsewhere
+/// (its page and files would be tested instead of this one's).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let here = std::env::current_dir().expect("the working directory");
+    assert!(
+        here.join("Cargo.toml").exists() && here.join("src/cdp.rs").exists(),
+        "{}: run the end-to-end tests from tests/ (cargo test does)",
+        here.display()
+    );
+    here.parent()
         .expect("tests/ is inside the repository")
         .to_path_buf()
 }

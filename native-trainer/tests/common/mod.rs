@@ -21,11 +21,12 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// A path in the repository's `testdata/`.
+/// A path in the repository's `testdata/`, from the package's folder, where test binaries run
+/// (cargo test and scripts/test.sh run them there): the compile-time `CARGO_MANIFEST_DIR` names
+/// the clone that built the binary, which a warm target directory keeps for a fresh clone
+/// elsewhere.
 pub fn testdata(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(path)
+    PathBuf::from("../testdata").join(path)
 }
 
 /// A path as a command-line argument.
