@@ -1,5 +1,9 @@
-"""Calibration for nvnet's learning-signal test: the same fixed 64³ case, MONAI SegResNet F=8
-(segmentation path, spatial dropout 0.2) with MONAI's Dice loss, 20 Adam steps."""
+"""Calibration for nvnet's learning-signal test: the same fixed case (n³ voxels, 32 by default,
+drawn in the coordinates of a 64³ grid), MONAI SegResNet F=8 (segmentation path, spatial
+dropout 0.2) with MONAI's Dice loss, 20 Adam steps.
+
+    python bench/monai_learning.py [LR] [N]
+"""
 import sys
 
 import torch
@@ -9,8 +13,9 @@ from monai.networks.nets import SegResNet
 torch.manual_seed(7)
 torch.set_num_threads(2)
 lr = float(sys.argv[1]) if len(sys.argv) > 1 else 3e-3
-n = 64
-z, y, x = torch.meshgrid(torch.arange(n), torch.arange(n), torch.arange(n), indexing="ij")
+n = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+grid = torch.arange(n) * (64.0 / n)
+z, y, x = torch.meshgrid(grid, grid, grid, indexing="ij")
 r = ((z - 30.0) ** 2 + (y - 34.0) ** 2 + (x - 28.0) ** 2).sqrt()
 wt, tc, et = r < 14, r < 8, (r >= 5) & (r < 8)
 tex = torch.sin(x * 0.3) * torch.cos(y * 0.2) * 0.3
@@ -26,4 +31,4 @@ for _ in range(20):
     loss.backward()
     opt.step()
     losses.append(round(loss.item(), 4))
-print("lr", lr, "dice losses", losses)
+print("lr", lr, "n", n, "dice losses", losses)

@@ -10,25 +10,30 @@ use crate::common::alone;
 
 type AD = Autodiff<Flex>;
 
-/// A fixed 64³ "scan": four channels of smooth structure, and a sphere whose voxels are brighter
+/// The case's side in voxels. 32³ costs an eighth of 64³ (55 s for the test at 64³ on two
+/// cores, 2026-12-04); the picture is the same, drawn in a 64³ grid's coordinates.
+const N: usize = 32;
+
+/// A fixed N³ "scan": four channels of smooth structure, and a sphere whose voxels are brighter
 /// in some channels than in others; the targets are nested spheres like TC ⊂ WT, ET.
 fn fixed_case<B: Backend>(device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
-    let n = 64usize;
+    let n = N;
+    let at = |i: usize| i as f32 * (64.0 / n as f32);
     let mut input = vec![0f32; 4 * n * n * n];
     let mut target = vec![0f32; 3 * n * n * n];
     let idx = |c: usize, z: usize, y: usize, x: usize| ((c * n + z) * n + y) * n + x;
     for z in 0..n {
         for y in 0..n {
             for x in 0..n {
+                let (fz, fy, fx) = (at(z), at(y), at(x));
                 let d = |cz: f32, cy: f32, cx: f32| {
-                    ((z as f32 - cz).powi(2) + (y as f32 - cy).powi(2) + (x as f32 - cx).powi(2))
-                        .sqrt()
+                    ((fz - cz).powi(2) + (fy - cy).powi(2) + (fx - cx).powi(2)).sqrt()
                 };
                 let r = d(30.0, 34.0, 28.0);
                 let wt = r < 14.0;
                 let tc = r < 8.0;
                 let et = (5.0..8.0).contains(&r);
-                let texture = ((x as f32) * 0.3).sin() * ((y as f32) * 0.2).cos() * 0.3;
+                let texture = (fx * 0.3).sin() * (fy * 0.2).cos() * 0.3;
                 input[idx(0, z, y, x)] = texture - if tc { 0.8 } else { 0.0 };
                 input[idx(1, z, y, x)] = texture + if et { 1.5 } else { 0.0 };
                 input[idx(2, z, y, x)] = texture + if wt { 1.0 } else { 0.0 };
@@ -57,7 +62,7 @@ fn twenty_adam_steps_lower_the_dice_loss() {
     AD::seed(&device, 7);
     let config = NvNetConfig::default()
         .with_init_filters(8)
-        .with_vae(Some([64, 64, 64]));
+        .with_vae(Some([N; 3]));
     let mut model = config.init::<AD>(&device).unwrap();
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(1e-5)))
@@ -80,16 +85,16 @@ fn twenty_adam_steps_lower_the_dice_loss() {
         losses.iter().chain(&dice).all(|l| l.is_finite()),
         "non-finite loss: {losses:?} {dice:?}"
     );
-    // Calibration (bench/monai_learning.py): MONAI's SegResNet F=8 with the same case, Dice
-    // loss, dropout and optimiser goes from 0.953 to 0.878 in these 20 steps; a Dice loss leaves
-    // its ~0.95 start slowly while the background is still uncertain. Ask for two thirds of that
-    // drop in the Dice term, and for a downward trend rather than one lucky step. nvnet's run
-    // (alone; 2026-12-04): the Dice term from 0.884 to 0.384 (last three 0.385), the total from
-    // 0.897 to 0.389.
+    // Calibration (`python bench/monai_learning.py 3e-3 32`): MONAI's SegResNet F=8 with the
+    // same case, Dice loss, dropout and optimiser goes from 0.949 to 0.879 (last three) in these
+    // 20 steps (at 64³: 0.953 to 0.878); a Dice loss leaves its ~0.95 start slowly while the
+    // background is still uncertain. Ask for two thirds of that drop in the Dice term, and for a
+    // downward trend rather than one lucky step. nvnet's run (alone, the same every run;
+    // 2026-12-04): the Dice term from 0.924 to 0.404 (last three), the total from 0.941 to 0.397.
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last_mean) = (dice[0], mean(&dice[dice.len() - 3..]));
     assert!(
-        last_mean < first - 0.05,
+        last_mean < first - 0.047,
         "the Dice loss went from {first:.4} to {last_mean:.4}: no real drop"
     );
     assert!(

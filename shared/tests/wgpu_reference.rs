@@ -176,7 +176,7 @@ fn a_batch_split_across_two_wgpu_devices_gives_the_one_device_step() {
 /// `gpu::checked` catches what the device refuses, instead of leaving it to wgpu's handler (a
 /// panic natively, a line in the console in a browser, where the work then goes on with an
 /// invalid buffer): a buffer over the device's largest is refused inside it, one within is not.
-/// The browser test `gpu_faults_are_caught_and_the_page_retries_with_smaller_windows` makes
+/// The browser test `gpu_faults_are_caught_and_the_page_segments_again` makes
 /// the GPU run out of memory for real.
 #[test]
 fn checked_catches_what_the_device_refuses() {
