@@ -5,8 +5,9 @@
 # runs each test binary in turn. Ends with a table of the phases and their seconds, pass or fail.
 #
 #   bash scripts/test.sh            everything
-#   bash scripts/test.sh --quick    the inner loop: no set-up, no page, no lints; the unit
-#                                   tests and the CLI's tests (the same build as the full run)
+#   bash scripts/test.sh --quick    the inner loop: no set-up, no page, no lints, no GPU
+#                                   backend; the unit tests, the library's reference tests and
+#                                   the CLI's quick tests
 #   bash scripts/test.sh -- FILTER  passes FILTER to every test binary (e.g. a test's name)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,10 +68,19 @@ $quick || phase "page (trunk build --release)" trunk build --release --offline=t
 # One build of every native test binary, features unified so that Burn is built once: the CLI's
 # default `wgpu` (the wgpu tests run on Vulkan, llvmpipe without a GPU), named here so that the
 # wgpu tests cannot drop out unseen. --lib --bins --tests: every test, without the examples.
-features=(--features nvnet/wgpu,nvnet-cli/wgpu)
+# --quick builds the library and the CLI without any GPU backend (Burn's wgpu kernels are most of
+# the library's compile time) and, of the end-to-end tests, the library's reference tests (their
+# wgpu ones compile out) and the CLI's quick ones; its own build, beside the full one's.
+build=(--workspace --exclude nvnet-web --features nvnet/wgpu,nvnet-cli/wgpu --lib --bins --tests)
+binaries="$CARGO_TARGET_DIR/test-binaries.json"
+if $quick; then
+  build=(-p nvnet -p nvnet-cli --no-default-features --profile quick --lib --bins
+    --test reference --test cli --test data_safety)
+  binaries="$CARGO_TARGET_DIR/test-binaries-quick.json"
+fi
 build_tests() {
-  cargo test --workspace --exclude nvnet-web --locked "${features[@]}" --lib --bins --tests \
-    --no-run --timings --message-format=json-render-diagnostics > "$CARGO_TARGET_DIR/test-binaries.json"
+  cargo test --locked "${build[@]}" --no-run --timings \
+    --message-format=json-render-diagnostics > "$binaries"
 }
 phase "test build" build_tests || exit 1
 
@@ -88,11 +98,14 @@ lint() {
 $quick || phase "fmt, clippy (CUDA build type-checked)" lint || exit 1
 
 # cubecl keeps its kernel autotune results in target/ beside the nearest Cargo.toml: each crate's
-# folder, where its tests run. Linked into $CARGO_TARGET_DIR, they outlive the clone as the build
-# does (a fresh clone with a warm target directory skips tuning again; an empty one tunes).
+# folder, where its tests run. All three are linked to one folder in $CARGO_TARGET_DIR: it
+# outlives the clone as the build does, and a choice made by the library's tests (the same
+# shapes, the same devices) serves the CLI's, whose processes would tune again otherwise. A
+# crate's own target/ folder, not a link, is left alone.
+kernels="$CARGO_TARGET_DIR/cubecl"
+mkdir -p "$kernels"
 for crate in shared native-trainer tests; do
-  mkdir -p "$CARGO_TARGET_DIR/autotune/$crate"
-  [ -e "$crate/target" ] || ln -s "$CARGO_TARGET_DIR/autotune/$crate" "$crate/target"
+  if [ -L "$crate/target" ] || [ ! -e "$crate/target" ]; then ln -sfn "$kernels" "$crate/target"; fi
 done
 
 # A test binary as cargo runs it: from its crate's folder.
@@ -103,15 +116,12 @@ run_binary() {
 # Each test binary, in the order: the library, the CLI, the end-to-end tests (the browser last).
 while IFS=$'\t' read -r _ crate kind name exe; do
   label="$crate $kind $name"
-  if $quick; then
-    case "$kind/$name" in lib/* | bin/* | test/cli) ;; *) continue ;; esac
-  fi
   # --show-output: what the passing tests print (measured differences, timings) is in the log.
   phase "$label" run_binary "$crate" "$exe" --show-output "${filter[@]}"
 done < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
   | (.manifest_path | split("/") | .[-2]) as $crate
   | [({"shared": 1, "native-trainer": 2, "tests": 3}[$crate] // 9), $crate, .target.kind[0],
-     .target.name, .executable] | @tsv' "$CARGO_TARGET_DIR/test-binaries.json" | sort -k1,1n -k3,3 -k4,4)
+     .target.name, .executable] | @tsv' "$binaries" | sort -k1,1n -k3,3 -k4,4)
 
 if ((failed)); then
   echo "[test] FAILED" >&2
