@@ -119,11 +119,19 @@ pub async fn checked<T>(
     (out, oom.or(refused).map(GpuFault::of))
 }
 
+/// Why no GPU could be opened (in a browser: WebGPU missing, blocked, or refusing a device).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the GPU refused a device: {0}")]
+    DeviceRefused(String),
+}
+
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 /// Open the preferred adapter and create a device with its limits, lowered to `cap` where
-/// given (natively the device then refuses larger buffers, as a small adapter would). Errors
-/// (no adapter: WebGPU missing or blocked) are messages, not panics.
-pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
+/// given (natively the device then refuses larger buffers, as a small adapter would).
+pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, OpenError> {
     let backend = AutoGraphicsApi::backend();
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: backend.into(),
@@ -136,7 +144,7 @@ pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
             compatible_surface: None,
         })
         .await
-        .map_err(|e| format!("no GPU adapter: {e}"))?;
+        .map_err(|e| OpenError::NoAdapter(e.to_string()))?;
     let mut limits = adapter.limits();
     if let Some(cap) = cap {
         // WebGPU raises requests below its defaults to the defaults; native wgpu takes them.
@@ -157,7 +165,7 @@ pub async fn open(cap: Option<GpuLimits>) -> Result<Gpu, String> {
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
         })
         .await
-        .map_err(|e| format!("the GPU refused a device: {e}"))?;
+        .map_err(|e| OpenError::DeviceRefused(e.to_string()))?;
     let got = device.limits();
     let mut granted = GpuLimits {
         max_storage_binding: got.max_storage_buffer_binding_size,
