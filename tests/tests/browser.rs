@@ -46,9 +46,9 @@ fn open(site: &Path, flags: &[&str], query: &str) -> Session {
     }
 }
 
-/// The main path on WebGPU, recording every request from load to download. Without the flips:
-/// on SwiftShader each pass costs about half a minute more (the flips in the page are the CPU
-/// fallback's test, and their arithmetic on a wgpu backend is `flips_match_flex_on_wgpu`).
+/// The main path on WebGPU, recording every request from load to download. Without the flips
+/// (the flips in the page are the CPU fallback's test, and their arithmetic on a wgpu backend is
+/// `flips_match_flex_on_wgpu`).
 #[test]
 fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
     let sample = sample_files();
@@ -251,8 +251,8 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
 /// Broken and hostile files get a clear `error:` naming the file, exactly those the library
 /// refuses natively; the page keeps working and then segments a good case. The worker reads and
 /// checks the files with the same wasm code on either backend, before anything runs on the GPU,
-/// so this runs on the CPU fallback: a WebGPU engine would add its kernel compiling and tuning
-/// (minutes on SwiftShader) and test nothing more (the WebGPU segmentation is the first test's).
+/// so this runs on the CPU fallback: a WebGPU engine would add its kernel compiling on
+/// SwiftShader and test nothing more (the WebGPU segmentation is the first test's).
 #[test]
 fn bad_files_give_clear_errors_and_the_page_keeps_working() {
     let sample = sample_files();
