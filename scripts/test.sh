@@ -70,7 +70,7 @@ $quick || phase "page (trunk build --release)" trunk build --release --offline=t
 # wgpu tests cannot drop out unseen. --lib --bins --tests: every test, without the examples.
 # --quick builds the library and the CLI without any GPU backend (Burn's wgpu kernels are most of
 # the library's compile time) and, of the end-to-end tests, the library's reference tests (their
-# wgpu ones compile out) and the CLI's quick ones; its own build, beside the full one's.
+# wgpu ones compile out) and the CLI's quick ones, in its own cargo profile (target/quick).
 build=(--workspace --exclude nvnet-web --features nvnet/wgpu,nvnet-cli/wgpu --lib --bins --tests)
 binaries="$CARGO_TARGET_DIR/test-binaries.json"
 if $quick; then
