@@ -2,7 +2,7 @@
 //! over the backend, whose input and weight gradients each backend supplies (`ConvGrads`).
 //!
 //! - `Autodiff<Flex>` (`cpu_grad`): faster gradients than Burn's on the CPU.
-//! - `Autodiff<Wgpu>`, `Autodiff<Cuda<f32|bf16|f16>>`: a correct weight gradient. Burn 0.21
+//! - `Autodiff<Wgpu>`, `Autodiff<Cuda<f32|bf16|f16>>` (listed in `grads`): a correct weight gradient. Burn 0.21
 //!   (burn-cubecl) computes it as a convolution of the input by the output gradient, a kernel as
 //!   large as the feature map; on wgpu (llvmpipe here) that came out wrong once the map was larger
 //!   than 16³ (at 32³ the error exceeded the gradient itself) while the forward pass and the input
@@ -65,47 +65,8 @@ pub trait ConvGrads: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The GPU backends: Burn's input gradient, the weight gradient by taps.
-#[allow(unused_macros)]
-macro_rules! by_taps {
-    ($($backend:ty),*) => {$(
-        impl ConvGrads for $backend {
-            fn input_grad(
-                x: FloatTensor<Self>,
-                w: FloatTensor<Self>,
-                grad: FloatTensor<Self>,
-                options: ConvOptions<3>,
-            ) -> FloatTensor<Self> {
-                <$backend as burn::tensor::ops::ModuleOps<$backend>>::conv3d_x_backward(x, w, grad, options)
-            }
-            fn weight_grad(
-                x: FloatTensor<Self>,
-                grad: FloatTensor<Self>,
-                k: [usize; 3],
-                options: &ConvOptions<3>,
-            ) -> FloatTensor<Self> {
-                weight_grad_by_taps::<$backend>(tensor(x), tensor(grad), k, options)
-                    .into_primitive()
-                    .tensor()
-            }
-        }
-    )*};
-}
-#[cfg(feature = "wgpu")]
-by_taps!(crate::backend::Wgpu);
-#[cfg(feature = "cuda")]
-by_taps!(
-    burn::backend::Cuda<f32>,
-    burn::backend::Cuda<burn::tensor::bf16>,
-    burn::backend::Cuda<burn::tensor::f16>
-);
-
 /// `conv.forward(x)` with nvnet's backward when `B` is `Autodiff` of a backend with
-/// `ConvGrads`; `Err(x)` back otherwise.
-#[cfg_attr(
-    not(any(feature = "wgpu", feature = "cuda", feature = "flex")),
-    allow(clippy::let_and_return)
-)]
+/// `ConvGrads` (flex, or a GPU backend listed in `grads`); `Err(x)` back otherwise.
 pub fn try_conv3d<B: Backend>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,
@@ -115,30 +76,27 @@ pub fn try_conv3d<B: Backend>(
         Ok(y) => return Ok(y),
         Err(x) => x,
     };
-    #[cfg(feature = "wgpu")]
-    let x = match on::<B, crate::backend::Wgpu>(conv, x) {
-        Ok(y) => return Ok(y),
-        Err(x) => x,
-    };
-    #[cfg(feature = "cuda")]
-    let x = match on::<B, burn::backend::Cuda<f32>>(conv, x) {
-        Ok(y) => return Ok(y),
-        Err(x) => match on::<B, burn::backend::Cuda<burn::tensor::bf16>>(conv, x) {
-            Ok(y) => return Ok(y),
-            Err(x) => match on::<B, burn::backend::Cuda<burn::tensor::f16>>(conv, x) {
-                Ok(y) => return Ok(y),
-                Err(x) => x,
-            },
-        },
-    };
-    Err(x)
+    crate::grads::on_gpu(ConvOn { conv, x }).map_err(|op| op.x)
+}
+
+/// A convolution waiting for its backend (`grads::on_gpu`; unread without a GPU backend).
+#[cfg_attr(
+    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
+    allow(dead_code)
+)]
+struct ConvOn<'a, B: Backend> {
+    conv: &'a Conv3d<B>,
+    x: Tensor<B, 5>,
+}
+
+impl<B: Backend> crate::grads::OnAutodiff<B> for ConvOn<'_, B> {
+    fn on<I: ConvGrads>(self) -> Result<Tensor<B, 5>, Self> {
+        let conv = self.conv;
+        on::<B, I>(conv, self.x).map_err(|x| ConvOn { conv, x })
+    }
 }
 
 /// When `B` is `Autodiff<I>`: the convolution with `I`'s gradients.
-#[cfg_attr(
-    not(any(feature = "wgpu", feature = "cuda", feature = "flex")),
-    allow(dead_code)
-)]
 fn on<B: Backend, I: ConvGrads>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,

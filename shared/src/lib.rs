@@ -11,6 +11,12 @@ pub mod conv_grad;
 pub mod cpu_grad;
 pub mod fsutil;
 pub mod gpu;
+#[cfg(feature = "autodiff")]
+#[cfg_attr(
+    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
+    allow(dead_code)
+)]
+pub mod grads;
 pub mod inference;
 pub mod info;
 pub mod labels;
@@ -20,6 +26,11 @@ pub mod modality;
 pub mod model;
 pub mod nifti;
 #[cfg(feature = "autodiff")]
+// Without a GPU backend (and in the unit tests' build: `grads`) its operation has no caller.
+#[cfg_attr(
+    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
+    allow(dead_code)
+)]
 pub mod norm_grad;
 pub mod npy;
 #[cfg(feature = "train")]

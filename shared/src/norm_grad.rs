@@ -25,38 +25,30 @@ use crate::conv_grad::{cast, same, tensor};
 use crate::model::{affine, normalise};
 
 /// `group_norm(norm, x)`, followed by a ReLU when `relu`, as one autodiff operation when `B` is
-/// `Autodiff` of a GPU backend and the norm is affine; `Err(x)` back otherwise.
-#[cfg_attr(
-    not(any(feature = "wgpu", feature = "cuda")),
-    allow(clippy::let_and_return)
-)]
+/// `Autodiff` of a GPU backend listed in `grads` and the norm is affine; `Err(x)` back otherwise.
 pub fn try_group_norm<B: Backend>(
     norm: &GroupNorm<B>,
     x: Tensor<B, 5>,
     relu: bool,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    #[cfg(feature = "wgpu")]
-    let x = match on::<B, crate::backend::Wgpu>(norm, x, relu) {
-        Ok(y) => return Ok(y),
-        Err(x) => x,
-    };
-    #[cfg(feature = "cuda")]
-    let x = match on::<B, burn::backend::Cuda<f32>>(norm, x, relu) {
-        Ok(y) => return Ok(y),
-        Err(x) => match on::<B, burn::backend::Cuda<burn::tensor::bf16>>(norm, x, relu) {
-            Ok(y) => return Ok(y),
-            Err(x) => match on::<B, burn::backend::Cuda<burn::tensor::f16>>(norm, x, relu) {
-                Ok(y) => return Ok(y),
-                Err(x) => x,
-            },
-        },
-    };
-    let _ = (norm, relu);
-    Err(x)
+    crate::grads::on_gpu(NormOn { norm, x, relu }).map_err(|op| op.x)
+}
+
+/// A GroupNorm waiting for its backend (`grads::on_gpu`).
+struct NormOn<'a, B: Backend> {
+    norm: &'a GroupNorm<B>,
+    x: Tensor<B, 5>,
+    relu: bool,
+}
+
+impl<B: Backend> crate::grads::OnAutodiff<B> for NormOn<'_, B> {
+    fn on<I: crate::conv_grad::ConvGrads>(self) -> Result<Tensor<B, 5>, Self> {
+        let NormOn { norm, x, relu } = self;
+        on::<B, I>(norm, x, relu).map_err(|x| NormOn { norm, x, relu })
+    }
 }
 
 /// When `B` is `Autodiff<I>`: the GroupNorm (and ReLU) with this module's backward.
-#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 fn on<B: Backend, I: Backend>(
     norm: &GroupNorm<B>,
     x: Tensor<B, 5>,

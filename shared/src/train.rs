@@ -872,6 +872,13 @@ pub fn run<B: AutodiffBackend>(
 ) -> Result<RunState, String> {
     config.validate()?;
     config.check_devices(devices.len())?;
+    if !crate::grads::trains_with_own_gradients::<B>() {
+        return Err(format!(
+            "nvnet does not train on {}: its convolution and GroupNorm gradients are written \
+             for flex, wgpu and cuda (shared/src/grads.rs)",
+            std::any::type_name::<B>()
+        ));
+    }
     let outputs = Region::DEFAULT_ORDER.to_vec();
     let devices = Devices::<B>::new(
         devices.to_vec(),

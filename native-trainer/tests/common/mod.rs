@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Run the `nvnet` binary built for these tests and wait for it.
 pub fn nvnet(args: &[&str]) -> Output {
@@ -10,6 +10,16 @@ pub fn nvnet(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run nvnet")
+}
+
+/// Start the `nvnet` binary with its output captured (`wait_with_output` collects it).
+pub fn nvnet_start(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nvnet"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nvnet")
 }
 
 /// Standard output then standard error, as one text for assertions and failure messages.
