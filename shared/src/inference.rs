@@ -26,12 +26,12 @@ pub enum Blend {
 }
 
 impl std::str::FromStr for Blend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::names::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "constant" => Ok(Blend::Constant),
             "gaussian" => Ok(Blend::Gaussian),
-            other => Err(format!("unknown blending '{other}' (gaussian or constant)")),
+            other => Err(Self::Err::new("blending", other, "gaussian or constant")),
         }
     }
 }

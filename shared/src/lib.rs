@@ -24,6 +24,7 @@ pub mod loss;
 pub mod metrics;
 pub mod modality;
 pub mod model;
+pub mod names;
 pub mod nifti;
 #[cfg(feature = "autodiff")]
 // Without a GPU backend (and in the unit tests' build: `grads`) its operation has no caller.

@@ -50,12 +50,12 @@ pub enum SegLoss {
 }
 
 impl std::str::FromStr for SegLoss {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::names::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "dice" => Ok(SegLoss::Dice),
             "dice-bce" => Ok(SegLoss::DiceBce),
-            _ => Err(format!("unknown loss {s:?} (dice or dice-bce)")),
+            _ => Err(Self::Err::new("loss", s, "dice or dice-bce")),
         }
     }
 }

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::names::UnknownName;
+
 /// One of the four MRI sequences of a BraTS case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,18 +42,30 @@ impl Modality {
     }
 
     /// Parse a comma-separated channel order such as `t1,t1ce,t2,flair`.
-    pub fn parse_list(text: &str) -> Result<Vec<Modality>, String> {
+    pub fn parse_list(text: &str) -> Result<Vec<Modality>, ModalityListError> {
         let list: Vec<Modality> = text
             .split(',')
             .map(|s| s.trim().parse())
             .collect::<Result<_, _>>()?;
         for (i, m) in list.iter().enumerate() {
             if list[..i].contains(m) {
-                return Err(format!("modality '{m}' is listed twice in '{text}'"));
+                return Err(ModalityListError::Twice {
+                    modality: *m,
+                    list: text.to_string(),
+                });
             }
         }
         Ok(list)
     }
+}
+
+/// A channel order that names an unknown modality or one twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModalityListError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownName),
+    #[error("modality '{modality}' is listed twice in '{list}'")]
+    Twice { modality: Modality, list: String },
 }
 
 impl fmt::Display for Modality {
@@ -61,16 +75,14 @@ impl fmt::Display for Modality {
 }
 
 impl FromStr for Modality {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "t1" | "t1n" => Ok(Modality::T1),
             "t1ce" | "t1c" | "t1gd" => Ok(Modality::T1ce),
             "t2" | "t2w" => Ok(Modality::T2),
             "flair" | "t2f" => Ok(Modality::Flair),
-            other => Err(format!(
-                "unknown modality '{other}' (expected t1, t1ce, t2 or flair)"
-            )),
+            other => Err(UnknownName::new("modality", other, "t1, t1ce, t2 or flair")),
         }
     }
 }
@@ -129,13 +141,15 @@ impl LabelConvention {
 }
 
 impl FromStr for LabelConvention {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "brats2018" | "brats2019" | "brats2020" | "brats2021" => Ok(LabelConvention::Brats2018),
             "brats2023" | "brats2024" => Ok(LabelConvention::Brats2023),
-            other => Err(format!(
-                "unknown label convention '{other}' (expected brats2018 or brats2023)"
+            other => Err(UnknownName::new(
+                "label convention",
+                other,
+                "brats2018 or brats2023",
             )),
         }
     }

@@ -44,7 +44,7 @@ pub enum DataType {
 }
 
 impl DataType {
-    pub fn from_code(code: i16) -> Result<Self, String> {
+    pub(crate) fn from_code(code: i16) -> Result<Self, String> {
         Ok(match code {
             2 => Self::U8,
             256 => Self::I8,
@@ -806,18 +806,23 @@ pub enum OutputData<'a> {
 
 /// Encode `data` as a gzipped NIfTI-1 file on exactly `grid`: same dims, pixdim, qform/sform
 /// and their codes, units; scl_slope 1, scl_inter 0.
-pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, String> {
+pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, EncodeError> {
     let voxels: usize = grid.dims.iter().product();
+    let length = |values: usize, channels: usize| EncodeError::Length {
+        values,
+        channels,
+        voxels,
+    };
     let (dtype, channels, payload): (DataType, usize, Vec<u8>) = match data {
         OutputData::Labels(v) => {
             if v.len() != voxels {
-                return Err(format!("{} labels for a grid of {voxels} voxels", v.len()));
+                return Err(length(v.len(), 1));
             }
             (DataType::U8, 1, v.to_vec())
         }
         OutputData::Int16(v) => {
             if v.len() != voxels {
-                return Err(format!("{} values for a grid of {voxels} voxels", v.len()));
+                return Err(length(v.len(), 1));
             }
             (
                 DataType::I16,
@@ -827,10 +832,7 @@ pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, 
         }
         OutputData::Floats { values, channels } => {
             if channels == 0 || values.len() != voxels * channels {
-                return Err(format!(
-                    "{} values for {channels} channels of {voxels} voxels",
-                    values.len()
-                ));
+                return Err(length(values.len(), channels));
             }
             (
                 DataType::F32,
@@ -857,7 +859,7 @@ pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, 
         1,
     ];
     if grid.dims.iter().any(|&d| d > i16::MAX as usize) {
-        return Err("dimensions too large for NIfTI-1".into());
+        return Err(EncodeError::TooLarge(grid.dims));
     }
     for (n, d) in dim.iter().enumerate() {
         put_i16(&mut h, 40 + 2 * n, *d);
@@ -889,8 +891,22 @@ pub fn encode_on_grid(grid: &Geometry, data: OutputData<'_>) -> Result<Vec<u8>, 
     h[344..348].copy_from_slice(b"n+1\0");
     h.extend_from_slice(&payload);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &h).map_err(|e| e.to_string())?;
-    gz.finish().map_err(|e| e.to_string())
+    // Into memory: the writer cannot fail.
+    std::io::Write::write_all(&mut gz, &h).expect("gzip into memory");
+    Ok(gz.finish().expect("gzip into memory"))
+}
+
+/// Data that does not fit the grid it is to be written on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{values} values for {channels} channel(s) of {voxels} voxels")]
+    Length {
+        values: usize,
+        channels: usize,
+        voxels: usize,
+    },
+    #[error("dimensions {0:?} too large for NIfTI-1")]
+    TooLarge([usize; 3]),
 }
 
 /// Write an image on `grid` to `path` atomically.
@@ -900,9 +916,9 @@ pub fn write_on_grid(
     data: OutputData<'_>,
 ) -> Result<(), NiftiError> {
     let file = path.display().to_string();
-    let bytes = encode_on_grid(grid, data).map_err(|problem| NiftiError {
+    let bytes = encode_on_grid(grid, data).map_err(|e| NiftiError {
         file: file.clone(),
-        problem,
+        problem: e.to_string(),
     })?;
     crate::fsutil::write_atomic(path, &bytes).map_err(|e| NiftiError {
         file,

@@ -35,7 +35,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Npy, NpyError> {
     parse(&bytes).map_err(|why| NpyError::Format(name, why))
 }
 
-pub fn parse(bytes: &[u8]) -> Result<Npy, String> {
+fn parse(bytes: &[u8]) -> Result<Npy, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("missing the \\x93NUMPY magic".into());
     }

@@ -89,7 +89,7 @@ fn share_gradients<B: AutodiffBackend>(
     weight: f64,
     spec: &StepSpec,
     device: &B::Device,
-) -> Result<(GradientsParams, StepLosses), String> {
+) -> (GradientsParams, StepLosses) {
     let [cx, cy, cz] = spec.crop;
     let x = Tensor::<B, 5>::from_data(
         TensorData::new(share.input, [share.n, spec.channels, cx, cy, cz]),
@@ -113,7 +113,7 @@ fn share_gradients<B: AutodiffBackend>(
     } else {
         terms.total.mul_scalar(weight)
     };
-    Ok((GradientsParams::from_grads(total.backward(), model), losses))
+    (GradientsParams::from_grads(total.backward(), model), losses)
 }
 
 /// How the model and the gradients move between devices.
@@ -195,6 +195,27 @@ impl Transfer {
     }
 }
 
+/// A training device that could not be used or failed during a step.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("no device to train on")]
+    None,
+    #[error("device {0} is listed twice")]
+    Twice(String),
+    #[error("a thread for {device}: {error}")]
+    Thread {
+        device: String,
+        error: std::io::Error,
+    },
+    #[error("a training device's thread has stopped")]
+    Stopped,
+    /// A backend panic (out of memory, a driver error) during the step on that device.
+    #[error("device {device}: {message}")]
+    Failed { device: String, message: String },
+    #[error("moving gradients to {device}: {message}")]
+    Transfer { device: String, message: String },
+}
+
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
@@ -209,7 +230,7 @@ struct Job<B: AutodiffBackend> {
     weight: f64,
 }
 
-type Outcome = Result<(GradientsParams, StepLosses), String>;
+type Outcome = Result<(GradientsParams, StepLosses), DeviceError>;
 
 /// A thread that owns one device.
 struct Worker<B: AutodiffBackend> {
@@ -224,7 +245,7 @@ impl<B: AutodiffBackend> Worker<B> {
         device: B::Device,
         spec: StepSpec,
         transfer: Transfer,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DeviceError> {
         let (jobs, inbox) = mpsc::channel::<Job<B>>();
         let (outbox, results) = mpsc::channel();
         let device_name = format!("{device:?}");
@@ -239,15 +260,19 @@ impl<B: AutodiffBackend> Worker<B> {
                         let model = transfer.fork(job.model, &device);
                         share_gradients(&model, job.share, job.weight, &spec, &device)
                     }))
-                    .unwrap_or_else(|panic| {
-                        Err(format!("device {device:?}: {}", panic_text(panic.as_ref())))
+                    .map_err(|panic| DeviceError::Failed {
+                        device: format!("{device:?}"),
+                        message: panic_text(panic.as_ref()),
                     });
                     if outbox.send(outcome).is_err() {
                         return;
                     }
                 }
             })
-            .map_err(|e| format!("a thread for {device_name}: {e}"))?;
+            .map_err(|error| DeviceError::Thread {
+                device: device_name,
+                error,
+            })?;
         Ok(Worker {
             jobs: Some(jobs),
             results,
@@ -280,13 +305,13 @@ impl<B: AutodiffBackend> Devices<B> {
         devices: Vec<B::Device>,
         spec: StepSpec,
         transfer: Transfer,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DeviceError> {
         if devices.is_empty() {
-            return Err("no device to train on".into());
+            return Err(DeviceError::None);
         }
         for (i, d) in devices.iter().enumerate() {
             if devices[..i].contains(d) {
-                return Err(format!("device {d:?} is listed twice"));
+                return Err(DeviceError::Twice(format!("{d:?}")));
             }
         }
         let workers = if devices.len() > 1 {
@@ -324,9 +349,9 @@ impl<B: AutodiffBackend> Devices<B> {
         &self,
         model: &NvNet<B>,
         batch: Batch,
-    ) -> Result<(GradientsParams, StepLosses), String> {
+    ) -> Result<(GradientsParams, StepLosses), DeviceError> {
         if self.workers.is_empty() {
-            return share_gradients(model, batch, 1.0, &self.spec, self.main());
+            return Ok(share_gradients(model, batch, 1.0, &self.spec, self.main()));
         }
         let n = batch.n as f64;
         let shares = batch.split(self.workers.len(), &self.spec);
@@ -339,8 +364,7 @@ impl<B: AutodiffBackend> Devices<B> {
                 weight,
             };
             let jobs = worker.jobs.as_ref().expect("open until drop");
-            jobs.send(job)
-                .map_err(|_| "a training device's thread has stopped".to_string())?;
+            jobs.send(job).map_err(|_| DeviceError::Stopped)?;
             sent.push((worker, weight));
         }
         // Collected in device order, so that the sum is the same every run.
@@ -362,11 +386,10 @@ impl<B: AutodiffBackend> Devices<B> {
                         accumulator.accumulate(model, grads);
                     }));
                     if let Err(panic) = moved {
-                        first_error.get_or_insert(format!(
-                            "moving gradients to {:?}: {}",
-                            self.main(),
-                            panic_text(panic.as_ref())
-                        ));
+                        first_error.get_or_insert(DeviceError::Transfer {
+                            device: format!("{:?}", self.main()),
+                            message: panic_text(panic.as_ref()),
+                        });
                         continue;
                     }
                     losses.total += weight * l.total;
@@ -378,7 +401,7 @@ impl<B: AutodiffBackend> Devices<B> {
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_error.get_or_insert("a training device's thread has stopped".into());
+                    first_error.get_or_insert(DeviceError::Stopped);
                 }
             }
         }

@@ -19,7 +19,7 @@ const NODE: u64 = 64;
 /// `max_inflated` bytes in all, and the pickle burn-store reads stays within
 /// [`MAX_PICKLE_DEPTH`] and [`MAX_PICKLE_WORK`]. The error says what is wrong, without the
 /// file's name (the caller adds it).
-pub fn check(bytes: &[u8], max_inflated: u64) -> Result<(), String> {
+pub(crate) fn check(bytes: &[u8], max_inflated: u64) -> Result<(), String> {
     if !bytes.starts_with(b"PK\x03\x04") {
         // burn-store takes a file with "ustar" at 257 for a tar archive, whatever it starts with.
         if bytes.get(257..262) == Some(&b"ustar"[..]) {

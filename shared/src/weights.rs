@@ -100,42 +100,56 @@ impl Manifest {
     }
 
     /// The manifest must describe a network nvnet can run as a BraTS segmenter.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ManifestError> {
         if self.version != MANIFEST_VERSION {
-            return Err(format!(
-                "manifest version {} is not supported (this nvnet reads {MANIFEST_VERSION})",
-                self.version
-            ));
+            return Err(ManifestError::Version(self.version));
         }
-        self.config.validate().map_err(|e| e.to_string())?;
+        self.config.validate()?;
         if self.modalities.len() != self.config.in_channels {
-            return Err(format!(
-                "{} modalities listed ({}) for a network with {} input channels",
-                self.modalities.len(),
-                list(&self.modalities),
-                self.config.in_channels
-            ));
+            return Err(ManifestError::Modalities {
+                listed: list(&self.modalities),
+                count: self.modalities.len(),
+                channels: self.config.in_channels,
+            });
         }
         let distinct: BTreeSet<_> = self.modalities.iter().collect();
         if distinct.len() != self.modalities.len() {
-            return Err(format!(
-                "a modality is listed twice ({})",
-                list(&self.modalities)
-            ));
+            return Err(ManifestError::Repeated(list(&self.modalities)));
         }
         let mut outputs = self.outputs.clone();
         outputs.sort_by_key(|r| *r as u8);
         if self.outputs.len() != self.config.out_channels
             || outputs != [Region::TC, Region::WT, Region::ET]
         {
-            return Err(format!(
-                "outputs must be TC, WT and ET once each, one per output channel ({} channels, outputs {})",
-                self.config.out_channels,
-                list(&self.outputs)
-            ));
+            return Err(ManifestError::Outputs {
+                listed: list(&self.outputs),
+                channels: self.config.out_channels,
+            });
         }
         Ok(())
     }
+}
+
+/// A manifest that does not describe a network nvnet can run as a BraTS segmenter.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest version {0} is not supported (this nvnet reads {MANIFEST_VERSION})")]
+    Version(u32),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{count} modalities listed ({listed}) for a network with {channels} input channels")]
+    Modalities {
+        listed: String,
+        count: usize,
+        channels: usize,
+    },
+    #[error("a modality is listed twice ({0})")]
+    Repeated(String),
+    #[error(
+        "outputs must be TC, WT and ET once each, one per output channel ({channels} channels, \
+         outputs {listed})"
+    )]
+    Outputs { listed: String, channels: usize },
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
@@ -167,6 +181,9 @@ pub enum WeightsError {
     },
     #[error("{file}: {error}")]
     Config { file: String, error: ConfigError },
+    /// Burn could not serialise a network (no file yet: `save` names it).
+    #[error("the weights could not be serialised: {why}")]
+    Encode { why: String },
 }
 
 fn mismatch_details(missing: &[String], unexpected: &[String], errors: &[String]) -> String {
@@ -231,13 +248,19 @@ impl WeightsFormat {
 
 /// Serialise a model and its manifest to burnpack bytes, the manifest with the checksum of the
 /// tensors as they are stored.
-pub fn to_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
-    let mut manifest = manifest.clone();
-    manifest.tensors_sha256 = None;
-    let first = burnpack_bytes(model, &manifest)?;
-    let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(first)));
-    manifest.tensors_sha256 = Some(stored_tensors(&mut store, manifest.stored_dtype())?.sha256);
-    burnpack_bytes(model, &manifest)
+pub fn to_bytes<B: Backend>(
+    model: &NvNet<B>,
+    manifest: &Manifest,
+) -> Result<Vec<u8>, WeightsError> {
+    let encode = || -> Result<Vec<u8>, String> {
+        let mut manifest = manifest.clone();
+        manifest.tensors_sha256 = None;
+        let first = burnpack_bytes(model, &manifest)?;
+        let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(first)));
+        manifest.tensors_sha256 = Some(stored_tensors(&mut store, manifest.stored_dtype())?.sha256);
+        burnpack_bytes(model, &manifest)
+    };
+    encode().map_err(|why| WeightsError::Encode { why })
 }
 
 fn burnpack_bytes<B: Backend>(model: &NvNet<B>, manifest: &Manifest) -> Result<Vec<u8>, String> {
@@ -260,9 +283,12 @@ pub fn save<B: Backend>(
     path: &Path,
 ) -> Result<(), WeightsError> {
     let file = path.display().to_string();
-    let bytes = to_bytes(model, manifest).map_err(|why| WeightsError::Format {
-        file: file.clone(),
-        why,
+    let bytes = to_bytes(model, manifest).map_err(|e| match e {
+        WeightsError::Encode { why } => WeightsError::Format {
+            file: file.clone(),
+            why,
+        },
+        e => e,
     })?;
     crate::fsutil::write_atomic(path, &bytes).map_err(|error| WeightsError::Io { file, error })
 }
@@ -295,7 +321,9 @@ pub fn read_manifest(bytes: &[u8], file: &str) -> Result<Manifest, WeightsError>
         manifest_err("this burnpack file has no nvnet manifest (was it written by nvnet?)".into())
     })?;
     let manifest: Manifest = serde_json::from_str(json).map_err(|e| manifest_err(e.to_string()))?;
-    manifest.validate().map_err(manifest_err)?;
+    manifest
+        .validate()
+        .map_err(|e| manifest_err(e.to_string()))?;
     Ok(manifest)
 }
 
@@ -729,9 +757,9 @@ pub fn import_monai<B: Backend>(
         },
     );
     manifest.modalities = modalities;
-    manifest.validate().map_err(|why| WeightsError::Manifest {
+    manifest.validate().map_err(|e| WeightsError::Manifest {
         file: file.to_string(),
-        why,
+        why: e.to_string(),
     })?;
     Ok(LoadedModel {
         model,
@@ -748,9 +776,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// Infer the SegResNet architecture from MONAI tensor names and shapes.
-pub fn infer_monai_config(
-    tensors: &BTreeMap<String, TensorSnapshot>,
-) -> Result<NvNetConfig, String> {
+fn infer_monai_config(tensors: &BTreeMap<String, TensorSnapshot>) -> Result<NvNetConfig, String> {
     let shape = |name: &str| tensors.get(name).map(|t| t.shape.to_vec());
     let init = shape("convInit.conv.weight").ok_or_else(|| {
         let sample: Vec<&String> = tensors.keys().take(5).collect();

@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvnet::Modality;
 use nvnet::gpu::GpuLimits;
-use nvnet::train::{self, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig};
+use nvnet::train::{
+    self, ConfigError, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig, TrainError,
+};
 
 use crate::device::{
     DeviceKind, Precision, parse_device_list, training_devices, transfer, with_train_backend,
@@ -197,7 +199,7 @@ impl Args {
                         bail!("--devices {list}: {kind}:{spec} is listed twice");
                     }
                 }
-                if let Err(e) = config.check_devices(specs.len()) {
+                if let Err(e) = config.check_devices(specs.len()).map_err(as_flag) {
                     let resume = if self.resume.is_some() {
                         "; a resumed run keeps its batch size"
                     } else {
@@ -208,7 +210,7 @@ impl Args {
                 (kind, Some(specs))
             }
         };
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate().map_err(as_flag)?;
         let notes = self.notes.clone();
         with_train_backend!(device, self.precision, |B| {
             let (devices, limits) =
@@ -340,7 +342,7 @@ fn run<B: AutodiffBackend>(
     notes: String,
     gpu: bool,
 ) -> Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate().map_err(as_flag)?;
     // A wgpu device: the network and a crop within its largest buffer (its own or as lowered by
     // --gpu-limits), before anything is built there (its allocator panics otherwise).
     if let Some(limits) = limits {
@@ -396,8 +398,12 @@ fn run<B: AutodiffBackend>(
         commit: commit(),
         notes,
     };
-    let state = train::run::<B>(&config, &ctx, devices, transfer, &mut reporter)
-        .map_err(anyhow::Error::msg)?;
+    let state =
+        train::run::<B>(&config, &ctx, devices, transfer, &mut reporter).map_err(|e| match e {
+            TrainError::Config(e) => as_flag(e),
+            e @ TrainError::LossNotFinite { .. } => anyhow!("{e} (lower --lr?)"),
+            e => e.into(),
+        })?;
     reporter.bar.finish_and_clear();
     println!(
         "{} epoch(s) in {:.1} min; weights: {}{}",
@@ -413,6 +419,16 @@ fn run<B: AutodiffBackend>(
         }
     );
     Ok(())
+}
+
+/// A setting refused by the library, named by the flag that sets it.
+fn as_flag(e: ConfigError) -> anyhow::Error {
+    match e {
+        ConfigError::Invalid { key, value, rule } => {
+            anyhow!("--{} {value}: {rule}", key.replace('_', "-"))
+        }
+        e => e.into(),
+    }
 }
 
 /// The effective configuration: defaults < --config file < --resume's config.toml < flags.
