@@ -7,8 +7,8 @@
 #[path = "../../shared/src/fsutil.rs"]
 #[allow(dead_code)]
 mod fsutil;
-#[path = "../../shared/src/nifti.rs"]
-#[allow(dead_code)]
+#[path = "../../shared/src/nifti/mod.rs"]
+#[allow(dead_code, unused_imports)] // the writer and its re-exports: not fuzzed here
 mod nifti;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

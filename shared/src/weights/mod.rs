@@ -1,25 +1,26 @@
 //! The weights file (`.bpk`: Burn's burnpack record with an nvnet manifest in its metadata) and
 //! the import of MONAI `SegResNet` / `SegResNetVAE` checkpoints (`.pt`, `.safetensors`).
+//!
+//! - `manifest`: what a weights file says about its network, and its check;
+//! - `monai`: MONAI's checkpoints, their architecture and names;
+//! - here: reading and writing `.bpk` files, and loading any of the three formats.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn_store::{
-    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, SafetensorsStore, TensorSnapshot,
-};
-use serde::{Deserialize, Serialize};
+use burn_store::{ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore};
+use serde::Deserialize;
 
-use crate::modality::{LabelConvention, Modality, Region};
+use crate::modality::Modality;
 use crate::model::{ConfigError, NvNet, NvNetConfig};
-use crate::postprocess::Postprocessing;
 
-/// Key of the manifest in the burnpack metadata.
-pub const MANIFEST_KEY: &str = "nvnet.manifest";
-/// Version of the manifest layout; bumped on incompatible changes.
-pub const MANIFEST_VERSION: u32 = 1;
+mod manifest;
+mod monai;
+
+pub use manifest::{MANIFEST_KEY, MANIFEST_VERSION, Manifest, ManifestError, Provenance};
+pub use monai::{burn_to_monai, import_monai, import_safetensors, monai_to_burn};
 
 /// Burnpack layout (burn-store keeps its module private): magic "BURN" (u32 LE), format version
 /// (u16), CBOR metadata size (u32), then the CBOR metadata and the tensor data.
@@ -35,129 +36,6 @@ pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
 struct BurnpackMeta {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
-}
-
-/// Where a set of weights came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Provenance {
-    /// What produced them: `"imported"`, `"trained"`, `"exported"` or `"initialised"`.
-    pub source: String,
-    /// From what: a checkpoint's file name and checksum, a dataset fingerprint, ...
-    pub from: String,
-    /// When (RFC 3339, UTC).
-    pub created: String,
-    /// Free text: training data, epochs, seed, commit, caveats ("synthetic phantoms").
-    #[serde(default)]
-    pub notes: String,
-}
-
-/// What a weights file says about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub version: u32,
-    pub name: String,
-    pub config: NvNetConfig,
-    /// The modality of each input channel.
-    pub modalities: Vec<Modality>,
-    /// The region of each output channel.
-    pub outputs: Vec<Region>,
-    /// The label values a label map made from this model uses.
-    pub labels: LabelConvention,
-    pub provenance: Provenance,
-    /// Stored as float16 (`nvnet export --half`, half the download); read back as float32.
-    #[serde(default)]
-    pub half: bool,
-    /// The label-map post-processing chosen for this model on validation cases
-    /// (`nvnet evaluate --choose-postprocessing`, recorded by `nvnet export`).
-    #[serde(default)]
-    pub postprocessing: Postprocessing,
-    /// SHA-256 of the tensors as stored (each tensor's name, then its bytes, in name order),
-    /// checked on load: a file damaged inside its tensor data is refused, never run. Absent in
-    /// files written before nvnet recorded it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tensors_sha256: Option<String>,
-}
-
-impl Manifest {
-    pub fn new(name: impl Into<String>, config: NvNetConfig, provenance: Provenance) -> Self {
-        Self {
-            version: MANIFEST_VERSION,
-            name: name.into(),
-            config,
-            modalities: Modality::DEFAULT_ORDER.to_vec(),
-            outputs: Region::DEFAULT_ORDER.to_vec(),
-            labels: LabelConvention::Brats2018,
-            provenance,
-            half: false,
-            postprocessing: Postprocessing::NONE,
-            tensors_sha256: None,
-        }
-    }
-
-    /// How the file stores every tensor: float32, or float16 with `--half`.
-    fn stored_dtype(&self) -> DType {
-        if self.half { DType::F16 } else { DType::F32 }
-    }
-
-    /// The manifest must describe a network nvnet can run as a BraTS segmenter.
-    pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.version != MANIFEST_VERSION {
-            return Err(ManifestError::Version(self.version));
-        }
-        self.config.validate()?;
-        if self.modalities.len() != self.config.in_channels {
-            return Err(ManifestError::Modalities {
-                listed: list(&self.modalities),
-                count: self.modalities.len(),
-                channels: self.config.in_channels,
-            });
-        }
-        let distinct: BTreeSet<_> = self.modalities.iter().collect();
-        if distinct.len() != self.modalities.len() {
-            return Err(ManifestError::Repeated(list(&self.modalities)));
-        }
-        let mut outputs = self.outputs.clone();
-        outputs.sort_by_key(|r| *r as u8);
-        if self.outputs.len() != self.config.out_channels
-            || outputs != [Region::TC, Region::WT, Region::ET]
-        {
-            return Err(ManifestError::Outputs {
-                listed: list(&self.outputs),
-                channels: self.config.out_channels,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A manifest that does not describe a network nvnet can run as a BraTS segmenter.
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum ManifestError {
-    #[error("manifest version {0} is not supported (this nvnet reads {MANIFEST_VERSION})")]
-    Version(u32),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{count} modalities listed ({listed}) for a network with {channels} input channels")]
-    Modalities {
-        listed: String,
-        count: usize,
-        channels: usize,
-    },
-    #[error("a modality is listed twice ({0})")]
-    Repeated(String),
-    #[error(
-        "outputs must be TC, WT and ET once each, one per output channel ({channels} channels, \
-         outputs {listed})"
-    )]
-    Outputs { listed: String, channels: usize },
-}
-
-fn list<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Why weights could not be read, written or imported. Every message names the file.
@@ -469,7 +347,7 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 /// synthetic phantoms (`nvnet synth`) — a demonstration, not for clinical use. How it was made
 /// and how well it does: docs/TRAINING.md.
 pub fn default_model() -> Option<&'static [u8]> {
-    Some(include_bytes!("../models/default.bpk"))
+    Some(include_bytes!("../../models/default.bpk"))
 }
 
 /// A weights file's name (for messages) and its bytes, at most `MAX_WEIGHTS_BYTES`.
@@ -549,7 +427,7 @@ fn private_copy(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
 /// Before a network is built for a file: its architecture is within bounds, and the file holds
 /// at least the bytes of the weights it needs (`bytes_per_param` each), so that a few bytes that
 /// describe a huge network are refused rather than allocated.
-fn check_holds_weights(
+pub(super) fn check_holds_weights(
     config: &NvNetConfig,
     file_bytes: usize,
     bytes_per_param: u64,
@@ -613,293 +491,11 @@ pub fn load_any_bytes<B: Backend>(
     }
 }
 
-/// Import a MONAI checkpoint in safetensors format from its bytes (works without a file system).
-pub fn import_safetensors<B: Backend>(
-    bytes: &[u8],
-    file: &str,
-    modalities: Option<&[Modality]>,
-    device: &B::Device,
-) -> Result<LoadedModel<B>, WeightsError> {
-    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
-    let tensors = store
-        .get_all_snapshots()
-        .map_err(|e| WeightsError::Format {
-            file: file.to_string(),
-            why: format!("cannot read the safetensors file: {e}"),
-        })?
-        .clone();
-    import_monai(tensors, file, bytes, modalities, device)
-}
-
-/// Build an NvNet from the tensors of a MONAI `SegResNet`/`SegResNetVAE` state dict, inferring
-/// the architecture from the names and shapes.
-pub fn import_monai<B: Backend>(
-    tensors: BTreeMap<String, TensorSnapshot>,
-    file: &str,
-    bytes: &[u8],
-    modalities: Option<&[Modality]>,
-    device: &B::Device,
-) -> Result<LoadedModel<B>, WeightsError> {
-    // Checkpoints saved from DataParallel or wrapped in a dict carry a prefix.
-    let tensors: BTreeMap<String, TensorSnapshot> = tensors
-        .into_iter()
-        .map(|(k, v)| {
-            let key = ["module.", "state_dict.", "model.", "network."]
-                .iter()
-                .fold(k.as_str(), |k, p| k.strip_prefix(p).unwrap_or(k))
-                .to_string();
-            (key, v)
-        })
-        .collect();
-    let mut notices = Vec::new();
-    let vae: Vec<&String> = tensors.keys().filter(|k| k.starts_with("vae_")).collect();
-    if !vae.is_empty() {
-        notices.push(format!(
-            "skipped the {} vae_* tensors of this SegResNetVAE checkpoint: the VAE branch is only used in training",
-            vae.len()
-        ));
-    }
-    let config = infer_monai_config(&tensors).map_err(|why| WeightsError::Architecture {
-        file: file.to_string(),
-        why,
-    })?;
-    notices.push(format!(
-        "GroupNorm groups cannot be read from a checkpoint; assumed {} (MONAI's default)",
-        config.norm_groups
-    ));
-    // float16 checkpoints hold 2 bytes a parameter.
-    check_holds_weights(&config, bytes.len(), 2, file)?;
-    let mut model = config
-        .init::<B>(device)
-        .map_err(|error| WeightsError::Config {
-            file: file.to_string(),
-            error,
-        })?;
-    let mut snapshots = Vec::new();
-    let mut unexpected = Vec::new();
-    let mut errors = Vec::new();
-    for (name, snap) in &tensors {
-        if name.starts_with("vae_") || name.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let Some(path) = monai_to_burn(name) else {
-            unexpected.push(name.clone());
-            continue;
-        };
-        // burn-store allocates what the shape says (zeros past the stored data): a shape
-        // the file cannot hold is refused before that.
-        let values = snap
-            .shape
-            .as_slice()
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d));
-        if values.is_none_or(|n| n > bytes.len()) {
-            errors.push(format!(
-                "{name}: its shape {:?} holds more values than the file has bytes",
-                snap.shape.as_slice()
-            ));
-            continue;
-        }
-        match snap.to_data() {
-            Ok(data) => {
-                let data = if data.dtype == DType::F32 {
-                    data
-                } else {
-                    data.convert::<f32>()
-                };
-                let stack: Vec<String> = path.split('.').map(String::from).collect();
-                snapshots.push(TensorSnapshot::from_data(
-                    data,
-                    stack,
-                    Vec::new(),
-                    ParamId::new(),
-                ));
-            }
-            Err(e) => errors.push(format!("{name}: {e:?}")),
-        }
-    }
-    let result = model.apply(snapshots, None, None, false);
-    let mut all_unexpected = unexpected;
-    all_unexpected.extend(result.unused.iter().cloned());
-    let missing: Vec<String> = result
-        .missing
-        .iter()
-        .map(|(p, _)| burn_to_monai(p))
-        .collect();
-    errors.extend(result.errors.iter().map(|e| e.to_string()));
-    if !missing.is_empty() || !all_unexpected.is_empty() || !errors.is_empty() {
-        return Err(WeightsError::Mismatch {
-            file: file.to_string(),
-            missing,
-            unexpected: all_unexpected,
-            errors,
-        });
-    }
-    let modalities = modalities
-        .map(<[Modality]>::to_vec)
-        .unwrap_or_else(|| Modality::DEFAULT_ORDER.to_vec());
-    let name = Path::new(file)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let mut manifest = Manifest::new(
-        name.clone(),
-        config,
-        Provenance {
-            source: "imported".into(),
-            from: format!(
-                "MONAI SegResNet checkpoint {name} (fnv1a64 {:016x}, {} bytes)",
-                fnv1a64(bytes),
-                bytes.len()
-            ),
-            created: String::new(),
-            notes: String::new(),
-        },
-    );
-    manifest.modalities = modalities;
-    manifest.validate().map_err(|e| WeightsError::Manifest {
-        file: file.to_string(),
-        why: e.to_string(),
-    })?;
-    Ok(LoadedModel {
-        model,
-        manifest,
-        notices,
-    })
-}
-
 /// A content checksum for provenance (not for security).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Infer the SegResNet architecture from MONAI tensor names and shapes.
-fn infer_monai_config(tensors: &BTreeMap<String, TensorSnapshot>) -> Result<NvNetConfig, String> {
-    let shape = |name: &str| tensors.get(name).map(|t| t.shape.to_vec());
-    let init = shape("convInit.conv.weight").ok_or_else(|| {
-        let sample: Vec<&String> = tensors.keys().take(5).collect();
-        format!(
-            "it has no convInit.conv.weight (it holds {} tensors, such as {})",
-            tensors.len(),
-            sample
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    if init.len() != 5 || init[2..] != [3, 3, 3] {
-        return Err(format!(
-            "convInit.conv.weight has shape {init:?}, expected [F, C, 3, 3, 3] of a 3-D network"
-        ));
-    }
-    let head = shape("conv_final.2.conv.weight")
-        .ok_or("it has no conv_final.2.conv.weight (the 1×1×1 output convolution)")?;
-    let count_blocks = |prefix: &str| -> Vec<usize> {
-        let mut per_level: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
-        for name in tensors.keys() {
-            let parts: Vec<&str> = name.split('.').collect();
-            if parts.len() >= 4
-                && parts[0] == prefix
-                && parts[3] == "conv1"
-                && let (Ok(i), Ok(j)) = (parts[1].parse::<usize>(), parts[2].parse::<usize>())
-            {
-                per_level.entry(i).or_default().insert(j);
-            }
-        }
-        let levels = per_level
-            .keys()
-            .next_back()
-            .map_or(0, |&l| l.saturating_add(1));
-        // An index far past any real network is refused by `validate`; the list stays short.
-        (0..levels.min(64))
-            .map(|l| per_level.get(&l).map_or(0, |s| s.len()))
-            .collect()
-    };
-    let blocks_down = count_blocks("down_layers");
-    let blocks_up = count_blocks("up_layers");
-    if blocks_down.is_empty() {
-        return Err("it has no down_layers.*.conv1 tensors (no encoder ResBlocks)".into());
-    }
-    Ok(NvNetConfig {
-        in_channels: init[1],
-        out_channels: head[0],
-        init_filters: init[0],
-        blocks_down,
-        blocks_up,
-        norm_groups: 8,
-        dropout: 0.0,
-        vae: None,
-    })
-}
-
-/// The path of a MONAI SegResNet tensor in the nvnet module, or `None` if it has none.
-pub fn monai_to_burn(name: &str) -> Option<String> {
-    let p: Vec<&str> = name.split('.').collect();
-    let block = |rest: &[&str]| -> Option<String> {
-        match rest {
-            [n @ ("norm1" | "norm2"), "weight"] => Some(format!("{n}.gamma")),
-            [n @ ("norm1" | "norm2"), "bias"] => Some(format!("{n}.beta")),
-            [c @ ("conv1" | "conv2"), "conv", "weight"] => Some(format!("{c}.weight")),
-            _ => None,
-        }
-    };
-    let index = |s: &str| s.parse::<usize>().ok();
-    match p.as_slice() {
-        ["convInit", "conv", "weight"] => Some("conv_init.weight".into()),
-        ["down_layers", i, "0", "conv", "weight"] => {
-            Some(format!("down.{}.downsample.weight", index(i)?))
-        }
-        ["down_layers", i, j, rest @ ..] => {
-            let j = index(j)?.checked_sub(1)?;
-            Some(format!("down.{}.blocks.{j}.{}", index(i)?, block(rest)?))
-        }
-        ["up_samples", k, "0", "conv", "weight"] => Some(format!("up.{}.reduce.weight", index(k)?)),
-        ["up_layers", k, j, rest @ ..] => Some(format!(
-            "up.{}.blocks.{}.{}",
-            index(k)?,
-            index(j)?,
-            block(rest)?
-        )),
-        ["conv_final", "0", "weight"] => Some("head_norm.gamma".into()),
-        ["conv_final", "0", "bias"] => Some("head_norm.beta".into()),
-        ["conv_final", "2", "conv", "weight"] => Some("head_conv.weight".into()),
-        ["conv_final", "2", "conv", "bias"] => Some("head_conv.bias".into()),
-        _ => None,
-    }
-}
-
-/// The MONAI name of an nvnet module path (for messages about missing tensors).
-pub fn burn_to_monai(path: &str) -> String {
-    let p: Vec<&str> = path.split('.').collect();
-    let block = |rest: &[&str]| -> String {
-        match rest {
-            [n, "gamma"] => format!("{n}.weight"),
-            [n, "beta"] => format!("{n}.bias"),
-            [c, "weight"] => format!("{c}.conv.weight"),
-            other => other.join("."),
-        }
-    };
-    let shifted = |j: &str| {
-        j.parse::<usize>()
-            .map(|j| (j + 1).to_string())
-            .unwrap_or_else(|_| j.to_string())
-    };
-    match p.as_slice() {
-        ["conv_init", "weight"] => "convInit.conv.weight".into(),
-        ["down", i, "downsample", "weight"] => format!("down_layers.{i}.0.conv.weight"),
-        ["down", i, "blocks", j, rest @ ..] => {
-            format!("down_layers.{i}.{}.{}", shifted(j), block(rest))
-        }
-        ["up", k, "reduce", "weight"] => format!("up_samples.{k}.0.conv.weight"),
-        ["up", k, "blocks", j, rest @ ..] => format!("up_layers.{k}.{j}.{}", block(rest)),
-        ["head_norm", "gamma"] => "conv_final.0.weight".into(),
-        ["head_norm", "beta"] => "conv_final.0.bias".into(),
-        ["head_conv", w] => format!("conv_final.2.conv.{w}"),
-        _ => path.to_string(),
-    }
 }
 
 #[cfg(test)]
