@@ -17,7 +17,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::nn::GroupNorm;
-use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
@@ -26,11 +25,6 @@ use rayon::prelude::*;
 use crate::conv_grad::{ConvGrads, cast, same};
 
 type Ad = Autodiff<Flex>;
-
-/// `conv.forward(x)`, with this module's gradients when `B` is `Autodiff<Flex>`.
-pub fn conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
-    crate::conv_grad::try_conv3d(conv, x).unwrap_or_else(|x| conv.forward(x))
-}
 
 impl ConvGrads for Flex {
     fn input_grad(
@@ -483,7 +477,7 @@ fn tensor1(values: Vec<f32>) -> FloatTensor<Flex> {
 mod tests {
     use super::*;
     use burn::nn::PaddingConfig3d;
-    use burn::nn::conv::Conv3dConfig;
+    use burn::nn::conv::{Conv3d, Conv3dConfig};
     use burn::tensor::Distribution;
 
     /// Gradients of x, the weight and the bias through `conv3d` equal Burn's own.
@@ -510,7 +504,7 @@ mod tests {
         .require_grad();
         // nvnet's backward, not Burn's, must be the one under test.
         assert!(crate::conv_grad::try_conv3d(&conv, x.clone()).is_ok());
-        let ours = conv3d(&conv, x.clone());
+        let ours = crate::model::conv(&conv, x.clone());
         let burns = conv.forward(x.clone());
         let r = Tensor::<Ad, 5>::random(burns.dims(), Distribution::Normal(0.0, 1.0), &device);
         close(ours.clone().inner(), burns.clone().inner(), "output");
