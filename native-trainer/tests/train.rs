@@ -386,7 +386,7 @@ fn two_wgpu_devices_give_the_one_device_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let data = phantoms(dir.path());
     // Both runs at once, each with its own data cache: most of either is compiling kernels for
-    // llvmpipe, on one core of two (one after the other they took 79 s of this binary's 81).
+    // llvmpipe on one core, and this test is most of its binary's time.
     let epoch = |name: &str, devices: &[&str]| {
         let (out, cache) = (
             dir.path().join(name),

@@ -2,13 +2,14 @@
 //! over the backend, whose input and weight gradients each backend supplies (`ConvGrads`).
 //!
 //! - `Autodiff<Flex>` (`cpu_grad`): faster gradients than Burn's on the CPU.
-//! - `Autodiff<Wgpu>`, `Autodiff<Cuda<f32|bf16|f16>>` (listed in `grads`): a correct weight gradient. Burn 0.21
-//!   (burn-cubecl) computes it as a convolution of the input by the output gradient, a kernel as
-//!   large as the feature map; on wgpu (llvmpipe here) that came out wrong once the map was larger
-//!   than 16³ (at 32³ the error exceeded the gradient itself) while the forward pass and the input
-//!   gradient stayed right (`tests/wgpu_reference.rs`, against flex). Here the weight gradient is
-//!   one batched matrix product per kernel tap, batched over output depth slices so that each
-//!   product is a moderate contraction over one H·W plane; the input gradient is Burn's.
+//! - `Autodiff<Wgpu>`, `Autodiff<Cuda<f32|bf16|f16>>` (listed in `grads`): a correct weight
+//!   gradient. Burn 0.21 (burn-cubecl) computes it as a convolution of the input by the output
+//!   gradient, a kernel as large as the feature map; on wgpu (llvmpipe here) that came out wrong
+//!   once the map was larger than 16³ (at 32³ the error exceeded the gradient itself) while the
+//!   forward pass and the input gradient stayed right (`tests/wgpu_reference.rs`, against flex).
+//!   Here the weight gradient is one batched matrix product per kernel tap, batched over output
+//!   depth slices so that each product is a moderate contraction over one H·W plane; the input
+//!   gradient is Burn's.
 //!
 //! Other backends (inference, the web page) never come here.
 

@@ -9,8 +9,8 @@
 //! would train with Burn's gradients: `train::run` refuses it (`trains_with_own_gradients`).
 //!
 //! The library's unit tests run on flex only, so their build leaves the GPU backends out: the
-//! GPU kernels instantiated here are most of the library's compile time (the unit-test build
-//! took 206 s with them, beside the library's 237 s on 2 cores; 24 s without).
+//! GPU kernels instantiated here are most of the library's compile time, and the unit-test
+//! harness would compile them a second time (docs/PERFORMANCE.md, "Tests and CI").
 
 use std::any::TypeId;
 
