@@ -4,10 +4,10 @@
 //! builds in seconds instead of instrumenting Burn.
 #![no_main]
 
-#[path = "../../shared/src/fsutil.rs"]
+#[path = "../../shared/src/io/fsutil.rs"]
 #[allow(dead_code)]
 mod fsutil;
-#[path = "../../shared/src/nifti/mod.rs"]
+#[path = "../../shared/src/io/nifti/mod.rs"]
 #[allow(dead_code, unused_imports)] // the writer and its re-exports: not fuzzed here
 mod nifti;
 

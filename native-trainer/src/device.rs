@@ -42,20 +42,20 @@ macro_rules! with_backend {
     ($kind:expr, $cap:expr, |$B:ident, $dev:ident, $limits:ident| $body:expr) => {{
         match $kind {
             $crate::device::DeviceKind::Cpu => {
-                type $B = nvnet::backend::Cpu;
+                type $B = nvnet::device::backend::Cpu;
                 let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
             #[cfg(feature = "wgpu")]
             $crate::device::DeviceKind::Wgpu => {
-                type $B = nvnet::backend::Wgpu;
+                type $B = nvnet::device::backend::Wgpu;
                 let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::device::DeviceKind::Cuda => {
                 $crate::device::check_cuda()?;
-                type $B = nvnet::backend::Cuda;
+                type $B = nvnet::device::backend::Cuda;
                 let ($dev, $limits) = $crate::device::open::<$B>($cap)?;
                 $body
             }
@@ -70,8 +70,8 @@ pub(crate) use with_backend;
 
 /// The default device of backend `B`, opened with `--gpu-limits` `cap`, and the limits it has.
 pub fn open<B: burn::prelude::Backend>(
-    cap: Option<nvnet::gpu::GpuLimits>,
-) -> anyhow::Result<(B::Device, Option<nvnet::gpu::GpuLimits>)>
+    cap: Option<nvnet::device::gpu::GpuLimits>,
+) -> anyhow::Result<(B::Device, Option<nvnet::device::gpu::GpuLimits>)>
 where
     B::Device: DeviceFromSpec,
 {
@@ -79,7 +79,7 @@ where
 }
 
 /// `--gpu-limits` names a wgpu device's buffer limits; other backends have none to lower.
-fn no_cap(cap: Option<nvnet::gpu::GpuLimits>, kind: &str) -> Result<(), String> {
+fn no_cap(cap: Option<nvnet::device::gpu::GpuLimits>, kind: &str) -> Result<(), String> {
     match cap {
         Some(_) => Err(format!(
             "--gpu-limits lowers a wgpu device's buffer limits; --device {kind} has none"
@@ -89,11 +89,11 @@ fn no_cap(cap: Option<nvnet::gpu::GpuLimits>, kind: &str) -> Result<(), String> 
 }
 
 /// "128M,256M": the storage-binding and buffer-size limits.
-pub fn parse_gpu_limits(s: &str) -> Result<nvnet::gpu::GpuLimits, String> {
+pub fn parse_gpu_limits(s: &str) -> Result<nvnet::device::gpu::GpuLimits, String> {
     let (a, b) = s
         .split_once(',')
         .ok_or_else(|| format!("'{s}': expected BINDING,BUFFER such as 128M,256M"))?;
-    Ok(nvnet::gpu::GpuLimits {
+    Ok(nvnet::device::gpu::GpuLimits {
         max_storage_binding: crate::values::parse_bytes(a)?,
         max_buffer: crate::values::parse_bytes(b)?,
     })
@@ -186,8 +186,8 @@ pub trait DeviceFromSpec: Sized {
     /// The default device, opened with at most the buffer limits `cap` (`--gpu-limits`), with
     /// the limits it has where the backend has such limits.
     fn open_default(
-        cap: Option<nvnet::gpu::GpuLimits>,
-    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String>;
+        cap: Option<nvnet::device::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::device::gpu::GpuLimits>), String>;
 }
 
 /// The device number `n` of the `--devices` entry `prefix:n`.
@@ -207,8 +207,8 @@ impl DeviceFromSpec for burn::backend::flex::FlexDevice {
     }
 
     fn open_default(
-        cap: Option<nvnet::gpu::GpuLimits>,
-    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
+        cap: Option<nvnet::device::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::device::gpu::GpuLimits>), String> {
         no_cap(cap, "cpu")?;
         Ok((Default::default(), None))
     }
@@ -234,12 +234,12 @@ impl DeviceFromSpec for burn::backend::wgpu::WgpuDevice {
         })
     }
 
-    /// Through `nvnet::gpu::open`, as the page opens WebGPU: the windows and crops are then
+    /// Through `nvnet::device::gpu::open`, as the page opens WebGPU: the windows and crops are then
     /// sized from the limits the device really has.
     fn open_default(
-        cap: Option<nvnet::gpu::GpuLimits>,
-    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
-        let gpu = futures_lite::future::block_on(nvnet::gpu::open(cap))
+        cap: Option<nvnet::device::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::device::gpu::GpuLimits>), String> {
+        let gpu = futures_lite::future::block_on(nvnet::device::gpu::open(cap))
             .map_err(|e| format!("--device wgpu: {e}"))?;
         Ok((gpu.device, Some(gpu.limits)))
     }
@@ -273,8 +273,8 @@ impl DeviceFromSpec for burn::backend::cuda::CudaDevice {
     }
 
     fn open_default(
-        cap: Option<nvnet::gpu::GpuLimits>,
-    ) -> Result<(Self, Option<nvnet::gpu::GpuLimits>), String> {
+        cap: Option<nvnet::device::gpu::GpuLimits>,
+    ) -> Result<(Self, Option<nvnet::device::gpu::GpuLimits>), String> {
         no_cap(cap, "cuda")?;
         Ok((Default::default(), None))
     }
@@ -284,8 +284,8 @@ impl DeviceFromSpec for burn::backend::cuda::CudaDevice {
 /// `--gpu-limits` `cap`; and the buffer limits of that one device (wgpu).
 pub fn training_devices<D: DeviceFromSpec>(
     specs: Option<&[String]>,
-    cap: Option<nvnet::gpu::GpuLimits>,
-) -> Result<(Vec<D>, Option<nvnet::gpu::GpuLimits>), String> {
+    cap: Option<nvnet::device::gpu::GpuLimits>,
+) -> Result<(Vec<D>, Option<nvnet::device::gpu::GpuLimits>), String> {
     match specs {
         None => D::open_default(cap).map(|(d, limits)| (vec![d], limits)),
         Some(_) if cap.is_some() => Err(
@@ -296,9 +296,12 @@ pub fn training_devices<D: DeviceFromSpec>(
     }
 }
 
-/// How tensors move between the training devices of `kind` (see `nvnet::parallel`).
-pub fn transfer(kind: DeviceKind, devices: usize) -> Result<nvnet::parallel::Transfer, String> {
-    use nvnet::parallel::Transfer;
+/// How tensors move between the training devices of `kind` (see `nvnet::train::parallel`).
+pub fn transfer(
+    kind: DeviceKind,
+    devices: usize,
+) -> Result<nvnet::train::parallel::Transfer, String> {
+    use nvnet::train::parallel::Transfer;
     let _ = devices; // only CUDA asks
     Ok(match kind {
         // Burn 0.21 cannot copy between wgpu devices.
@@ -348,12 +351,12 @@ macro_rules! with_train_backend {
         use $crate::device::{DeviceKind, Precision};
         match ($kind, $precision) {
             (DeviceKind::Cpu, Precision::F32) => {
-                type $B = burn::backend::Autodiff<nvnet::backend::Cpu>;
+                type $B = burn::backend::Autodiff<nvnet::device::backend::Cpu>;
                 $body
             }
             #[cfg(feature = "wgpu")]
             (DeviceKind::Wgpu, Precision::F32) => {
-                type $B = burn::backend::Autodiff<nvnet::backend::Wgpu>;
+                type $B = burn::backend::Autodiff<nvnet::device::backend::Wgpu>;
                 $body
             }
             #[cfg(feature = "cuda")]

@@ -29,7 +29,7 @@ struct Cli {
     /// With --device wgpu: open the GPU with at most these buffer limits, BINDING,BUFFER
     /// (e.g. 128M,256M: WebGPU's defaults); inference windows are sized to fit them.
     #[arg(long, global = true, value_parser = device::parse_gpu_limits)]
-    gpu_limits: Option<nvnet::gpu::GpuLimits>,
+    gpu_limits: Option<nvnet::device::gpu::GpuLimits>,
     #[command(subcommand)]
     command: Command,
 }

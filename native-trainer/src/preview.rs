@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use nvnet::synth::Phantom;
+use nvnet::data::synth::Phantom;
 
 /// BraTS label colours: 1 necrosis red, 2 edema green, ET yellow.
 pub fn label_colour(label: u8, et: u8) -> [u8; 3] {
@@ -46,7 +46,7 @@ impl Canvas {
             let mut w = enc.write_header()?;
             w.write_image_data(&self.rgb)?;
         }
-        nvnet::fsutil::write_atomic(path, &bytes)
+        nvnet::io::fsutil::write_atomic(path, &bytes)
             .with_context(|| format!("{}: cannot write", path.display()))
     }
 }

@@ -25,17 +25,17 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     // fail in the allocator, not with a message).
     let voxels = shape.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
     match voxels {
-        Some(v) if v <= nvnet::nifti::MAX_VOXELS => Ok(shape),
+        Some(v) if v <= nvnet::io::nifti::MAX_VOXELS => Ok(shape),
         _ => Err(format!(
             "{text}: more than the {} voxels nvnet handles",
-            nvnet::nifti::MAX_VOXELS
+            nvnet::io::nifti::MAX_VOXELS
         )),
     }
 }
 
 /// A case layout's name: brats2018 (also 2019–2021) or brats2023 (also 2024).
-pub fn parse_layout(text: &str) -> Result<nvnet::case::Layout, String> {
-    use nvnet::case::Layout;
+pub fn parse_layout(text: &str) -> Result<nvnet::data::case::Layout, String> {
+    use nvnet::data::case::Layout;
     match text.to_ascii_lowercase().as_str() {
         "brats2018" | "brats2019" | "brats2020" | "brats2021" => Ok(Layout::Brats2018),
         "brats2023" | "brats2024" => Ok(Layout::Brats2023),

@@ -125,7 +125,7 @@ fn a_second_run_into_a_busy_folder_is_told_so() {
     let pred = dir.path().join("pred");
     std::fs::create_dir_all(&pred).unwrap();
     // Another process holds the folder (this test's process, through the same lock).
-    let held = nvnet::fsutil::FolderLock::take(&pred).unwrap();
+    let held = nvnet::io::fsutil::FolderLock::take(&pred).unwrap();
     let out = predict(&["--input", s(&case)], &pred, &[]);
     refused(
         &out,
@@ -167,7 +167,7 @@ fn damaged_weights_are_refused_with_the_files_name() {
 #[test]
 fn export_keeps_the_sources_post_processing_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
-    let source = nvnet::weights::read_file_manifest(&default_weights())
+    let source = nvnet::io::weights::read_file_manifest(&default_weights())
         .unwrap()
         .unwrap()
         .postprocessing;
@@ -187,7 +187,7 @@ fn export_keeps_the_sources_post_processing_unless_told_otherwise() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = nvnet(&args);
         assert!(out.status.success(), "{}", text(&out));
-        nvnet::weights::read_file_manifest(&path)
+        nvnet::io::weights::read_file_manifest(&path)
             .unwrap()
             .unwrap()
             .postprocessing
@@ -195,7 +195,7 @@ fn export_keeps_the_sources_post_processing_unless_told_otherwise() {
     assert_eq!(out_of(&[]), source);
     assert_eq!(
         out_of(&["--no-postprocess"]),
-        nvnet::postprocess::Postprocessing::NONE
+        nvnet::inference::postprocess::Postprocessing::NONE
     );
     let chosen = out_of(&["--min-et-voxels", "50"]);
     assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nvnet::nifti::{self, OutputData};
+use nvnet::io::nifti::{self, OutputData};
 
 mod common;
 #[cfg(unix)]
@@ -42,7 +42,7 @@ fn read_probabilities(path: &Path) -> (Vec<f32>, nifti::Geometry) {
     assert_eq!(values.len(), c * dims.iter().product::<usize>());
     let n: usize = dims.iter().product();
     let net: Vec<f32> = (0..c)
-        .flat_map(|ch| nvnet::volume::to_network_order(dims, &values[ch * n..(ch + 1) * n]))
+        .flat_map(|ch| nvnet::data::volume::to_network_order(dims, &values[ch * n..(ch + 1) * n]))
         .collect();
     // Geometry from a 3-D read of the label map written beside it.
     let labels = path
@@ -83,7 +83,7 @@ fn the_whole_pipeline_matches_monai_and_keeps_the_input_grid() {
         "{t}"
     );
     let (got, geometry) = read_probabilities(&dir.path().join("Pipeline-0001_prob.nii.gz"));
-    let want = nvnet::npy::read(testdata("pipeline/expected_prob.npy")).unwrap();
+    let want = nvnet::io::npy::read(testdata("pipeline/expected_prob.npy")).unwrap();
     assert_eq!(want.shape, vec![3, 40, 44, 36]);
     let d = max_diff(&got, &want.to_f32());
     // The issue asks 1e-3; the pipeline reaches ~1e-5 here.
@@ -99,9 +99,9 @@ fn the_whole_pipeline_matches_monai_and_keeps_the_input_grid() {
     // And the labels are the thresholded probabilities (ET > .5 → 4, TC → 1, WT → 2).
     let n = 40 * 44 * 36;
     let file_probs: Vec<f32> = (0..3)
-        .flat_map(|c| nvnet::volume::to_file_order([40, 44, 36], &got[c * n..(c + 1) * n]))
+        .flat_map(|c| nvnet::data::volume::to_file_order([40, 44, 36], &got[c * n..(c + 1) * n]))
         .collect();
-    let expect = nvnet::labels::label_map(
+    let expect = nvnet::data::labels::label_map(
         &file_probs,
         &nvnet::Region::DEFAULT_ORDER,
         nvnet::LabelConvention::Brats2018,
@@ -409,7 +409,7 @@ fn evaluate_reproduces_medpy_through_nifti_files() {
         geometry.sform_code = 0; // spacing from pixdim (qform)
         geometry.qform_code = 0;
         let write = |what: &str, path: PathBuf| {
-            let a = nvnet::npy::read(testdata(&format!("reference/metrics/{name}_{what}.npy")))
+            let a = nvnet::io::npy::read(testdata(&format!("reference/metrics/{name}_{what}.npy")))
                 .unwrap();
             // A mask as label 2 (edema): WT only; TC and ET are empty in both.
             let labels: Vec<u8> = a
@@ -417,7 +417,7 @@ fn evaluate_reproduces_medpy_through_nifti_files() {
                 .iter()
                 .map(|v| if *v != 0.0 { 2 } else { 0 })
                 .collect();
-            let file = nvnet::volume::to_file_order(dims, &labels);
+            let file = nvnet::data::volume::to_file_order(dims, &labels);
             nifti::write_on_grid(&path, &geometry, OutputData::Labels(&file)).unwrap();
         };
         write("pred", pred.join(format!("{name}.nii.gz")));

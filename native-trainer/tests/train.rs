@@ -124,7 +124,8 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("epoch,seconds,loss,dice_loss,l2_loss,kl_loss,lr,val_dice_WT"));
     let manifest =
-        nvnet::weights::read_manifest(&std::fs::read(a.join("last.bpk")).unwrap(), "last").unwrap();
+        nvnet::io::weights::read_manifest(&std::fs::read(a.join("last.bpk")).unwrap(), "last")
+            .unwrap();
     assert_eq!(manifest.provenance.source, "trained");
     assert!(
         manifest
@@ -255,10 +256,10 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
         std::fs::metadata(&half).unwrap().len(),
     );
     assert!(hs * 10 < fs * 6, "half {hs} vs full {fs}");
-    let m = nvnet::weights::read_manifest(&std::fs::read(&half).unwrap(), "half").unwrap();
+    let m = nvnet::io::weights::read_manifest(&std::fs::read(&half).unwrap(), "half").unwrap();
     assert!(m.half && m.config.vae.is_none());
     assert_eq!(m.provenance.source, "trained");
-    let pp = nvnet::postprocess::Postprocessing {
+    let pp = nvnet::inference::postprocess::Postprocessing {
         remove_islands: true,
         min_et_voxels: Some(300),
     };
@@ -284,8 +285,11 @@ fn export_half_keeps_the_manifest_drops_the_vae_and_halves_the_file() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains(want), "{extra:?}: {}", text(&out));
     }
-    let m = nvnet::weights::read_manifest(&std::fs::read(&full).unwrap(), "full").unwrap();
-    assert_eq!(m.postprocessing, nvnet::postprocess::Postprocessing::NONE);
+    let m = nvnet::io::weights::read_manifest(&std::fs::read(&full).unwrap(), "full").unwrap();
+    assert_eq!(
+        m.postprocessing,
+        nvnet::inference::postprocess::Postprocessing::NONE
+    );
     let (a, b) = (fingerprint(&full), fingerprint(&half));
     let d = a
         .iter()

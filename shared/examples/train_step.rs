@@ -5,7 +5,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use nvnet::model::NvNetConfig;
+use nvnet::nn::model::NvNetConfig;
 
 type B = Autodiff<Flex>;
 
@@ -21,7 +21,7 @@ fn main() {
         .with_init_filters(f)
         .init::<B>(&device)
         .unwrap();
-    let mut optim = AdamConfig::new().init::<B, nvnet::model::NvNet<B>>();
+    let mut optim = AdamConfig::new().init::<B, nvnet::nn::model::NvNet<B>>();
     let dims = [1, 4, shape[0], shape[1], shape[2]];
     let x = Tensor::<B, 5>::random(dims, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let y = Tensor::<B, 5>::random(
@@ -33,7 +33,7 @@ fn main() {
         let t = Instant::now();
         let out = model.forward_train(x.clone());
         let loss =
-            nvnet::loss::nvnet_loss(out, x.clone(), y.clone(), Default::default(), 0.0).total;
+            nvnet::nn::loss::nvnet_loss(out, x.clone(), y.clone(), Default::default(), 0.0).total;
         let _ = loss.clone().into_scalar();
         let fwd = t.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -1,53 +1,25 @@
 //! nvnet: NvNet (Myronenko, BraTS 2018) brain-tumour segmentation on Burn.
 //!
 //! All the math lives here once — the model, the losses, volumes, inference and metrics —
-//! and the `nvnet` command-line tool and the web page call it.
+//! and the `nvnet` command-line tool and the web page call it. The modules follow the stages
+//! of the work:
+//!
+//! - `io`: files in and out (NIfTI, weights, PyTorch checkpoints, `.npy`, safe writes);
+//! - `data`: cases and their names, labels, preprocessing, phantoms;
+//! - `nn`: the network, its losses and its gradients;
+//! - `device`: the backends and opening a GPU;
+//! - `inference`: sliding-window segmentation and post-processing;
+//! - `train`: the training loop, its cache and checkpoints, several devices;
+//! - `metrics`: Dice and the Hausdorff distance.
 
-pub mod backend;
-pub mod case;
-#[cfg(feature = "autodiff")]
-pub mod conv_grad;
-#[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
-pub mod cpu_grad;
-pub mod fsutil;
-pub mod gpu;
-#[cfg(feature = "autodiff")]
-#[cfg_attr(
-    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
-    allow(dead_code)
-)]
-pub mod grads;
+pub mod data;
+pub mod device;
 pub mod inference;
-pub mod info;
-pub mod labels;
-pub mod loss;
+pub mod io;
 pub mod metrics;
-pub mod modality;
-pub mod model;
-pub mod names;
-pub mod nifti;
-#[cfg(feature = "autodiff")]
-// Without a GPU backend (and in the unit tests' build: `grads`) its operation has no caller.
-#[cfg_attr(
-    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
-    allow(dead_code)
-)]
-pub mod norm_grad;
-pub mod npy;
-#[cfg(feature = "train")]
-pub mod parallel;
-pub mod postprocess;
-pub mod preprocess;
-pub mod rng;
-#[cfg(feature = "synth")]
-pub mod synth;
-#[cfg(feature = "pytorch")]
-pub mod torch_checkpoint;
+pub mod nn;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod upsample;
-pub mod volume;
-pub mod weights;
 
-pub use modality::{LabelConvention, Modality, Region};
-pub use model::{NvNet, NvNetConfig, TrainOutput, VaeConfig, VaeOutput};
+pub use data::modality::{LabelConvention, Modality, Region};
+pub use nn::model::{NvNet, NvNetConfig, TrainOutput, VaeConfig, VaeOutput};

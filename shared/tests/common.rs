@@ -53,7 +53,7 @@ pub fn alone(test: &str) -> bool {
 }
 
 pub fn load_tensor<B: Backend, const D: usize>(path: &str, device: &B::Device) -> Tensor<B, D> {
-    let npy = nvnet::npy::read(reference(path)).expect("reference array");
+    let npy = nvnet::io::npy::read(reference(path)).expect("reference array");
     Tensor::from_data(TensorData::new(npy.to_f32(), npy.shape.clone()), device)
 }
 
@@ -69,7 +69,8 @@ pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
 /// Import a reference MONAI checkpoint, run the reference input, return the max abs difference
 /// to MONAI's logits.
 pub fn reference_logits_diff<B: Backend>(file: &str, device: &B::Device) -> f32 {
-    let loaded = nvnet::weights::load_file::<B>(&reference(file), None, device).expect("import");
+    let loaded =
+        nvnet::io::weights::load_file::<B>(&reference(file), None, device).expect("import");
     let input = load_tensor::<B, 5>("segresnet_f8/input.npy", device);
     let expected = load_tensor::<B, 5>("segresnet_f8/logits.npy", device);
     max_abs_diff(loaded.model.forward(input), expected)
@@ -89,7 +90,7 @@ pub fn stages<B: Backend>(model: &nvnet::NvNet<B>, x: Tensor<B, 5>) -> Vec<(Stri
     let mut out = Vec::new();
     let mut h = model.conv_init.forward(x.clone());
     out.push(("conv_init".to_string(), v(&h)));
-    let gn = nvnet::model::group_norm(&model.down[0].blocks[0].norm1, h.clone());
+    let gn = nvnet::nn::model::group_norm(&model.down[0].blocks[0].norm1, h.clone());
     out.push(("conv_init+gn".to_string(), v(&gn)));
     let mut skips = Vec::new();
     for (i, level) in model.down.iter().enumerate() {
@@ -215,7 +216,7 @@ pub fn reductions_vs_flex<B: Backend>(device: &B::Device, gn_shapes: &[[usize; 5
         let a = Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 11), shape), device);
         let b = Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 13), shape), device);
         let h = a * 2.0 + b;
-        let y = nvnet::model::group_norm(&norm, h.clone()).clamp_min(0.0) + h;
+        let y = nvnet::nn::model::group_norm(&norm, h.clone()).clamp_min(0.0) + h;
         vec_of(y)
     }
     for &shape in gn_shapes {
@@ -259,9 +260,9 @@ pub fn group_norm_gradients_vs_flex<G: burn::tensor::backend::AutodiffBackend>(
         let upstream =
             Tensor::<B, 5>::from_data(TensorData::new(pseudo_random(n, 24), shape), device);
         let y = if relu {
-            nvnet::model::group_norm_relu(&norm, x.clone())
+            nvnet::nn::model::group_norm_relu(&norm, x.clone())
         } else {
-            nvnet::model::group_norm(&norm, x.clone())
+            nvnet::nn::model::group_norm(&norm, x.clone())
         };
         let grads = (y.clone() * upstream).sum().backward();
         let gamma = norm.gamma.as_ref().unwrap().val();
@@ -277,7 +278,7 @@ pub fn group_norm_gradients_vs_flex<G: burn::tensor::backend::AutodiffBackend>(
     let norm = burn::nn::GroupNormConfig::new(8, shape[1]).init::<G>(device);
     let x = Tensor::<G, 5>::zeros(shape, device).require_grad();
     assert!(
-        nvnet::norm_grad::try_group_norm(&norm, x, relu).is_ok(),
+        nvnet::nn::norm_grad::try_group_norm(&norm, x, relu).is_ok(),
         "norm_grad does not take this backend"
     );
     let cpu = run::<burn::backend::Autodiff<burn::backend::Flex>>(shape, relu, &Default::default());
@@ -327,7 +328,7 @@ pub fn residual_blocks_kept<G: burn::tensor::backend::AutodiffBackend>(
         .collect();
     let in_use = || {
         G::sync(device).expect("the device runs");
-        nvnet::gpu::memory_usage::<G>(device)
+        nvnet::device::gpu::memory_usage::<G>(device)
             .expect("a GPU backend")
             .in_use
     };
@@ -337,12 +338,12 @@ pub fn residual_blocks_kept<G: burn::tensor::backend::AutodiffBackend>(
         let gn_relu = |i: usize, t: Tensor<G, 5>| {
             let norm = &norms[i];
             if nvnet_norm {
-                nvnet::model::group_norm_relu(norm, t)
+                nvnet::nn::model::group_norm_relu(norm, t)
             } else {
-                let (normed, _) = nvnet::model::normalise(t, norm.num_groups, norm.epsilon);
+                let (normed, _) = nvnet::nn::model::normalise(t, norm.num_groups, norm.epsilon);
                 let gamma = norm.gamma.as_ref().expect("affine").val();
                 let beta = norm.beta.as_ref().expect("affine").val();
-                relu(nvnet::model::affine(normed, gamma, beta))
+                relu(nvnet::nn::model::affine(normed, gamma, beta))
             }
         };
         let [d, h, w] = shape;
@@ -355,8 +356,8 @@ pub fn residual_blocks_kept<G: burn::tensor::backend::AutodiffBackend>(
         let before = in_use();
         let mut y = x.clone();
         for b in 0..blocks {
-            let z = nvnet::model::conv(&convs[2 * b], gn_relu(2 * b, y.clone()));
-            let z = nvnet::model::conv(&convs[2 * b + 1], gn_relu(2 * b + 1, z));
+            let z = nvnet::nn::model::conv(&convs[2 * b], gn_relu(2 * b, y.clone()));
+            let z = nvnet::nn::model::conv(&convs[2 * b + 1], gn_relu(2 * b + 1, z));
             y = z + y;
         }
         let loss = y.sum();
@@ -401,20 +402,20 @@ pub fn training_step_memory<G: burn::tensor::backend::AutodiffBackend>(
     );
     let in_use = || {
         G::sync(device).expect("the device runs");
-        nvnet::gpu::memory_usage::<G>(device).expect("a GPU backend")
+        nvnet::device::gpu::memory_usage::<G>(device).expect("a GPU backend")
     };
     let mut seen = [0u64; 2];
     // Two steps: the second holds Adam's moments too.
     for _ in 0..2 {
         let out = model.forward_train(x.clone());
-        let loss = nvnet::loss::nvnet_loss(out, x.clone(), y.clone(), Default::default(), 0.0);
+        let loss = nvnet::nn::loss::nvnet_loss(out, x.clone(), y.clone(), Default::default(), 0.0);
         seen[0] = in_use().in_use;
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
         model = optim.step(1e-4, model, grads);
         seen[1] = in_use().in_use;
     }
     let reserved = in_use().reserved;
-    let estimate = nvnet::info::summarize(&config, shape).training_bytes;
+    let estimate = nvnet::nn::info::summarize(&config, shape).training_bytes;
     let gib = |b: f64| b / (1u64 << 30) as f64;
     eprintln!(
         "training step F={init_filters} {shape:?}{}: {:.3} GiB in use after the forward pass, \
@@ -433,7 +434,7 @@ pub fn training_step_memory<G: burn::tensor::backend::AutodiffBackend>(
 pub fn upsample_diff<B: Backend>(device: &B::Device) -> f32 {
     let input = load_tensor::<B, 5>("upsample/input.npy", device);
     let expected = load_tensor::<B, 5>("upsample/output.npy", device);
-    max_abs_diff(nvnet::upsample::upsample_trilinear_x2(input), expected)
+    max_abs_diff(nvnet::nn::upsample::upsample_trilinear_x2(input), expected)
 }
 
 /// Loss and every parameter gradient of one training step, flattened, in visiting order.
@@ -457,7 +458,7 @@ fn training_step<B: burn::tensor::backend::AutodiffBackend>(
                 .push(g.into_data().convert::<f32>().into_vec::<f32>().unwrap());
         }
     }
-    let model = nvnet::weights::load_bytes::<B>(weights, "step", device)
+    let model = nvnet::io::weights::load_bytes::<B>(weights, "step", device)
         .unwrap()
         .model;
     let n = 32usize;
@@ -471,7 +472,7 @@ fn training_step<B: burn::tensor::backend::AutodiffBackend>(
         .collect();
     let x = Tensor::<B, 5>::from_data(TensorData::new(input, [1, 4, n, n, n]), device);
     let y = Tensor::<B, 5>::from_data(TensorData::new(target, [1, 3, n, n, n]), device);
-    let terms = nvnet::loss::nvnet_loss(
+    let terms = nvnet::nn::loss::nvnet_loss(
         model.forward_train(x.clone()),
         x,
         y,
@@ -496,8 +497,8 @@ fn f8_weights(seed: u64) -> Vec<u8> {
     config.dropout = 0.0;
     Flex::seed(&Default::default(), seed);
     let model = config.init::<Flex>(&Default::default()).unwrap();
-    let manifest = nvnet::weights::Manifest::new("f8", config, Default::default());
-    nvnet::weights::to_bytes(&model, &manifest).unwrap()
+    let manifest = nvnet::io::weights::Manifest::new("f8", config, Default::default());
+    nvnet::io::weights::to_bytes(&model, &manifest).unwrap()
 }
 
 /// One training step on the GPU backend `G` against flex from the same weights: the loss and the
@@ -579,12 +580,12 @@ fn gradients_of<B: burn::tensor::backend::AutodiffBackend>(
 /// (relative to each parameter's largest gradient). Returns the worst relative difference.
 pub fn split_batch_matches_one_device<G: burn::tensor::backend::AutodiffBackend>(
     devices: Vec<G::Device>,
-    transfer: nvnet::parallel::Transfer,
+    transfer: nvnet::train::parallel::Transfer,
     tolerance: f32,
 ) -> f32 {
-    use nvnet::parallel::{Batch, Devices, StepSpec};
+    use nvnet::train::parallel::{Batch, Devices, StepSpec};
     let bytes = f8_weights(5);
-    let model = nvnet::weights::load_bytes::<G>(&bytes, "split", &devices[0])
+    let model = nvnet::io::weights::load_bytes::<G>(&bytes, "split", &devices[0])
         .unwrap()
         .model;
     let n = 16usize;

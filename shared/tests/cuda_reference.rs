@@ -28,7 +28,7 @@ fn the_reference_network_matches_flex_stage_by_stage_on_cuda() {
     use burn::backend::Flex;
     fn run<B: burn::prelude::Backend>(device: &B::Device) -> Vec<(String, Vec<f32>)> {
         let file = reference("segresnet_f8/model.pt");
-        let model = nvnet::weights::load_file::<B>(&file, None, device)
+        let model = nvnet::io::weights::load_file::<B>(&file, None, device)
             .expect("import")
             .model;
         stages(

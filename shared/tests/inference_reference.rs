@@ -4,17 +4,17 @@
 use crate::common::reference;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use nvnet::backend::Cpu;
+use nvnet::device::backend::Cpu;
 use nvnet::inference::{Blend, SlidingWindow};
 use nvnet::metrics;
 
 fn sliding_window_diff(blend: Blend, expected: &str) -> f32 {
     let device = Default::default();
     let model =
-        nvnet::weights::load_file::<Cpu>(&reference("segresnet_f8/model.pt"), None, &device)
+        nvnet::io::weights::load_file::<Cpu>(&reference("segresnet_f8/model.pt"), None, &device)
             .unwrap()
             .model;
-    let volume = nvnet::npy::read(reference("sliding_window/volume.npy")).unwrap();
+    let volume = nvnet::io::npy::read(reference("sliding_window/volume.npy")).unwrap();
     assert_eq!(volume.shape, vec![1, 4, 45, 70, 50]);
     let dims = [45, 70, 50];
     let input = volume.to_f32();
@@ -26,7 +26,7 @@ fn sliding_window_diff(blend: Blend, expected: &str) -> f32 {
         sw.add(w, &out);
     }
     let got = sw.finish();
-    let want = nvnet::npy::read(reference(expected)).unwrap();
+    let want = nvnet::io::npy::read(reference(expected)).unwrap();
     assert_eq!(want.shape, vec![1, 3, 45, 70, 50]);
     got.iter()
         .zip(want.to_f32())
@@ -56,7 +56,7 @@ fn metrics_match_medpy_on_every_reference_case() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let load = |what: &str| {
-            let a = nvnet::npy::read(reference(&format!("metrics/{name}_{what}.npy"))).unwrap();
+            let a = nvnet::io::npy::read(reference(&format!("metrics/{name}_{what}.npy"))).unwrap();
             assert_eq!(a.shape, vec![48, 52, 40]);
             a.to_f32().iter().map(|v| *v != 0.0).collect::<Vec<bool>>()
         };

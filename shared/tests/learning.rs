@@ -72,8 +72,13 @@ fn twenty_adam_steps_lower_the_dice_loss() {
     let mut dice = Vec::new();
     for _ in 0..20 {
         let out = model.forward_train(input.clone());
-        let terms =
-            nvnet::loss::nvnet_loss(out, input.clone(), target.clone(), Default::default(), 0.0);
+        let terms = nvnet::nn::loss::nvnet_loss(
+            out,
+            input.clone(),
+            target.clone(),
+            Default::default(),
+            0.0,
+        );
         losses.push(terms.total.clone().into_scalar().elem::<f64>());
         dice.push(terms.dice.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(terms.total.backward(), &model);

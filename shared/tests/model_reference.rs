@@ -3,7 +3,7 @@
 use crate::common::*;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use nvnet::weights::{self, WeightsError};
+use nvnet::io::weights::{self, WeightsError};
 use nvnet::{Modality, NvNetConfig};
 
 type B = Flex;
@@ -41,7 +41,7 @@ fn parameter_counts_equal_monai() {
         let model = config.init::<B>(&device).unwrap();
         assert_eq!(model.num_params(), expected, "F={f}");
         assert_eq!(
-            nvnet::info::summarize(&config, shape).params,
+            nvnet::nn::info::summarize(&config, shape).params,
             expected,
             "analytic count, F={f}"
         );
@@ -52,8 +52,8 @@ fn parameter_counts_equal_monai() {
 #[test]
 fn analytic_flop_match_pytorchs_count() {
     for (f, shape, _, expected) in monai_counts() {
-        let got =
-            nvnet::info::summarize(&NvNetConfig::default().with_init_filters(f), shape).seg_flop;
+        let got = nvnet::nn::info::summarize(&NvNetConfig::default().with_init_filters(f), shape)
+            .seg_flop;
         assert_eq!(got, expected, "F={f} {shape:?}: FLOP");
     }
 }
@@ -66,7 +66,7 @@ fn vae_parameters_match_the_module() {
         .with_vae(Some([64, 64, 48]));
     let model = config.init::<B>(&device).unwrap();
     assert_eq!(
-        nvnet::info::summarize(&config, [64, 64, 48]).params,
+        nvnet::nn::info::summarize(&config, [64, 64, 48]).params,
         model.num_params()
     );
     assert_eq!(
@@ -110,14 +110,14 @@ fn upsample_matches_pytorch_trilinear_and_its_gradient() {
     assert!(diff <= 1e-6, "output diff {diff}");
     let input = load_tensor::<AD, 5>("upsample/input.npy", &device).require_grad();
     let grad_output = load_tensor::<AD, 5>("upsample/grad_output.npy", &device);
-    let output = nvnet::upsample::upsample_trilinear_x2(input.clone());
+    let output = nvnet::nn::upsample::upsample_trilinear_x2(input.clone());
     let grads = (output * grad_output).sum().backward();
     let grad = input.grad(&grads).expect("gradient reaches the input");
     let grad: Vec<f32> = grad.into_data().to_vec().unwrap();
-    let torch = nvnet::npy::read(reference("upsample/grad_input.npy"))
+    let torch = nvnet::io::npy::read(reference("upsample/grad_input.npy"))
         .unwrap()
         .values;
-    let go = nvnet::npy::read(reference("upsample/grad_output.npy")).unwrap();
+    let go = nvnet::io::npy::read(reference("upsample/grad_output.npy")).unwrap();
     let exact = trilinear_x2_adjoint_f64(
         &go.values,
         [go.shape[2], go.shape[3], go.shape[4]],
@@ -160,7 +160,7 @@ fn dice_loss_matches_monai() {
     let expected = expected["monai_dice_loss_sigmoid_squared_smooth_dr_1e-5_mean"]
         .as_f64()
         .unwrap();
-    let got = scalar(nvnet::loss::dice_loss(logits, target));
+    let got = scalar(nvnet::nn::loss::dice_loss(logits, target));
     assert!(
         (got - expected).abs() <= 1e-5,
         "dice {got} vs MONAI {expected}"
@@ -176,7 +176,7 @@ fn dice_loss_is_zero_for_a_perfect_confident_prediction() {
     );
     let logits = target.clone().mul_scalar(40.0).sub_scalar(20.0);
     // Only the 1e-5 smoothing keeps it from 0: 1 − 4 / (4 + 1e-5) = 2.5e-6.
-    let loss = scalar(nvnet::loss::dice_loss(logits, target));
+    let loss = scalar(nvnet::nn::loss::dice_loss(logits, target));
     assert!((loss - 2.5e-6).abs() < 2e-7, "loss {loss}");
 }
 
@@ -192,13 +192,13 @@ fn l2_and_kl_terms_equal_hand_computed_values() {
         &device,
     );
     // (1 + 0.25 + 0 + 1) / 4
-    let l2 = scalar(nvnet::loss::l2_loss(input, recon));
+    let l2 = scalar(nvnet::nn::loss::l2_loss(input, recon));
     assert!((l2 - 0.5625).abs() < 1e-7, "l2 {l2}");
     let mu = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5f32, -1.0], [1, 2]), &device);
     let sigma = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &device);
     // (0.25 + 1 - 0 - 1) + (1 + 4 - ln 4 - 1), over N = 8 input values
     let expected = (0.25 + (4.0 - 4f64.ln())) / 8.0;
-    let kl = scalar(nvnet::loss::kl_loss(mu, sigma, 8));
+    let kl = scalar(nvnet::nn::loss::kl_loss(mu, sigma, 8));
     assert!((kl - expected).abs() < 1e-6, "kl {kl} vs {expected}");
 }
 
@@ -217,7 +217,7 @@ fn gradients_reach_mu_and_sigma_through_the_sampled_latent() {
     let vae = model.forward_train(input.clone()).vae.expect("VAE output");
     // Only the reconstruction term: the encoder's dense layer, which outputs [μ | σ-logits], can
     // get a gradient only through the sampled z = μ + σ·ε.
-    let l2 = nvnet::loss::l2_loss(input, vae.reconstruction);
+    let l2 = nvnet::nn::loss::l2_loss(input, vae.reconstruction);
     let grads = l2.backward();
     let encode = &model.vae.as_ref().unwrap().encode;
     let g = encode
@@ -225,7 +225,7 @@ fn gradients_reach_mu_and_sigma_through_the_sampled_latent() {
         .grad(&grads)
         .expect("the encoder gets a gradient"); // [in, 2·128]
     let [inputs, outputs] = g.dims();
-    assert_eq!(outputs, 2 * nvnet::model::VAE_LATENT);
+    assert_eq!(outputs, 2 * nvnet::nn::model::VAE_LATENT);
     let g_mu = g
         .clone()
         .slice([0..inputs, 0..128])

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use nvnet::nifti;
+use nvnet::io::nifti;
 
 fn bad(name: &str) -> PathBuf {
     crate::common::testdata("bad").join(name)

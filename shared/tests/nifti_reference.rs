@@ -2,7 +2,7 @@
 //! grid read back by an independent reader (the `nifti` crate).
 
 use crate::common::reference;
-use nvnet::nifti::{self, OutputData};
+use nvnet::io::nifti::{self, OutputData};
 
 fn expected() -> serde_json::Value {
     let path = reference("brats_case/BraTS-Synth-0001/expected.json");

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::reference;
-use nvnet::case::{self, Case, CaseFiles, Input, Layout, Role};
-use nvnet::labels::{self, RegionCounts};
-use nvnet::nifti::{self, OutputData};
-use nvnet::preprocess::{Crop, normalize_nonzero};
-use nvnet::synth;
+use nvnet::data::case::{self, Case, CaseFiles, Input, Layout, Role};
+use nvnet::data::labels::{self, RegionCounts};
+use nvnet::data::preprocess::{Crop, normalize_nonzero};
+use nvnet::data::synth;
+use nvnet::io::nifti::{self, OutputData};
 use nvnet::{LabelConvention, Modality, Region};
 
 fn brats_case() -> PathBuf {
@@ -72,8 +72,8 @@ fn the_reference_case_is_discovered_loaded_and_its_regions_counted() {
 
 #[test]
 fn normalize_matches_monai_to_1e5() {
-    let raw = nvnet::npy::read(reference("normalize/raw.npy")).unwrap();
-    let want = nvnet::npy::read(reference("normalize/normalized.npy")).unwrap();
+    let raw = nvnet::io::npy::read(reference("normalize/raw.npy")).unwrap();
+    let want = nvnet::io::npy::read(reference("normalize/normalized.npy")).unwrap();
     assert_eq!(raw.shape, vec![4, 40, 44, 36]);
     let mut v = raw.to_f32();
     normalize_nonzero(&mut v, 4);
@@ -107,7 +107,7 @@ fn crop_to_the_brain_box_and_paste_back_is_exact_on_a_real_case() {
     let boxed = crop.crop(&ch, 4);
     assert_eq!(crop.paste(&boxed, 4, 0.0), ch);
     // Labels too (any Copy type), and outside the box the fill value.
-    let map = nvnet::volume::to_network_order(dims, &case.seg_labels().unwrap());
+    let map = nvnet::data::volume::to_network_order(dims, &case.seg_labels().unwrap());
     let back = crop.paste(&crop.crop(&map, 1), 1, 0u8);
     assert_eq!(back, map);
 }

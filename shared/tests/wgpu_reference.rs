@@ -92,7 +92,7 @@ fn flips_match_flex_on_wgpu() {
     use burn::backend::Flex;
     fn run<B: Backend>(device: &B::Device) -> [Vec<f32>; 2] {
         let model =
-            nvnet::weights::load_file::<B>(&reference("segresnet_f8/model.pt"), None, device)
+            nvnet::io::weights::load_file::<B>(&reference("segresnet_f8/model.pt"), None, device)
                 .expect("import")
                 .model;
         let input = load_tensor::<B, 5>("segresnet_f8/input.npy", device);
@@ -127,8 +127,8 @@ fn upsample_matches_pytorch_on_wgpu() {
 fn a_64x64x48_window_matches_flex_stage_by_stage() {
     use burn::backend::Flex;
     fn run<B: Backend>(device: &B::Device) -> Vec<(String, Vec<f32>)> {
-        let bytes = nvnet::weights::default_model().unwrap();
-        let model = nvnet::weights::load_bytes::<B>(bytes, "default", device)
+        let bytes = nvnet::io::weights::default_model().unwrap();
+        let model = nvnet::io::weights::load_bytes::<B>(bytes, "default", device)
             .unwrap()
             .model;
         let shape = [1, 4, 64, 64, 48];
@@ -168,7 +168,7 @@ fn a_batch_split_across_two_wgpu_devices_gives_the_one_device_step() {
     use burn::backend::wgpu::WgpuDevice;
     split_batch_matches_one_device::<burn::backend::Autodiff<Wgpu>>(
         vec![WgpuDevice::DefaultDevice, WgpuDevice::Cpu],
-        nvnet::parallel::Transfer::Host,
+        nvnet::train::parallel::Transfer::Host,
         1e-4,
     );
 }
@@ -181,12 +181,12 @@ fn a_batch_split_across_two_wgpu_devices_gives_the_one_device_step() {
 #[test]
 fn checked_catches_what_the_device_refuses() {
     use futures_lite::future::block_on;
-    use nvnet::gpu::{GpuFault, GpuLimits, checked};
+    use nvnet::device::gpu::{GpuFault, GpuLimits, checked};
     let cap = GpuLimits {
         max_storage_binding: 1 << 20,
         max_buffer: 1 << 20,
     };
-    let gpu = block_on(nvnet::gpu::open(Some(cap))).expect("a GPU");
+    let gpu = block_on(nvnet::device::gpu::open(Some(cap))).expect("a GPU");
     let buffer = |size| {
         drop(gpu.raw.create_buffer(&wgpu::BufferDescriptor {
             label: Some("checked test"),

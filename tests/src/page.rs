@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nvnet::nifti;
+use nvnet::io::nifti;
 
 use crate::cdp::{Browser, Page};
 use crate::{artifacts, nvnet_binary, repo_root};

@@ -69,9 +69,9 @@ fn page_against_native() {
         eprintln!("native {device}: {seconds:.1} s (the whole command)");
         rows.push((format!("nvnet predict --device {device}"), seconds));
         if device == "cpu" {
-            let native = nvnet::nifti::read_path(&file).unwrap().to_f32();
+            let native = nvnet::io::nifti::read_path(&file).unwrap().to_f32();
             for (download, _) in &downloads_kept {
-                let page = nvnet::nifti::read_path(download).unwrap().to_f32();
+                let page = nvnet::io::nifti::read_path(download).unwrap().to_f32();
                 eprintln!(
                     "{}: {:.4} % of voxels as native cpu",
                     download.display(),

@@ -72,7 +72,8 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
     // The embedded model's post-processing (its manifest) is named, and applied as natively.
     let details = page.text(&mut b, "result-details").unwrap();
     let manifest =
-        nvnet::weights::read_manifest(nvnet::weights::default_model().unwrap(), "default").unwrap();
+        nvnet::io::weights::read_manifest(nvnet::io::weights::default_model().unwrap(), "default")
+            .unwrap();
     assert!(
         details.contains(&format!(
             "post-processing: {}",
@@ -269,7 +270,8 @@ fn bad_files_give_clear_errors_and_the_page_keeps_working() {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.is_file()
-                && nvnet::case::nifti_stem(&p.file_name().unwrap().to_string_lossy()).is_some()
+                && nvnet::data::case::nifti_stem(&p.file_name().unwrap().to_string_lossy())
+                    .is_some()
         })
         .collect();
     bad.sort();
@@ -458,14 +460,15 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
 /// The library's own check of a case of four files, the last given as the FLAIR: the page's
 /// `check_case` natively (each file read from its bytes under the page's voxel cap).
 fn native_check(files: &[PathBuf]) -> Result<(), String> {
-    use nvnet::case::{Case, Layout};
-    use nvnet::modality::Modality;
+    use nvnet::data::case::{Case, Layout};
+    use nvnet::data::modality::Modality;
     let mut images = Vec::new();
     for (file, m) in files.iter().zip(Modality::DEFAULT_ORDER) {
         let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
         let name = file.file_name().unwrap().to_string_lossy();
-        let image = nvnet::nifti::read_bytes_within(&bytes, &name, nvnet::nifti::PAGE_MAX_VOXELS)
-            .map_err(|e| e.to_string())?;
+        let image =
+            nvnet::io::nifti::read_bytes_within(&bytes, &name, nvnet::io::nifti::PAGE_MAX_VOXELS)
+                .map_err(|e| e.to_string())?;
         images.push((m, image));
     }
     Case::from_images("check", Layout::Loose, images, None)

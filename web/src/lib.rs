@@ -9,19 +9,19 @@ use std::sync::Mutex;
 
 use burn::prelude::Backend;
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
-use nvnet::case::{self, Case, Layout, Role};
-use nvnet::gpu::{self, GpuFault, GpuLimits};
+use nvnet::data::case::{self, Case, Layout, Role};
+use nvnet::data::labels::RegionCounts;
+use nvnet::device::gpu::{self, GpuFault, GpuLimits};
 use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
-use nvnet::labels::RegionCounts;
-use nvnet::nifti::{self, OutputData};
-use nvnet::weights::{self, Manifest};
+use nvnet::io::nifti::{self, OutputData};
+use nvnet::io::weights::{self, Manifest};
 use nvnet::{Modality, NvNet};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
-type Gpu = nvnet::backend::WebGpu;
-type Cpu = nvnet::backend::Cpu;
+type Gpu = nvnet::device::backend::WebGpu;
+type Cpu = nvnet::device::backend::Cpu;
 
 /// Where the network runs.
 enum Engine {
@@ -127,7 +127,7 @@ pub async fn init(
         notice = "this browser offers no WebGPU: running on the CPU, which is much slower".into();
         Engine::Cpu
     } else {
-        match nvnet::gpu::open(cap).await {
+        match nvnet::device::gpu::open(cap).await {
             Ok(gpu) => {
                 gpu.on_lost(|fault| {
                     let message = fault.to_string();
@@ -521,7 +521,7 @@ async fn segment_on_gpu(
     )
     .map_err(error)?;
     let roi = run.roi();
-    let window_bytes = nvnet::info::summarize(&config, roi).inference_bytes;
+    let window_bytes = nvnet::nn::info::summarize(&config, roi).inference_bytes;
     let models = [model];
     let total = run.len();
     // The plan first: if the device is lost in the first window the engine traps, and the

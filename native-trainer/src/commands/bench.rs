@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 use nvnet::NvNetConfig;
-use nvnet::gpu::GpuLimits;
+use nvnet::device::gpu::GpuLimits;
 
 use crate::device::{DeviceKind, with_backend};
 use crate::values::{gib, parse_shape};
@@ -25,7 +25,7 @@ impl Args {
     pub fn run(self, device: DeviceKind, cap: Option<GpuLimits>) -> Result<()> {
         // On the CPU a forward pass's memory comes out of the machine's RAM.
         let available = (device == DeviceKind::Cpu)
-            .then(nvnet::info::available_memory)
+            .then(nvnet::nn::info::available_memory)
             .flatten();
         with_backend!(device, cap, |B, dev, limits| bench::<B>(
             &dev, limits, self, available
@@ -50,7 +50,7 @@ fn bench<B: Backend>(
     config.validate()?;
     let m = config.size_multiple();
     let shape = shape.map(|s| s.div_ceil(m) * m);
-    let needs = nvnet::info::summarize(&config, shape).inference_bytes;
+    let needs = nvnet::nn::info::summarize(&config, shape).inference_bytes;
     if let Some(available) = available_memory
         && needs > available as f64
     {
@@ -79,7 +79,7 @@ fn bench<B: Backend>(
         burn::tensor::Distribution::Normal(0.0, 1.0),
         device,
     );
-    let flop = nvnet::info::summarize(&config, shape).seg_flop;
+    let flop = nvnet::nn::info::summarize(&config, shape).seg_flop;
     let mut times = Vec::new();
     for run in 0..=runs {
         let start = Instant::now();

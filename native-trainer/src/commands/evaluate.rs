@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use nvnet::case::{AFFINE_TOLERANCE, nifti_stem};
-use nvnet::labels;
+use nvnet::data::case::{AFFINE_TOLERANCE, nifti_stem};
+use nvnet::data::labels;
+use nvnet::inference::postprocess::{self, ValidationCase};
+use nvnet::io::nifti::{self, Image};
 use nvnet::metrics::{self, RegionMetrics};
-use nvnet::nifti::{self, Image};
-use nvnet::postprocess::{self, ValidationCase};
 use nvnet::{LabelConvention, Region};
 
 #[derive(clap::Args)]
@@ -60,7 +60,7 @@ fn find_truth(gt: &Path, id: &str) -> Result<Option<PathBuf>, String> {
     let Some(first) = found.first().cloned() else {
         return Ok(None);
     };
-    let id_of = nvnet::fsutil::FileId::of;
+    let id_of = nvnet::io::fsutil::FileId::of;
     if let Some(other) = found.iter().find(|p| id_of(p) != id_of(&first)) {
         return Err(format!(
             "two ground truths, {} and {}: keep one",
@@ -357,7 +357,7 @@ fn run(
     let mut rows: Vec<(String, [RegionMetrics; 3])> = Vec::new();
     let (pairs, mut failed) = matched(pred, gt)?;
     if let Some(out) = out {
-        let mut inputs = nvnet::fsutil::Inputs::default();
+        let mut inputs = nvnet::io::fsutil::Inputs::default();
         for (_, path, truth) in &pairs {
             inputs.add(path);
             inputs.add(truth);
@@ -393,7 +393,7 @@ fn run(
         csv.push('\n');
     }
     if let Some(out) = out {
-        nvnet::fsutil::write_atomic(out, csv.as_bytes())
+        nvnet::io::fsutil::write_atomic(out, csv.as_bytes())
             .with_context(|| format!("{}: cannot write", out.display()))?;
     }
     // The summary table.

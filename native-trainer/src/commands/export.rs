@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use nvnet::postprocess::Postprocessing;
-use nvnet::weights;
+use nvnet::inference::postprocess::Postprocessing;
+use nvnet::io::weights;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,12 +48,13 @@ fn export(
     half: bool,
     postprocessing: Option<Postprocessing>,
 ) -> Result<()> {
-    let mut inputs = nvnet::fsutil::Inputs::default();
+    let mut inputs = nvnet::io::fsutil::Inputs::default();
     inputs.add(from);
     inputs
         .check_output(out)
         .with_context(|| format!("--out {}", out.display()))?;
-    let loaded = weights::load_file::<nvnet::backend::Cpu>(from, None, &Default::default())?;
+    let loaded =
+        weights::load_file::<nvnet::device::backend::Cpu>(from, None, &Default::default())?;
     let mut manifest = loaded.manifest.clone();
     if manifest.provenance.source == "imported" {
         bail!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use nvnet::Modality;
-use nvnet::weights::{self, Manifest, Provenance};
+use nvnet::io::weights::{self, Manifest, Provenance};
 
 use crate::values::{group_digits, now_rfc3339};
 
@@ -35,7 +35,7 @@ impl Args {
         let modalities = Modality::parse_list(&modalities)
             .map_err(anyhow::Error::msg)
             .context("--modalities")?;
-        let mut loaded = weights::load_file::<nvnet::backend::Cpu>(
+        let mut loaded = weights::load_file::<nvnet::device::backend::Cpu>(
             &from,
             Some(&modalities),
             &Default::default(),

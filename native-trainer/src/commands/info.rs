@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use nvnet::NvNetConfig;
-use nvnet::weights::{self, Manifest};
+use nvnet::io::weights::{self, Manifest};
 
 use crate::values::{group_digits, parse_shape};
 
@@ -35,8 +35,11 @@ impl Args {
         } = self;
         let config = match &weights_file {
             Some(path) => {
-                let loaded =
-                    weights::load_file::<nvnet::backend::Cpu>(path, None, &Default::default())?;
+                let loaded = weights::load_file::<nvnet::device::backend::Cpu>(
+                    path,
+                    None,
+                    &Default::default(),
+                )?;
                 print_manifest(&loaded.manifest);
                 loaded.manifest.config
             }
@@ -48,7 +51,7 @@ impl Args {
             }
         };
         config.validate()?;
-        let s = nvnet::info::summarize(&config, shape);
+        let s = nvnet::nn::info::summarize(&config, shape);
         let rounded = shape.map(|v| v.div_ceil(config.size_multiple()) * config.size_multiple());
         println!(
             "NvNet F={} blocks_down={:?} blocks_up={:?} GroupNorm({}) in={} out={}{}",

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use nvnet::LabelConvention;
-use nvnet::case::{self, Case, Input};
-use nvnet::labels::{self, RegionCounts};
-use nvnet::nifti::{self, Geometry, Image};
+use nvnet::data::case::{self, Case, Input};
+use nvnet::data::labels::{self, RegionCounts};
+use nvnet::io::nifti::{self, Geometry, Image};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]

@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use nvnet::case::{self, Case, CaseFiles, Input};
-use nvnet::gpu::GpuLimits;
+use nvnet::data::case::{self, Case, CaseFiles, Input};
+use nvnet::data::labels::RegionCounts;
+use nvnet::device::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
-use nvnet::labels::RegionCounts;
-use nvnet::nifti::{self, OutputData};
-use nvnet::weights::{self, Manifest};
+use nvnet::io::nifti::{self, OutputData};
+use nvnet::io::weights::{self, Manifest};
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
@@ -132,7 +132,7 @@ impl Args {
                 blend,
                 tta: !no_tta,
                 labels: labels.unwrap_or_default(),
-                postprocessing: nvnet::postprocess::Postprocessing {
+                postprocessing: nvnet::inference::postprocess::Postprocessing {
                     remove_islands,
                     min_et_voxels,
                 },
@@ -160,7 +160,7 @@ impl Args {
 /// On the CPU a window's memory comes out of the machine's RAM: a budget above what is available
 /// (`--memory-budget 1T`) would let a window through that the allocator then aborts on.
 fn cpu_memory_cap(device: DeviceKind, budget: u64) -> u64 {
-    match (device, nvnet::info::available_memory()) {
+    match (device, nvnet::nn::info::available_memory()) {
         (DeviceKind::Cpu, Some(available)) if budget > available => {
             eprintln!(
                 "note: --memory-budget {:.1} GiB is more than the {:.1} GiB of memory available; \
@@ -229,7 +229,7 @@ fn collect_cases(args: &Request) -> Result<(Vec<CaseFiles>, Vec<String>)> {
 /// On a GPU opened with known limits (wgpu): an nvnet weights file whose network the device
 /// cannot hold is refused before the model is built there. (A MONAI checkpoint's architecture
 /// is known only once imported: the window check refuses it, after the device has complained.)
-fn check_device_holds(args: &Request, limits: Option<nvnet::gpu::GpuLimits>) -> Result<()> {
+fn check_device_holds(args: &Request, limits: Option<nvnet::device::gpu::GpuLimits>) -> Result<()> {
     let Some(limits) = limits else {
         return Ok(());
     };
@@ -292,7 +292,7 @@ fn load_models<B: Backend>(
 /// Run; returns how many cases failed.
 fn run<B: Backend>(
     device: &B::Device,
-    limits: Option<nvnet::gpu::GpuLimits>,
+    limits: Option<nvnet::device::gpu::GpuLimits>,
     mut args: Request,
 ) -> Result<usize> {
     let (cases, refused) = collect_cases(&args)?;
@@ -312,11 +312,11 @@ fn run<B: Backend>(
     eprintln!("post-processing: {}", args.options.postprocessing.flags());
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create the output folder", args.output.display()))?;
-    let _lock = nvnet::fsutil::FolderLock::take(&args.output)
+    let _lock = nvnet::io::fsutil::FolderLock::take(&args.output)
         .with_context(|| format!("{}", args.output.display()))?;
-    nvnet::fsutil::remove_stale_temps(&args.output);
+    nvnet::io::fsutil::remove_stale_temps(&args.output);
     // Every file this run reads: no output may replace one (by any name or link).
-    let mut inputs = nvnet::fsutil::Inputs::default();
+    let mut inputs = nvnet::io::fsutil::Inputs::default();
     for files in &cases {
         for path in files.modalities.values().chain(&files.seg) {
             inputs.add(path);
@@ -364,7 +364,7 @@ fn predict_case<B: Backend>(
     manifest: &Manifest,
     files: &CaseFiles,
     args: &Request,
-    inputs: &nvnet::fsutil::Inputs,
+    inputs: &nvnet::io::fsutil::Inputs,
     device: &B::Device,
     bar: &ProgressBar,
 ) -> Result<String> {
@@ -395,7 +395,7 @@ fn predict_case<B: Backend>(
     )
     .map_err(anyhow::Error::msg)?;
     if args.verbose {
-        let est = nvnet::info::summarize(&models[0].config(), seg.roi).inference_bytes;
+        let est = nvnet::nn::info::summarize(&models[0].config(), seg.roi).inference_bytes;
         bar.suspend(|| {
             eprintln!(
                 "{}: window {:?} ({} windows), estimated {:.2} GiB of activations per window (budget {:.2} GiB), largest tensor {:.1} MiB (limit {})",
@@ -404,7 +404,7 @@ fn predict_case<B: Backend>(
                 seg.windows,
                 est / (1u64 << 30) as f64,
                 args.options.memory_budget as f64 / (1u64 << 30) as f64,
-                nvnet::info::largest_tensor_bytes(&models[0].config(), seg.roi) / (1u64 << 20) as f64,
+                nvnet::nn::info::largest_tensor_bytes(&models[0].config(), seg.roi) / (1u64 << 20) as f64,
                 args.options
                     .max_buffer
                     .map_or("none".to_string(), |m| format!("{:.1} MiB", m as f64 / (1u64 << 20) as f64))
@@ -445,7 +445,7 @@ fn predict_case<B: Backend>(
         .zip(&encoded)
         .map(|((path, _), bytes)| (path.as_path(), bytes.as_slice()))
         .collect();
-    nvnet::fsutil::write_all_atomic(&unit)
+    nvnet::io::fsutil::write_all_atomic(&unit)
         .map_err(|(path, e)| anyhow::anyhow!("{}: {e}", path.display()))?;
     let counts = RegionCounts::of(&seg.labels, args.options.labels);
     let [wt, tc, et] = counts.millilitres(grid.spacing());

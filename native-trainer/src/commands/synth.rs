@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use nvnet::case::Layout;
-use nvnet::labels::RegionCounts;
-use nvnet::synth::{self, TumourKind};
+use nvnet::data::case::Layout;
+use nvnet::data::labels::RegionCounts;
+use nvnet::data::synth::{self, TumourKind};
 
 use crate::values::{parse_layout, parse_shape};
 

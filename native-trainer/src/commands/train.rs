@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvnet::Modality;
-use nvnet::gpu::GpuLimits;
+use nvnet::device::gpu::GpuLimits;
 use nvnet::train::{
     self, ConfigError, EpochRow, Reporter, RunContext, RunDir, StepLosses, TrainConfig, TrainError,
 };
@@ -63,7 +63,7 @@ pub struct Args {
     no_augment: bool,
     /// The segmentation loss: dice (the paper) or dice-bce (Dice + per-voxel cross-entropy).
     #[arg(long)]
-    loss: Option<nvnet::loss::SegLoss>,
+    loss: Option<nvnet::nn::loss::SegLoss>,
     /// Dice smoothing (MONAI's smooth_nr = smooth_dr); 0 = the paper's (0 and 1e-5).
     #[arg(long)]
     dice_smooth: Option<f64>,
@@ -335,8 +335,8 @@ fn commit() -> String {
 
 fn run<B: AutodiffBackend>(
     devices: &[B::Device],
-    limits: Option<nvnet::gpu::GpuLimits>,
-    transfer: nvnet::parallel::Transfer,
+    limits: Option<nvnet::device::gpu::GpuLimits>,
+    transfer: nvnet::train::parallel::Transfer,
     config: TrainConfig,
     out: &Path,
     notes: String,
@@ -358,7 +358,7 @@ fn run<B: AutodiffBackend>(
     std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
     if !dir.checkpoint().exists() {
         let text = toml::to_string_pretty(&config)?;
-        nvnet::fsutil::write_atomic(&dir.config(), text.as_bytes())
+        nvnet::io::fsutil::write_atomic(&dir.config(), text.as_bytes())
             .with_context(|| format!("{}", dir.config().display()))?;
     }
     let bar = ProgressBar::new(1);
@@ -433,7 +433,7 @@ fn as_flag(e: ConfigError) -> anyhow::Error {
 
 /// The effective configuration: defaults < --config file < --resume's config.toml < flags.
 fn load_config(path: &Path) -> Result<TrainConfig> {
-    let bytes = nvnet::fsutil::read_regular(path, 1 << 20)
+    let bytes = nvnet::io::fsutil::read_regular(path, 1 << 20)
         .with_context(|| format!("{}", path.display()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;

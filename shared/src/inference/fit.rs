@@ -17,8 +17,8 @@ pub fn choose_roi(
     let m = config.size_multiple().max(1);
     let mut roi = box_size.map(|s| s.div_ceil(m).max(2) * m);
     loop {
-        let bytes = crate::info::summarize(config, roi).inference_bytes;
-        let largest = crate::info::largest_tensor_bytes(config, roi);
+        let bytes = crate::nn::info::summarize(config, roi).inference_bytes;
+        let largest = crate::nn::info::largest_tensor_bytes(config, roi);
         let fits = bytes <= budget as f64 && max_buffer.is_none_or(|b| largest <= b as f64);
         if fits || roi.iter().all(|&r| r <= 2 * m) {
             return roi;
@@ -40,7 +40,7 @@ pub fn check_roi(
     if roi.iter().any(|r| *r == 0 || r % k != 0) {
         return Err(InferenceError::WindowSize { roi, multiple: k });
     }
-    let bytes = crate::info::summarize(config, roi).inference_bytes;
+    let bytes = crate::nn::info::summarize(config, roi).inference_bytes;
     if bytes > options.memory_budget as f64 {
         return Err(InferenceError::OverBudget {
             roi,
@@ -70,7 +70,7 @@ pub fn check_buffer(
         return Ok(());
     };
     check_weights_fit(config, max)?;
-    let largest = crate::info::largest_tensor_bytes(config, roi);
+    let largest = crate::nn::info::largest_tensor_bytes(config, roi);
     if largest > max as f64 {
         return Err(InferenceError::TensorOverBuffer {
             subject: subject.to_string(),
@@ -89,7 +89,7 @@ pub fn check_weights_fit(
     config: &crate::NvNetConfig,
     max_buffer: u64,
 ) -> Result<(), InferenceError> {
-    let weights = crate::info::largest_weight_bytes(config);
+    let weights = crate::nn::info::largest_weight_bytes(config);
     if weights > max_buffer as f64 {
         return Err(InferenceError::WeightsOverBuffer {
             bytes: weights,
@@ -108,12 +108,12 @@ mod tests {
     fn the_window_shrinks_to_fit_the_memory_budget() {
         let config = crate::NvNetConfig::default().with_init_filters(16);
         let whole = [144, 176, 112];
-        let big = crate::info::summarize(&config, whole).inference_bytes;
+        let big = crate::nn::info::summarize(&config, whole).inference_bytes;
         assert_eq!(choose_roi(&config, whole, big as u64 + 1, None), whole);
         let budget = (big / 4.0) as u64;
         let roi = choose_roi(&config, whole, budget, None);
         assert!(roi.iter().all(|r| r % 8 == 0), "{roi:?}");
-        assert!(crate::info::summarize(&config, roi).inference_bytes <= budget as f64);
+        assert!(crate::nn::info::summarize(&config, roi).inference_bytes <= budget as f64);
         assert!(roi.iter().zip(whole).all(|(r, w)| *r <= w) && roi != whole);
         // The longest axis gave way first.
         assert!(roi[1] < whole[1]);
@@ -133,7 +133,7 @@ mod tests {
     fn a_device_buffer_too_small_for_the_weights_or_the_window_is_refused_by_name() {
         let config = crate::NvNetConfig::default().with_init_filters(8);
         // The deepest level's 3×3×3 convolution: 64 × 64 × 27 float32.
-        assert_eq!(crate::info::largest_weight_bytes(&config), 442_368.0);
+        assert_eq!(crate::nn::info::largest_weight_bytes(&config), 442_368.0);
         let options = |max_buffer| InferenceOptions {
             max_buffer: Some(max_buffer),
             memory_budget: u64::MAX,
@@ -163,7 +163,7 @@ mod tests {
         // Training's weights files carry the VAE: its encoder is 16·(160·192·128/16³)×256.
         let paper = crate::NvNetConfig::default().with_vae(Some([160, 192, 128]));
         assert_eq!(
-            crate::info::largest_weight_bytes(&paper),
+            crate::nn::info::largest_weight_bytes(&paper),
             4.0 * (16 * 10 * 12 * 8 * 256) as f64
         );
         let e = check_weights_fit(&paper, 8 << 20).unwrap_err().to_string();

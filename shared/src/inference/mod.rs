@@ -8,8 +8,10 @@
 //! - `window`: MONAI's sliding window and its blending;
 //! - `fit`: the window a device can take (memory budget, largest buffer);
 //! - `segment`: the network over the windows, flips, read-back, labels.
+//! - `postprocess`: the label-map rules chosen on validation cases (islands, small ET).
 
 mod fit;
+pub mod postprocess;
 mod segment;
 mod window;
 
@@ -17,10 +19,10 @@ pub use fit::{check_buffer, check_roi, check_weights_fit, choose_roi};
 pub use segment::{Segmentation, Segmenter, WindowWork, finish, read_async, segment, window_work};
 pub use window::{Blend, SlidingWindow, importance_map};
 
-use crate::case::Case;
-use crate::modality::{LabelConvention, Modality};
-use crate::postprocess::Postprocessing;
-use crate::preprocess::{Crop, normalize_nonzero};
+use crate::data::case::Case;
+use crate::data::modality::{LabelConvention, Modality};
+use crate::data::preprocess::{Crop, normalize_nonzero};
+use crate::inference::postprocess::Postprocessing;
 
 /// The options of a prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -141,7 +143,7 @@ pub fn prepare(case: &Case, modalities: &[Modality]) -> Result<Prepared, Inferen
     // Each axis grows by less than 8 and is at least 8: the box is within 8× the grid, which
     // the readers cap; checked all the same, in 64 bits, before it is allocated.
     let voxels = crop.size.iter().map(|&s| s as u64).product::<u64>();
-    if voxels * channels as u64 > 4 * crate::nifti::MAX_VOXELS {
+    if voxels * channels as u64 > 4 * crate::io::nifti::MAX_VOXELS {
         return Err(InferenceError::BoxTooLarge {
             case: case.id.clone(),
             size: crop.size,

@@ -8,11 +8,11 @@ use super::{
     InferenceError, InferenceOptions, Prepared, SlidingWindow, check_buffer, check_roi, choose_roi,
     prepare,
 };
-use crate::case::Case;
-use crate::labels;
-use crate::modality::{Modality, Region};
-use crate::model::NvNet;
-use crate::preprocess::Crop;
+use crate::data::case::Case;
+use crate::data::labels;
+use crate::data::modality::{Modality, Region};
+use crate::data::preprocess::Crop;
+use crate::nn::model::NvNet;
 
 /// What a prediction gives, on the case's full grid, in file order (i fastest).
 pub struct Segmentation {
@@ -298,7 +298,7 @@ pub fn finish(
     let to_file = |boxed: Vec<f32>| -> Vec<f32> {
         let full = crop.paste(&boxed, c, 0.0);
         (0..c)
-            .flat_map(|ch| crate::volume::to_file_order(dims, &full[ch * n..(ch + 1) * n]))
+            .flat_map(|ch| crate::data::volume::to_file_order(dims, &full[ch * n..(ch + 1) * n]))
             .collect()
     };
     let probabilities = to_file(boxed_probabilities);
@@ -323,7 +323,7 @@ mod tests {
     #[cfg(feature = "flex")]
     #[test]
     fn a_windows_flip_mean_and_variance_are_those_of_the_eight_flipped_predictions() {
-        type B = crate::backend::Cpu;
+        type B = crate::device::backend::Cpu;
         let device = Default::default();
         let model = crate::NvNetConfig::default()
             .with_init_filters(8)

@@ -1,7 +1,7 @@
 //! MONAI's sliding window: the windows of a box, their importance maps, and the blend of the
 //! windows' predictions back into one volume.
 
-use crate::preprocess::Crop;
+use crate::data::preprocess::Crop;
 
 /// How overlapping windows are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -14,7 +14,7 @@ pub enum Blend {
 }
 
 impl std::str::FromStr for Blend {
-    type Err = crate::names::UnknownName;
+    type Err = crate::data::names::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "constant" => Ok(Blend::Constant),

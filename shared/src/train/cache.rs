@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::{Case, CaseFiles};
-use crate::modality::{LabelConvention, Modality};
-use crate::weights;
+use crate::data::case::{Case, CaseFiles};
+use crate::data::modality::{LabelConvention, Modality};
+use crate::io::weights;
 
 const CACHE_MAGIC: &[u8; 8] = b"NVNCACH1";
 
@@ -118,7 +118,7 @@ impl CachedCase {
         let prepared = crate::inference::prepare(case, modalities)?;
         let labels = match case.seg_labels() {
             Some(map) => {
-                let net = crate::volume::to_network_order(case.dims(), &map);
+                let net = crate::data::volume::to_network_order(case.dims(), &map);
                 prepared.crop.crop(&net, 1)
             }
             None => vec![0; prepared.crop.voxels()],
@@ -169,7 +169,7 @@ pub fn cache_path(dir: &Path, files: &CaseFiles, modalities: &[Modality]) -> Pat
 fn cache_file_whole(path: &Path) -> bool {
     use std::io::Read;
     let check = || -> Option<bool> {
-        let file = crate::fsutil::open_regular(path).ok()?;
+        let file = crate::io::fsutil::open_regular(path).ok()?;
         let len = file.metadata().ok()?.len();
         // The header is a few hundred bytes of JSON.
         let mut head = Vec::new();
@@ -194,12 +194,12 @@ pub fn cached(
     let case = Case::load(files)?;
     let c = CachedCase::build(&case, modalities)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    crate::fsutil::write_atomic(&path, &c.to_bytes()).map_err(io(&path))?;
+    crate::io::fsutil::write_atomic(&path, &c.to_bytes()).map_err(io(&path))?;
     Ok((path, true))
 }
 
 pub fn read_cached(path: &Path) -> Result<CachedCase, CacheError> {
-    let bytes = crate::fsutil::read_regular(path, MAX_CACHE_BYTES).map_err(io(path))?;
+    let bytes = crate::io::fsutil::read_regular(path, MAX_CACHE_BYTES).map_err(io(path))?;
     CachedCase::from_bytes(&bytes, &path.display().to_string())
 }
 
@@ -232,7 +232,7 @@ pub enum CacheError {
     #[error("{file}: not a valid nvnet cache file ({why})")]
     Invalid { file: String, why: &'static str },
     #[error(transparent)]
-    Case(#[from] crate::case::CaseError),
+    Case(#[from] crate::data::case::CaseError),
     #[error(transparent)]
     Prepare(#[from] crate::inference::InferenceError),
 }

@@ -77,7 +77,7 @@ pub(super) fn write_checkpoint(
         out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         out.extend_from_slice(part);
     }
-    crate::fsutil::write_atomic(path, &out).map_err(|error| CheckpointError::Io {
+    crate::io::fsutil::write_atomic(path, &out).map_err(|error| CheckpointError::Io {
         path: path.to_path_buf(),
         error,
     })
@@ -87,7 +87,7 @@ pub(super) fn read_checkpoint(
     path: &Path,
 ) -> Result<(RunState, Vec<u8>, Vec<u8>), CheckpointError> {
     let file = path.display().to_string();
-    let bytes = crate::fsutil::read_regular(path, MAX_CACHE_BYTES).map_err(|error| {
+    let bytes = crate::io::fsutil::read_regular(path, MAX_CACHE_BYTES).map_err(|error| {
         CheckpointError::Io {
             path: path.to_path_buf(),
             error,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::NvNetConfig;
-use crate::modality::Modality;
+use crate::data::modality::Modality;
 
 /// Every setting of a run; `Default` is the paper's recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct TrainConfig {
     /// Batches prepared ahead by the loader threads.
     pub prefetch: usize,
     /// The segmentation loss (the paper: soft Dice).
-    pub loss: crate::loss::SegLoss,
+    pub loss: crate::nn::loss::SegLoss,
     /// Dice smoothing in numerator and denominator (MONAI's smooth_nr = smooth_dr); 0: the
     /// paper's (0 and 1e-5).
     pub dice_smooth: f64,
@@ -75,7 +75,7 @@ impl Default for TrainConfig {
             val_roi: None,
             modalities: Modality::DEFAULT_ORDER.to_vec(),
             prefetch: 4,
-            loss: crate::loss::SegLoss::Dice,
+            loss: crate::nn::loss::SegLoss::Dice,
             dice_smooth: 0.0,
         }
     }
@@ -184,7 +184,7 @@ pub enum ConfigError {
         rule: String,
     },
     #[error(transparent)]
-    Model(#[from] crate::model::ConfigError),
+    Model(#[from] crate::nn::model::ConfigError),
 }
 
 impl ConfigError {

@@ -7,6 +7,7 @@
 //! - `sampling`: the split, each epoch's order, crops and augmentation, prepared on a thread;
 //! - `checkpoint`: the run's folder, its checkpoint and `metrics.csv`;
 //! - `run`: the loop itself and what it reports.
+//! - `parallel`: one step split over several devices, gradients summed.
 //!
 //! Determinism: every random choice is a function of (seed, epoch, sample): the epoch's case
 //! order, each sample's crop and augmentation, and the backend RNG (dropout, VAE noise), which is
@@ -16,12 +17,13 @@
 mod cache;
 mod checkpoint;
 mod config;
+pub mod parallel;
 mod run;
 mod sampling;
 
 use std::path::PathBuf;
 
-pub use crate::parallel::{Batch, DeviceError, StepLosses};
+pub use crate::train::parallel::{Batch, DeviceError, StepLosses};
 pub use cache::{CacheError, CachedCase, cache_path, cached, fingerprint, read_cached};
 pub use checkpoint::{CheckpointError, EpochRow, RunDir, RunState, metrics_csv};
 pub use config::{ConfigError, TrainConfig};
@@ -36,13 +38,13 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     #[error(
         "nvnet does not train on {0}: its convolution and GroupNorm gradients are written for \
-         flex, wgpu and cuda (shared/src/grads.rs)"
+         flex, wgpu and cuda (shared/src/nn/grads.rs)"
     )]
     Backend(&'static str),
     #[error(transparent)]
     Devices(#[from] DeviceError),
     #[error(transparent)]
-    Data(#[from] crate::case::CaseError),
+    Data(#[from] crate::data::case::CaseError),
     #[error("{}: no training cases", .0.display())]
     NoTrainingCases(PathBuf),
     #[error(transparent)]
@@ -50,7 +52,7 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
-    Weights(#[from] crate::weights::WeightsError),
+    Weights(#[from] crate::io::weights::WeightsError),
     #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,

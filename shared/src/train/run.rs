@@ -18,12 +18,12 @@ use super::checkpoint::{
 use super::sampling::{Split, epoch_batches, mix, split};
 use super::{ConfigError, TrainConfig, TrainError};
 use crate::NvNet;
-use crate::case::{CaseError, CaseFiles};
+use crate::data::case::{CaseError, CaseFiles};
+use crate::data::labels;
+use crate::data::modality::Region;
 use crate::inference::{Blend, SlidingWindow};
-use crate::labels;
-use crate::modality::Region;
-use crate::parallel::{Devices, StepLosses, StepSpec, Transfer};
-use crate::weights::{self, Manifest, Provenance};
+use crate::io::weights::{self, Manifest, Provenance};
+use crate::train::parallel::{Devices, StepLosses, StepSpec, Transfer};
 
 /// What a run tells its user.
 pub trait Reporter {
@@ -53,7 +53,7 @@ pub fn prepare_data(
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>, Split), TrainError> {
     let cache = config.cache_dir();
     fn list(root: &Path, reporter: &mut dyn Reporter) -> Result<Vec<CaseFiles>, CaseError> {
-        let (cases, problems) = crate::case::discover_dataset(root)?;
+        let (cases, problems) = crate::data::case::discover_dataset(root)?;
         for p in problems {
             reporter.message(&format!("skipped: {p}"));
         }
@@ -216,7 +216,7 @@ pub fn run<B: AutodiffBackend>(
 ) -> Result<RunState, TrainError> {
     config.validate()?;
     config.check_devices(devices.len())?;
-    if !crate::grads::trains_with_own_gradients::<B>() {
+    if !crate::nn::grads::trains_with_own_gradients::<B>() {
         return Err(TrainError::Backend(std::any::type_name::<B>()));
     }
     let outputs = Region::DEFAULT_ORDER.to_vec();
@@ -263,7 +263,7 @@ pub fn run<B: AutodiffBackend>(
         let (train, val, split) = prepare_data(config, reporter)?;
         std::fs::create_dir_all(&ctx.dir.0).map_err(io(&ctx.dir.0))?;
         let json = serde_json::to_string_pretty(&split).expect("lists of names serialise");
-        crate::fsutil::write_atomic(&ctx.dir.split(), json.as_bytes())
+        crate::io::fsutil::write_atomic(&ctx.dir.split(), json.as_bytes())
             .map_err(io(&ctx.dir.split()))?;
         let mut all = train.clone();
         all.extend(val.iter().cloned());
@@ -349,7 +349,7 @@ pub fn run<B: AutodiffBackend>(
                 weights::save(&valid, &m, &ctx.dir.best())?;
             }
         }
-        crate::fsutil::write_atomic(&ctx.dir.metrics(), metrics_csv(&state.history).as_bytes())
+        crate::io::fsutil::write_atomic(&ctx.dir.metrics(), metrics_csv(&state.history).as_bytes())
             .map_err(io(&ctx.dir.metrics()))?;
         let record = |part| move |error| CheckpointError::Record { part, error };
         let model_bytes = recorder

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainConfig;
 use super::cache::{CacheError, CachedCase, read_cached};
-use crate::labels;
-use crate::modality::Region;
-use crate::parallel::Batch;
-use crate::preprocess::Crop;
-use crate::rng::Rng;
+use crate::data::labels;
+use crate::data::modality::Region;
+use crate::data::preprocess::Crop;
+use crate::data::rng::Rng;
+use crate::train::parallel::Batch;
 
 /// Mix numbers into one seed.
 pub(super) fn mix(parts: &[u64]) -> u64 {

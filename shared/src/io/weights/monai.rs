@@ -10,8 +10,8 @@ use burn::tensor::DType;
 use burn_store::{ModuleSnapshot, ModuleStore, SafetensorsStore, TensorSnapshot};
 
 use super::{LoadedModel, Manifest, Provenance, WeightsError, check_holds_weights, fnv1a64};
-use crate::modality::Modality;
-use crate::model::NvNetConfig;
+use crate::data::modality::Modality;
+use crate::nn::model::NvNetConfig;
 
 /// Import a MONAI checkpoint in safetensors format from its bytes (works without a file system).
 pub fn import_safetensors<B: Backend>(

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::modality::{LabelConvention, Modality};
-use crate::nifti::{self, Geometry, Image, NiftiError};
+use crate::data::modality::{LabelConvention, Modality};
+use crate::io::nifti::{self, Geometry, Image, NiftiError};
 
 /// Largest affine difference (mm) between the files of one case.
 pub const AFFINE_TOLERANCE: f64 = 1e-4;
@@ -526,13 +526,13 @@ impl Case {
             .1
     }
 
-    /// The channels in `order`, each as f32 in network order (see [`crate::volume`]), NaN/Inf
+    /// The channels in `order`, each as f32 in network order (see [`crate::data::volume`]), NaN/Inf
     /// read as 0.
     pub fn channels(&self, order: &[Modality]) -> Vec<f32> {
         let dims = self.dims();
         let mut out = Vec::with_capacity(order.len() * dims.iter().product::<usize>());
         for m in order {
-            out.extend(crate::volume::to_network_order(
+            out.extend(crate::data::volume::to_network_order(
                 dims,
                 &self.image(*m).to_f32(),
             ));

@@ -22,7 +22,7 @@ use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use rayon::prelude::*;
 
-use crate::conv_grad::{ConvGrads, cast, same};
+use crate::nn::conv_grad::{ConvGrads, cast, same};
 
 type Ad = Autodiff<Flex>;
 
@@ -503,8 +503,8 @@ mod tests {
         )
         .require_grad();
         // nvnet's backward, not Burn's, must be the one under test.
-        assert!(crate::conv_grad::try_conv3d(&conv, x.clone()).is_ok());
-        let ours = crate::model::conv(&conv, x.clone());
+        assert!(crate::nn::conv_grad::try_conv3d(&conv, x.clone()).is_ok());
+        let ours = crate::nn::model::conv(&conv, x.clone());
         let burns = conv.forward(x.clone());
         let r = Tensor::<Ad, 5>::random(burns.dims(), Distribution::Normal(0.0, 1.0), &device);
         close(ours.clone().inner(), burns.clone().inner(), "output");

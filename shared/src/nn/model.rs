@@ -9,7 +9,7 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, softplus};
 use serde::{Deserialize, Serialize};
 
-use crate::upsample::upsample_trilinear_x2;
+use crate::nn::upsample::upsample_trilinear_x2;
 
 /// Size of the VAE latent space (the paper's 128).
 pub const VAE_LATENT: usize = 128;
@@ -245,7 +245,7 @@ fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) ->
 /// correct weight gradient on the GPU backends.
 pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(feature = "autodiff")]
-    let x = match crate::conv_grad::try_conv3d(conv, x) {
+    let x = match crate::nn::conv_grad::try_conv3d(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -257,12 +257,12 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
 /// on a GPU backend `norm_grad` records it as one operation with its own backward.
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
-    let x = match crate::cpu_grad::group_norm(norm, x) {
+    let x = match crate::nn::cpu_grad::group_norm(norm, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
     #[cfg(feature = "autodiff")]
-    let x = match crate::norm_grad::try_group_norm(norm, x, false) {
+    let x = match crate::nn::norm_grad::try_group_norm(norm, x, false) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -277,7 +277,7 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B,
 /// third of what the two keep for the backward pass (`norm_grad`).
 pub fn group_norm_relu<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(feature = "autodiff")]
-    let x = match crate::norm_grad::try_group_norm(norm, x, true) {
+    let x = match crate::nn::norm_grad::try_group_norm(norm, x, true) {
         Ok(y) => return y,
         Err(x) => x,
     };

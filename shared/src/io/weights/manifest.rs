@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
-use crate::modality::{LabelConvention, Modality, Region};
-use crate::model::{ConfigError, NvNetConfig};
-use crate::postprocess::Postprocessing;
+use crate::data::modality::{LabelConvention, Modality, Region};
+use crate::inference::postprocess::Postprocessing;
+use crate::nn::model::{ConfigError, NvNetConfig};
 
 /// Key of the manifest in the burnpack metadata.
 pub const MANIFEST_KEY: &str = "nvnet.manifest";

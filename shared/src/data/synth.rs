@@ -15,10 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::case::Layout;
-use crate::modality::{LabelConvention, Modality};
-use crate::nifti::{self, Geometry, NiftiError, OutputData};
-use crate::rng::Rng;
+use crate::data::case::Layout;
+use crate::data::modality::{LabelConvention, Modality};
+use crate::data::rng::Rng;
+use crate::io::nifti::{self, Geometry, NiftiError, OutputData};
 
 /// The BraTS grid.
 pub const BRATS_SHAPE: [usize; 3] = [240, 240, 155];

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
-use crate::model::TrainOutput;
+use crate::nn::model::TrainOutput;
 
 /// Weight of the reconstruction and KL terms (the paper's 0.1 each).
 pub const VAE_WEIGHT: f64 = 0.1;
@@ -50,7 +50,7 @@ pub enum SegLoss {
 }
 
 impl std::str::FromStr for SegLoss {
-    type Err = crate::names::UnknownName;
+    type Err = crate::data::names::UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "dice" => Ok(SegLoss::Dice),

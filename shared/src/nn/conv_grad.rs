@@ -77,7 +77,7 @@ pub fn try_conv3d<B: Backend>(
         Ok(y) => return Ok(y),
         Err(x) => x,
     };
-    crate::grads::on_gpu(ConvOn { conv, x }).map_err(|op| op.x)
+    crate::nn::grads::on_gpu(ConvOn { conv, x }).map_err(|op| op.x)
 }
 
 /// A convolution waiting for its backend (`grads::on_gpu`; unread without a GPU backend).
@@ -90,7 +90,7 @@ struct ConvOn<'a, B: Backend> {
     x: Tensor<B, 5>,
 }
 
-impl<B: Backend> crate::grads::OnAutodiff<B> for ConvOn<'_, B> {
+impl<B: Backend> crate::nn::grads::OnAutodiff<B> for ConvOn<'_, B> {
     fn on<I: ConvGrads>(self) -> Result<Tensor<B, 5>, Self> {
         let conv = self.conv;
         on::<B, I>(conv, self.x).map_err(|x| ConvOn { conv, x })

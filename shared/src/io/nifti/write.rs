@@ -131,7 +131,7 @@ pub fn write_on_grid(
         file: file.clone(),
         problem: e.to_string(),
     })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| NiftiError {
+    crate::io::fsutil::write_atomic(path, &bytes).map_err(|e| NiftiError {
         file,
         problem: e.to_string(),
     })

@@ -3,7 +3,7 @@
 //! Labels: 0 background, 1 necrosis / non-enhancing core, 2 edema, ET = 4 (2018–2021) or 3
 //! (2023+). Regions: WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}.
 
-use crate::modality::{LabelConvention, Region};
+use crate::data::modality::{LabelConvention, Region};
 
 /// Whether a voxel with `label` belongs to `region`.
 pub fn in_region(label: u8, region: Region, labels: LabelConvention) -> bool {

@@ -21,8 +21,8 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{TensorPrimitive, activation};
 
-use crate::conv_grad::{cast, same, tensor};
-use crate::model::{affine, normalise};
+use crate::nn::conv_grad::{cast, same, tensor};
+use crate::nn::model::{affine, normalise};
 
 /// `group_norm(norm, x)`, followed by a ReLU when `relu`, as one autodiff operation when `B` is
 /// `Autodiff` of a GPU backend listed in `grads` and the norm is affine; `Err(x)` back otherwise.
@@ -31,7 +31,7 @@ pub fn try_group_norm<B: Backend>(
     x: Tensor<B, 5>,
     relu: bool,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    crate::grads::on_gpu(NormOn { norm, x, relu }).map_err(|op| op.x)
+    crate::nn::grads::on_gpu(NormOn { norm, x, relu }).map_err(|op| op.x)
 }
 
 /// A GroupNorm waiting for its backend (`grads::on_gpu`).
@@ -41,8 +41,8 @@ struct NormOn<'a, B: Backend> {
     relu: bool,
 }
 
-impl<B: Backend> crate::grads::OnAutodiff<B> for NormOn<'_, B> {
-    fn on<I: crate::conv_grad::ConvGrads>(self) -> Result<Tensor<B, 5>, Self> {
+impl<B: Backend> crate::nn::grads::OnAutodiff<B> for NormOn<'_, B> {
+    fn on<I: crate::nn::conv_grad::ConvGrads>(self) -> Result<Tensor<B, 5>, Self> {
         let NormOn { norm, x, relu } = self;
         on::<B, I>(norm, x, relu).map_err(|x| NormOn { norm, x, relu })
     }

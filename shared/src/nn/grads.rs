@@ -17,7 +17,7 @@ use std::any::TypeId;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 
-use crate::conv_grad::ConvGrads;
+use crate::nn::conv_grad::ConvGrads;
 
 /// An operation with nvnet's backward, on whatever backend `B` turns out to be.
 pub(crate) trait OnAutodiff<B: Backend>: Sized {
@@ -47,9 +47,9 @@ macro_rules! gpu_backends {
                     k: [usize; 3],
                     options: &burn::tensor::ops::ConvOptions<3>,
                 ) -> burn::tensor::ops::FloatTensor<Self> {
-                    crate::conv_grad::weight_grad_by_taps::<$backend>(
-                        crate::conv_grad::tensor(x),
-                        crate::conv_grad::tensor(grad),
+                    crate::nn::conv_grad::weight_grad_by_taps::<$backend>(
+                        crate::nn::conv_grad::tensor(x),
+                        crate::nn::conv_grad::tensor(grad),
                         k,
                         options,
                     )
@@ -91,7 +91,7 @@ macro_rules! gpu_backends {
 }
 
 gpu_backends!(
-    "wgpu": crate::backend::Wgpu,
+    "wgpu": crate::device::backend::Wgpu,
     "cuda": burn::backend::Cuda<f32>,
     "cuda": burn::backend::Cuda<burn::tensor::bf16>,
     "cuda": burn::backend::Cuda<burn::tensor::f16>,

@@ -13,8 +13,8 @@ use burn::tensor::DType;
 use burn_store::{ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore};
 use serde::Deserialize;
 
-use crate::modality::Modality;
-use crate::model::{ConfigError, NvNet, NvNetConfig};
+use crate::data::modality::Modality;
+use crate::nn::model::{ConfigError, NvNet, NvNetConfig};
 
 mod manifest;
 mod monai;
@@ -168,7 +168,7 @@ pub fn save<B: Backend>(
         },
         e => e,
     })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|error| WeightsError::Io { file, error })
+    crate::io::fsutil::write_atomic(path, &bytes).map_err(|error| WeightsError::Io { file, error })
 }
 
 /// Read the manifest of a burnpack file without building the network.
@@ -347,17 +347,18 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 /// synthetic phantoms (`nvnet synth`) — a demonstration, not for clinical use. How it was made
 /// and how well it does: docs/TRAINING.md.
 pub fn default_model() -> Option<&'static [u8]> {
-    Some(include_bytes!("../../models/default.bpk"))
+    Some(include_bytes!("../../../models/default.bpk"))
 }
 
 /// A weights file's name (for messages) and its bytes, at most `MAX_WEIGHTS_BYTES`.
 fn read_weights_file(path: &Path) -> Result<(String, Vec<u8>), WeightsError> {
     let file = path.display().to_string();
-    let bytes =
-        crate::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| WeightsError::Io {
+    let bytes = crate::io::fsutil::read_regular(path, MAX_WEIGHTS_BYTES).map_err(|error| {
+        WeightsError::Io {
             file: file.clone(),
             error,
-        })?;
+        }
+    })?;
     Ok((file, bytes))
 }
 
@@ -382,7 +383,7 @@ pub fn load_file<B: Backend>(
     #[cfg(feature = "pytorch")]
     if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
         // burn-store trusts the file: bound what it inflates and builds first.
-        crate::torch_checkpoint::check(&bytes, MAX_WEIGHTS_BYTES).map_err(|why| {
+        crate::io::torch_checkpoint::check(&bytes, MAX_WEIGHTS_BYTES).map_err(|why| {
             WeightsError::Format {
                 file: file.clone(),
                 why,
@@ -442,7 +443,7 @@ pub(super) fn check_holds_weights(
         ..config.clone()
     };
     let shape = [config.size_multiple(); 3];
-    let params = crate::info::summarize(&segmentation, shape).params as u64;
+    let params = crate::nn::info::summarize(&segmentation, shape).params as u64;
     if params * bytes_per_param > file_bytes as u64 {
         return Err(WeightsError::Format {
             file: file.to_string(),
@@ -503,7 +504,7 @@ mod tests {
     use super::*;
     use burn::module::{ModuleMapper, Param};
 
-    type B = crate::backend::Cpu;
+    type B = crate::device::backend::Cpu;
 
     fn small() -> (NvNet<B>, Manifest) {
         let config = NvNetConfig {

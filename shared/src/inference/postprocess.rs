@@ -7,8 +7,8 @@
 //! surrounds its core; when no component holds core, keep the largest. *Small ET* (docs/DESIGN.md §7) —
 //! relabel ET as 1 when there are fewer ET voxels than a threshold.
 
-use crate::labels;
-use crate::modality::{LabelConvention, Region};
+use crate::data::labels;
+use crate::data::modality::{LabelConvention, Region};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Postprocessing {

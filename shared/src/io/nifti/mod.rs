@@ -288,7 +288,7 @@ pub fn read_bytes_within(bytes: &[u8], name: &str, max_voxels: u64) -> Result<Im
 /// refused), and of a `.nii` only what its header announces.
 pub fn read_path(path: &std::path::Path) -> Result<Image, NiftiError> {
     let name = path.display().to_string();
-    let file = crate::fsutil::open_regular(path).map_err(|e| NiftiError {
+    let file = crate::io::fsutil::open_regular(path).map_err(|e| NiftiError {
         file: name.clone(),
         problem: e.to_string(),
     })?;

@@ -1,7 +1,7 @@
 //! Preprocessing (docs/DESIGN.md §2): per-channel z-score over the nonzero voxels, and the crop to the
 //! brain box with its exact inverse.
 //!
-//! Volumes here are in network order (see [`crate::volume`]): `channels` volumes of `dims`
+//! Volumes here are in network order (see [`crate::data::volume`]): `channels` volumes of `dims`
 //! one after the other, k fastest.
 
 /// MONAI `NormalizeIntensity(nonzero=True, channel_wise=True)`: in each channel the nonzero

@@ -29,7 +29,7 @@ use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::NvNet;
-use crate::loss::SegLoss;
+use crate::nn::loss::SegLoss;
 
 /// The shape of a step's samples and its loss.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +100,7 @@ fn share_gradients<B: AutodiffBackend>(
         device,
     );
     let out = model.forward_train(x.clone());
-    let terms = crate::loss::nvnet_loss(out, x, y, spec.loss, spec.dice_smooth);
+    let terms = crate::nn::loss::nvnet_loss(out, x, y, spec.loss, spec.dice_smooth);
     let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
     let losses = StepLosses {
         total: scalar(&terms.total),

@@ -1,7 +1,7 @@
 //! Architecture summary: parameters, forward FLOP and activation memory at a given input
 //! shape, computed from the configuration alone (no tensors are allocated).
 
-use crate::model::{NvNetConfig, VAE_CHANNELS, VAE_LATENT};
+use crate::nn::model::{NvNetConfig, VAE_CHANNELS, VAE_LATENT};
 
 /// One stage of the network at a given input shape.
 #[derive(Debug, Clone)]

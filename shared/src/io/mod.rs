@@ -1,0 +1,9 @@
+//! Files in and out: volumes (NIfTI), the network's weights and PyTorch checkpoints, `.npy`
+//! arrays, and writing a file so that a failure leaves what was there before.
+
+pub mod fsutil;
+pub mod nifti;
+pub mod npy;
+#[cfg(feature = "pytorch")]
+pub mod torch_checkpoint;
+pub mod weights;

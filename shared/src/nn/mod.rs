@@ -1,0 +1,24 @@
+//! The network (NvNet: encoder, decoder, VAE branch), its losses, its architecture summary,
+//! and the gradients nvnet computes itself where Burn's are slow or wrong (docs/DESIGN.md).
+
+#[cfg(feature = "autodiff")]
+pub mod conv_grad;
+#[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
+pub mod cpu_grad;
+#[cfg(feature = "autodiff")]
+#[cfg_attr(
+    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
+    allow(dead_code)
+)]
+pub mod grads;
+pub mod info;
+pub mod loss;
+pub mod model;
+#[cfg(feature = "autodiff")]
+// Without a GPU backend (and in the unit tests' build: `grads`) its operation has no caller.
+#[cfg_attr(
+    not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
+    allow(dead_code)
+)]
+pub mod norm_grad;
+pub mod upsample;
