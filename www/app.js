@@ -188,10 +188,30 @@ let busy = false;
 
 function setStatus(text) { $('status').textContent = text; }
 
-async function addFiles(list) {
-  const nifti = [...list].filter((f) => /\.nii(\.gz)?$/i.test(f.name));
+// A DICOM file: "DICM" after its 128-byte preamble.
+async function isDicom(file) {
+  if (file.size < 132) return false;
+  const head = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return String.fromCharCode(...head) === 'DICM';
+}
+
+async function addFiles(given) {
+  // A copy: the file input's list empties when the input is reset, as it is after a choice.
+  const list = [...given];
+  const nifti = list.filter((f) => /\.nii(\.gz)?$/i.test(f.name));
   if (nifti.length === 0) {
-    setStatus(`error: ${[...list].map((f) => f.name).join(', ') || 'nothing'}: no NIfTI file (.nii or .nii.gz)`);
+    // No NIfTI file: a DICOM exam (a folder from the scanner or PACS) is read as one case, its
+    // series chosen by their names in the worker, as `nvnet predict` chooses them.
+    const dicom = [];
+    for (const f of list) if (await isDicom(f)) dicom.push(f);
+    if (dicom.length === 0) {
+      setStatus(`error: ${list.map((f) => f.name).join(', ') || 'nothing'}: no NIfTI file (.nii or .nii.gz) and no DICOM file`);
+      return;
+    }
+    await ready;
+    files = dicom.map((file) => ({ file, role: 'dicom' }));
+    renderFiles();
+    await check();
     return;
   }
   await ready;
@@ -209,7 +229,14 @@ async function addFiles(list) {
 function renderFiles() {
   const body = $('files').querySelector('tbody');
   body.replaceChildren();
-  for (const f of files) {
+  const exam = files.filter((f) => f.role === 'dicom');
+  if (exam.length) {
+    const tr = document.createElement('tr');
+    const size = exam.reduce((n, f) => n + f.file.size, 0);
+    tr.append(cell(`DICOM exam: ${exam.length} file(s)`), cell(formatBytes(size)), cell('series chosen by their names'));
+    body.append(tr);
+  }
+  for (const f of files.filter((f) => f.role !== 'dicom')) {
     const tr = document.createElement('tr');
     const select = document.createElement('select');
     for (const [value, text] of ROLES) select.add(new Option(text, value, false, value === f.role));
@@ -229,7 +256,8 @@ function formatBytes(n) {
 
 function request() {
   const used = files.filter((f) => f.role !== 'ignore' && f.role !== 'seg');
-  return { files: used.map((f) => f.file), names: used.map((f) => f.file.name), roles: used.map((f) => f.role) };
+  // A DICOM file's path in its folder names it in messages (its name alone, IM0001, says little).
+  return { files: used.map((f) => f.file), names: used.map((f) => (f.role === 'dicom' && f.file.webkitRelativePath) || f.file.name), roles: used.map((f) => f.role) };
 }
 
 // Each check has a number: only the latest one's answer is shown (an earlier one can finish
@@ -241,7 +269,8 @@ async function check() {
   // Also tells a segmentation still running that its files are no longer the page's.
   checked = null;
   $('segment').disabled = true;
-  const missing = ['t1', 't1ce', 't2', 'flair'].filter((m) => !files.some((f) => f.role === m));
+  const dicom = files.some((f) => f.role === 'dicom');
+  const missing = dicom ? [] : ['t1', 't1ce', 't2', 'flair'].filter((m) => !files.some((f) => f.role === m));
   if (missing.length) {
     $('check').textContent = '';
     setStatus(`error: missing modality: ${missing.join(', ')} (choose it in the table)`);
@@ -263,6 +292,7 @@ async function check() {
     if (mine !== checkNumber) return;
     checked = r;
     $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; the four modalities share one grid.`
+      + (r.series ? ` Series: ${r.series}.` : '')
       + (r.warnings.length ? ` Warnings: ${r.warnings.join('; ')}` : '');
     statusAfterCheck = 'ready to segment';
     setStatus(statusAfterCheck);

@@ -33,6 +33,19 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     }
 }
 
+/// `t1ce=7`: a modality and a DICOM series (its SeriesNumber or SeriesInstanceUID).
+pub fn parse_series(text: &str) -> Result<(nvnet::Modality, String), String> {
+    let (m, series) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not MODALITY=SERIES, like t1ce=7"))?;
+    let m = m.parse().map_err(|e| format!("{e}"))?;
+    let series = series.trim();
+    if series.is_empty() {
+        return Err(format!("'{text}' names no series"));
+    }
+    Ok((m, series.to_string()))
+}
+
 /// A case layout's name: brats2018 (also 2019–2021) or brats2023 (also 2024).
 pub fn parse_layout(text: &str) -> Result<nvnet::data::case::Layout, String> {
     use nvnet::data::case::Layout;

@@ -743,3 +743,160 @@ fn capped_gpu_limits_tile_a_case_in_windows_that_fit_on_wgpu() {
     let same = la.iter().zip(&lb).filter(|(x, y)| x == y).count() as f64 / la.len() as f64;
     assert!(same >= 0.999, "wgpu and cpu agree on {same}");
 }
+
+/// A scanner's export of a case (`nvnet synth --dicom`: four DICOM series, one file per slice)
+/// is segmented exactly as its NIfTI files are, and `inspect` reports it; the exams of
+/// testdata/dicom/bad are refused naming the series or file, and leave no output.
+#[test]
+fn a_dicom_exam_segments_as_its_nifti_files_and_bad_exams_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, exams) = (dir.path().join("data"), dir.path().join("dicom"));
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&root),
+        "--cases",
+        "1",
+        "--shape",
+        "40,40,32",
+        "--seed",
+        "3",
+        "--dicom",
+        s(&exams),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exam = exams.join("Phantom-00000");
+    let out = nvnet(&["inspect", s(&exam)]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for line in [
+        "t1ce   <- series 2 'T1 MPRAGE POST GD'",
+        "flair  <- series 4",
+        "accepted",
+    ] {
+        assert!(t.contains(line), "'{line}' not in:\n{t}");
+    }
+    let predict = |input: &Path, output: &Path| {
+        nvnet(&[
+            "predict",
+            "--weights",
+            s(&testdata(MODEL)),
+            "--input",
+            s(input),
+            "--output",
+            s(output),
+            "--no-tta",
+        ])
+    };
+    let (from_nifti, from_dicom) = (dir.path().join("a"), dir.path().join("b"));
+    let out = predict(&root.join("Phantom-00000"), &from_nifti);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = predict(&exam, &from_dicom);
+    assert!(out.status.success(), "{}", text(&out));
+    let a = nifti::read_path(&from_nifti.join("Phantom-00000.nii.gz")).unwrap();
+    let b = nifti::read_path(&from_dicom.join("Phantom-00000.nii.gz")).unwrap();
+    assert_eq!(a.voxels, b.voxels, "the label maps differ");
+    assert!(a.voxels.len() == 40 * 40 * 32);
+    let d = a.geometry.affine_difference(&b.geometry);
+    assert!(d < 1e-4, "the grids differ by {d} mm");
+
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("dicom/bad/expected.json")).unwrap(),
+    )
+    .unwrap();
+    for (name, words) in expected.as_object().unwrap() {
+        let output = dir.path().join(format!("bad-{name}"));
+        let out = predict(&testdata(&format!("dicom/bad/{name}")), &output);
+        let t = text(&out);
+        assert!(!out.status.success(), "{name}: accepted\n{t}");
+        assert!(!t.contains("panicked"), "{name}: {t}");
+        for w in words.as_array().unwrap() {
+            assert!(
+                t.contains(w.as_str().unwrap()),
+                "{name}: '{w}' not in:\n{t}"
+            );
+        }
+        let written = std::fs::read_dir(&output).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".nii.gz"))
+            })
+            .count()
+        });
+        assert_eq!(written, 0, "{name}: a label map was written");
+    }
+}
+
+/// The whole chain on a phantom exam acquired as a real one is (`nvnet synth --dicom --moved`:
+/// the T1 sagittal, the T2 oblique with 3 mm slices, the FLAIR with 5 mm slices, the head moved
+/// by up to 3 mm and 4° before each): `nvnet predict` on the DICOM folder registers and resamples
+/// the series, segments, and writes the label map on the T1ce's grid, where its Dice against the
+/// phantom's truth is near that of the same model on the ideal case (the NIfTI files on one grid).
+#[test]
+fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, exams) = (dir.path().join("data"), dir.path().join("dicom"));
+    let out = nvnet(&[
+        "synth",
+        "--out",
+        s(&root),
+        "--cases",
+        "1",
+        "--seed",
+        "77",
+        "--window",
+        "96,96,64",
+        "--dicom",
+        s(&exams),
+        "--moved",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dice = |input: &Path, name: &str| -> Vec<f64> {
+        let pred = dir.path().join(name);
+        let out = nvnet(&[
+            "predict",
+            "--weights",
+            "default",
+            "--input",
+            s(input),
+            "--output",
+            s(&pred),
+            "--no-tta",
+        ]);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        eprintln!("{name}: {t}");
+        let csv = dir.path().join(format!("{name}.csv"));
+        let out = nvnet(&[
+            "evaluate",
+            "--pred",
+            s(&pred),
+            "--gt",
+            s(&root),
+            "--out",
+            s(&csv),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let table = std::fs::read_to_string(&csv).unwrap();
+        let row: Vec<f64> = table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        vec![row[0], row[4], row[8]]
+    };
+    let ideal = dice(&root.join("Phantom-00000"), "ideal");
+    let exam = dice(&exams.join("Phantom-00000"), "exam");
+    eprintln!("Dice WT, TC, ET: ideal {ideal:?}, from the moved exam {exam:?}");
+    for (r, name) in ["WT", "TC", "ET"].iter().enumerate() {
+        assert!(
+            exam[r] >= 0.95 * ideal[r],
+            "{name}: Dice {} from the exam, {} from the ideal case",
+            exam[r],
+            ideal[r]
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! - `data`: cases and their names, labels, preprocessing, phantoms;
 //! - `nn`: the network, its losses and its gradients;
 //! - `device`: the backends and opening a GPU;
+//! - `prepare`: an exam's series brought onto one grid (resampling, rigid registration);
 //! - `inference`: sliding-window segmentation and post-processing;
 //! - `train`: the training loop, its cache and checkpoints, several devices;
 //! - `metrics`: Dice and the Hausdorff distance.
@@ -18,6 +19,7 @@ pub mod inference;
 pub mod io;
 pub mod metrics;
 pub mod nn;
+pub mod prepare;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -6,12 +6,14 @@
 mod common;
 #[cfg(feature = "cuda")]
 mod cuda_reference;
+mod dicom_reference;
 mod inference_reference;
 mod learning;
 mod matmul_bounds;
 mod model_reference;
 mod nifti_bad_input;
 mod nifti_reference;
+mod registration;
 mod volumes;
 mod wgpu_reference;
 

@@ -171,6 +171,73 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     );
 }
 
+/// A DICOM exam from the scanner (a phantom exported by `nvnet synth --dicom`: four series, one
+/// file per slice, every file named IM0001...) given to the page as files segments on the CPU
+/// fallback, its series chosen by their names, and the download equals `nvnet predict` on the
+/// exam's folder. The CPU fallback: reading DICOM is the same wasm on either backend, and the
+/// WebGPU path is the first test's.
+#[test]
+fn a_dicom_exam_segments_like_nvnet_predict_on_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nifti_root, exams) = (dir.path().join("nifti"), dir.path().join("dicom"));
+    let out = std::process::Command::new(nvnet_e2e::nvnet_binary())
+        .args([
+            "synth", "--cases", "1", "--seed", "77", "--window", "64,64,48", "--out",
+        ])
+        .arg(&nifti_root)
+        .arg("--dicom")
+        .arg(&exams)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exam = exams.join("Phantom-00000");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&exam)
+        .unwrap()
+        .flat_map(|series| std::fs::read_dir(series.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4 * 48);
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), NO_WEBGPU_FLAGS, "");
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&files, "Phantom-00000"),
+        false,
+        "dicom",
+    );
+    assert_eq!(run.backend, "cpu");
+    let check = page.text(&mut b, "check").unwrap_or_default();
+    assert!(
+        check.contains("t1ce series 2 'T1 MPRAGE POST GD'"),
+        "{check}"
+    );
+    let native_dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(nvnet_e2e::nvnet_binary())
+        .args(["predict", "--weights", "default", "--no-tta", "--input"])
+        .arg(&exam)
+        .arg("--output")
+        .arg(native_dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_matches_native(
+        &run.download,
+        &native_dir.path().join("Phantom-00000.nii.gz"),
+    );
+}
+
 /// WebGPU that does not answer in time (here within a millisecond; a hung driver never does) is
 /// given up for the CPU, with a notice that says why; the page is then ready for a case.
 #[test]

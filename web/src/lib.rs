@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use burn::prelude::Backend;
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
 use nvnet::data::case::{self, Case, Layout, Role};
+use nvnet::data::exam::Exam;
 use nvnet::data::labels::RegionCounts;
 use nvnet::device::gpu::{self, GpuFault, GpuLimits};
 use nvnet::inference::Segmentation;
@@ -242,12 +243,54 @@ pub fn detect_role(name: &str) -> String {
     }
 }
 
-/// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`, or
-/// `ignore`) and check them as one case, with the library's checks.
-fn read_case(names: &Array, files: &Array, roles: &Array) -> Result<Case, JsError> {
+/// Whether a file's first bytes are a DICOM file's (the page looks before it sends the files).
+#[wasm_bindgen]
+pub fn is_dicom(head: &[u8]) -> bool {
+    nvnet::io::dicom::is_dicom(head)
+}
+
+/// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`,
+/// `dicom` or `ignore`) and check them as one case, with the library's checks. The files of
+/// role `dicom` are one exam, its series chosen by their names as `nvnet predict` chooses them.
+fn read_case(
+    names: &Array,
+    files: &Array,
+    roles: &Array,
+) -> Result<(Case, Option<String>), JsError> {
     let n = names.length();
     if files.length() != n || roles.length() != n {
         return Err(error("names, files and roles differ in length"));
+    }
+    let role = |i: u32| roles.get(i).as_string().unwrap_or_default();
+    if (0..n).any(|i| role(i) == "dicom") {
+        let mut exam_files = Vec::new();
+        for i in (0..n).filter(|&i| role(i) == "dicom") {
+            let name = names.get(i).as_string().unwrap_or_default();
+            let bytes = files
+                .get(i)
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| error(format!("{name}: not a byte array")))?
+                .to_vec();
+            exam_files.push((name, bytes));
+        }
+        let exam = Exam::scan(&exam_files, "the dropped exam").map_err(error)?;
+        let chosen = exam
+            .choose(&[])
+            .map_err(error)?
+            .iter()
+            .map(|(m, i)| format!("{m} {}", exam.scan.series[*i].label()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let prepared = exam.load_case(&exam_files, &[]).map_err(error)?;
+        if prepared.resampled() {
+            // The page's viewer and download take the case's grid; the way back onto the
+            // reference series' grid is the CLI's for now.
+            return Err(error(
+                "the exam's series are on different grids: the page does not register and \
+                 resample them yet; use `nvnet predict --input` on the exam's folder",
+            ));
+        }
+        return Ok((prepared.case, Some(chosen)));
     }
     let mut images = Vec::new();
     let mut seg = None;
@@ -274,15 +317,17 @@ fn read_case(names: &Array, files: &Array, roles: &Array) -> Result<Case, JsErro
         used_names.push(name);
     }
     let id = case::case_id_of_names(&used_names);
-    Case::from_images(&id, Layout::Loose, images, seg).map_err(error)
+    let case = Case::from_images(&id, Layout::Loose, images, seg).map_err(error)?;
+    Ok((case, None))
 }
 
 /// Read and check a case without segmenting it: JSON `{id, dims, spacing, warnings}`, or an
 /// error naming the file and the problem.
 #[wasm_bindgen]
 pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, JsError> {
-    let case = read_case(&names, &files, &roles)?;
+    let (case, series) = read_case(&names, &files, &roles)?;
     Ok(json!({
+        "series": series,
         "id": case.id,
         "dims": case.dims(),
         "spacing": case.geometry().spacing(),
@@ -359,7 +404,7 @@ pub async fn segment(
     {
         return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
     }
-    let case = read_case(&names, &files, &roles)?;
+    let (case, _) = read_case(&names, &files, &roles)?;
     enum Which {
         Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),
         Cpu,

@@ -1,5 +1,5 @@
-//! `nvnet inspect`: a NIfTI file, a case folder or a dataset root loaded exactly as the other
-//! commands load it, and reported.
+//! `nvnet inspect`: a NIfTI file, a case folder, a dataset root or a DICOM exam (a folder or
+//! one file) loaded exactly as the other commands load it, and reported.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use nvnet::LabelConvention;
 use nvnet::data::case::{self, Case, Input};
+use nvnet::data::exam::{Exam, Kind};
 use nvnet::data::labels::{self, RegionCounts};
+use nvnet::io::dicom::{self, Files, Folder};
 use nvnet::io::nifti::{self, Geometry, Image};
 use serde_json::{Value, json};
 
@@ -88,6 +90,14 @@ fn warn_all<'a>(warnings: impl Iterator<Item = &'a String>) {
 fn inspect(path: &Path, as_json: bool) -> Result<bool> {
     // Anything but a folder is read as a file, which says what is wrong with it (missing, a
     // named pipe, a device, ...).
+    if path.is_dir() && dicom::holds_exam(path) {
+        let files = Folder::walk(path)?;
+        return exam(&files, &path.display().to_string(), as_json);
+    }
+    if !path.is_dir() && std::fs::read(path).is_ok_and(|b| dicom::is_dicom(&b)) {
+        let files = vec![(file_name(path), std::fs::read(path)?)];
+        return exam(&files, &path.display().to_string(), as_json);
+    }
     if !path.is_dir() {
         let image = nifti::read_path(path)?;
         warn_all(image.warnings.iter());
@@ -163,6 +173,110 @@ fn inspect(path: &Path, as_json: bool) -> Result<bool> {
             Ok(failed.is_empty())
         }
     }
+}
+
+/// The plane a grid's slices lie in, from its slice axis.
+fn plane(g: &Geometry) -> &'static str {
+    let axis = [0, 1, 2].map(|r| g.affine[r][2]);
+    let n = axis.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let largest = (0..3)
+        .max_by(|&a, &b| axis[a].abs().total_cmp(&axis[b].abs()))
+        .unwrap_or(2);
+    if n == 0.0 || axis[largest].abs() / n < 0.99 {
+        "oblique"
+    } else {
+        ["sagittal", "coronal", "axial"][largest]
+    }
+}
+
+/// Each series of a DICOM exam: what it is, its grid and values; then the case it gives.
+/// Returns whether the exam gives a case.
+fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
+    let exam = Exam::scan(files, folder)?;
+    for notice in &exam.scan.notices {
+        eprintln!("note: {notice}");
+    }
+    let mut series = Vec::new();
+    for (s, kind) in exam.scan.series.iter().zip(&exam.kinds) {
+        let mut v = json!({
+            "uid": s.uid(),
+            "number": s.number(),
+            "description": s.description(),
+            "protocol": s.protocol(),
+            "images": s.slices.len(),
+            "transfer_syntax": s.slices[0].transfer_syntax,
+        });
+        match kind {
+            Kind::Modality(m) => v["modality"] = json!(m.name()),
+            Kind::Other(why) => v["not_used"] = json!(why),
+        }
+        match s.load(files) {
+            Ok(image) => {
+                let g = &image.geometry;
+                let (min, max) = image.min_max();
+                v["shape"] = json!(g.dims);
+                v["spacing"] = json!(g.spacing());
+                v["plane"] = json!(plane(g));
+                v["affine"] = json!(g.affine);
+                v["min"] = json!(min);
+                v["max"] = json!(max);
+            }
+            Err(e) => v["problem"] = json!(e.to_string()),
+        }
+        series.push(v);
+    }
+    let choice = exam.choose(&[]);
+    if as_json {
+        let mut v = json!({ "id": exam.id, "series": series, "notices": exam.scan.notices });
+        match &choice {
+            Ok(c) => {
+                let chosen: BTreeMap<&str, Value> = c
+                    .iter()
+                    .map(|(m, i)| (m.name(), json!(exam.scan.series[*i].uid())))
+                    .collect();
+                v["chosen"] = json!(chosen);
+            }
+            Err(e) => v["problem"] = json!(e.to_string()),
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("DICOM exam {} ({} series)", exam.id, series.len());
+        for v in &series {
+            let what = v["modality"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("not used: {}", v["not_used"].as_str().unwrap_or("")));
+            println!(
+                "  series {:>4}  {:<30} {:>4} images  {}",
+                v["number"],
+                format!("'{}'", v["description"].as_str().unwrap_or("")),
+                v["images"],
+                what
+            );
+            match v["problem"].as_str() {
+                Some(p) => println!("      cannot be read: {p}"),
+                None => println!(
+                    "      {} {} voxels, spacing {} mm, values {} .. {}  uid {}",
+                    v["plane"].as_str().unwrap_or(""),
+                    v["shape"],
+                    v["spacing"],
+                    v["min"],
+                    v["max"],
+                    v["uid"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        match &choice {
+            Ok(c) => {
+                for (m, i) in c {
+                    println!("  {:<6} <- {}", m.name(), exam.scan.series[*i].label());
+                }
+                println!("accepted");
+            }
+            Err(e) => println!("refused: {e}"),
+        }
+    }
+    Ok(choice.is_ok())
 }
 
 fn print_case(case: &Case, v: &Value) {

@@ -9,15 +9,18 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use nvnet::data::case::{self, Case, CaseFiles, Input};
+use nvnet::data::exam::Exam;
 use nvnet::data::labels::RegionCounts;
 use nvnet::device::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
+use nvnet::io::dicom::{self, Folder};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
+use nvnet::prepare::Prepared;
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
-use crate::values::{gib, parse_bytes, parse_shape};
+use crate::values::{gib, parse_bytes, parse_series, parse_shape};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,9 +28,14 @@ pub struct Args {
     /// embedded model). Several: an ensemble (mean of the probabilities).
     #[arg(long, required = true)]
     weights: Vec<String>,
-    /// A case folder, a dataset root of case folders, or loose files (repeat --input).
+    /// A case folder, a dataset root of case folders, loose files (repeat --input), or a DICOM
+    /// exam's folder (any depth, several series mixed).
     #[arg(long)]
     input: Vec<PathBuf>,
+    /// A DICOM exam's series for a modality, by SeriesNumber or SeriesInstanceUID, where the
+    /// series' names do not say it: `--series t1ce=7` (repeat for others).
+    #[arg(long, value_parser = parse_series)]
+    series: Vec<(Modality, String)>,
     #[arg(long)]
     t1: Option<PathBuf>,
     #[arg(long)]
@@ -85,6 +93,7 @@ impl Args {
         let Args {
             weights,
             input,
+            series,
             t1,
             t1ce,
             t2,
@@ -123,6 +132,7 @@ impl Args {
         let args = Request {
             weights,
             inputs: input,
+            series,
             given,
             output,
             modalities,
@@ -179,6 +189,8 @@ fn cpu_memory_cap(device: DeviceKind, budget: u64) -> u64 {
 struct Request {
     weights: Vec<String>,
     inputs: Vec<PathBuf>,
+    /// The DICOM series chosen for modalities.
+    series: Vec<(Modality, String)>,
     given: BTreeMap<Modality, PathBuf>,
     output: PathBuf,
     modalities: Option<Vec<Modality>>,
@@ -191,20 +203,74 @@ struct Request {
     verbose: bool,
 }
 
+/// What one case is read from.
+enum Source {
+    /// BraTS-style NIfTI files.
+    Files(CaseFiles),
+    /// A DICOM exam: its headers read, its pixels read when it is segmented.
+    Dicom { exam: Box<Exam>, files: Folder },
+}
+
+impl Source {
+    fn id(&self) -> &str {
+        match self {
+            Source::Files(f) => &f.id,
+            Source::Dicom { exam, .. } => &exam.id,
+        }
+    }
+
+    fn load(&self, series: &[(Modality, String)]) -> Result<Prepared> {
+        Ok(match self {
+            Source::Files(f) => Prepared::as_it_is(Case::load(f)?, Modality::T1ce),
+            Source::Dicom { exam, files } => exam.load_case(files, series)?,
+        })
+    }
+
+    fn paths(&self) -> Vec<&Path> {
+        match self {
+            Source::Files(f) => f
+                .modalities
+                .values()
+                .chain(&f.seg)
+                .map(|p| p.as_path())
+                .collect(),
+            Source::Dicom { files, .. } => (0..dicom::Files::len(files))
+                .map(|i| files.path(i))
+                .collect(),
+        }
+    }
+}
+
 /// The cases to run, and the inputs refused before any work.
-fn collect_cases(args: &Request) -> Result<(Vec<CaseFiles>, Vec<String>)> {
+fn collect_cases(args: &Request) -> Result<(Vec<Source>, Vec<String>)> {
     let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
         args.inputs.iter().partition(|p| p.is_dir());
     let mut cases = Vec::new();
     let mut refused = Vec::new();
     for dir in dirs {
+        if dicom::holds_exam(dir) {
+            let files = Folder::walk(dir)?;
+            let exam = Exam::scan(&files, &dir.display().to_string())?;
+            for notice in &exam.scan.notices {
+                eprintln!("note: {notice}");
+            }
+            // The choice of series is checked now, before any work.
+            if let Err(e) = exam.choose(&args.series) {
+                bail!("{e}\nname a modality's series with --series MODALITY=NUMBER (or its UID)");
+            }
+            cases.push(Source::Dicom {
+                exam: Box::new(exam),
+                files,
+            });
+            continue;
+        }
         match case::discover(dir)? {
-            Input::Case(c) => cases.push(c),
+            Input::Case(c) => cases.push(Source::Files(c)),
             Input::Dataset {
                 cases: cs,
                 problems,
             } => {
-                cases.extend(cs);
+                cases.extend(cs.into_iter().map(Source::Files));
                 refused.extend(problems.iter().map(|e| e.to_string()));
             }
         }
@@ -216,7 +282,7 @@ fn collect_cases(args: &Request) -> Result<(Vec<CaseFiles>, Vec<String>)> {
             }
         }
         let owned: Vec<PathBuf> = files.into_iter().cloned().collect();
-        cases.push(CaseFiles::from_loose(&owned, &args.given)?);
+        cases.push(Source::Files(CaseFiles::from_loose(&owned, &args.given)?));
     }
     if cases.is_empty() && refused.is_empty() {
         bail!(
@@ -317,8 +383,8 @@ fn run<B: Backend>(
     nvnet::io::fsutil::remove_stale_temps(&args.output);
     // Every file this run reads: no output may replace one (by any name or link).
     let mut inputs = nvnet::io::fsutil::Inputs::default();
-    for files in &cases {
-        for path in files.modalities.values().chain(&files.seg) {
+    for source in &cases {
+        for path in source.paths() {
             inputs.add(path);
         }
     }
@@ -337,10 +403,10 @@ fn run<B: Backend>(
     );
     cases_bar.set_prefix("predict");
     let start = Instant::now();
-    for files in &cases {
-        cases_bar.set_message(files.id.clone());
+    for source in &cases {
+        cases_bar.set_message(source.id().to_string());
         match predict_case(
-            &models, &manifest, files, &args, &inputs, device, &cases_bar,
+            &models, &manifest, source, &args, &inputs, device, &cases_bar,
         ) {
             Ok(line) => cases_bar.suspend(|| println!("{line}")),
             Err(e) => {
@@ -362,14 +428,14 @@ fn run<B: Backend>(
 fn predict_case<B: Backend>(
     models: &[NvNet<B>],
     manifest: &Manifest,
-    files: &CaseFiles,
+    source: &Source,
     args: &Request,
     inputs: &nvnet::io::fsutil::Inputs,
     device: &B::Device,
     bar: &ProgressBar,
 ) -> Result<String> {
     let t = Instant::now();
-    let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", files.id));
+    let out = |suffix: &str| args.output.join(format!("{}{suffix}.nii.gz", source.id()));
     // Refused before any work: an output that would replace one of the run's inputs.
     for suffix in ["", "_prob", "_uncertainty"] {
         let path = out(suffix);
@@ -377,15 +443,34 @@ fn predict_case<B: Backend>(
             .check_output(&path)
             .with_context(|| path.display().to_string())?;
     }
-    let case = Case::load(files)?;
+    let prepared = source.load(&args.series)?;
+    let case = &prepared.case;
     for w in case.warnings() {
         bar.suspend(|| eprintln!("warning: {w}"));
+    }
+    for (m, r) in &prepared.registrations {
+        bar.suspend(|| {
+            eprintln!(
+                "{}: {m} registered to {} (NMI {:.3}, {} evaluations)",
+                case.id, prepared.reference, r.nmi, r.evaluations
+            )
+        });
+    }
+    if prepared.resampled() {
+        bar.suspend(|| {
+            eprintln!(
+                "warning: {}: the series were resampled onto one 1 mm grid and the label map is \
+                 written on the {} series' grid; nvnet does not remove the skull yet: give \
+                 skull-stripped series",
+                case.id, prepared.reference
+            )
+        });
     }
     let windows_bar = bar.clone();
     let seg = inference::segment(
         models,
         &manifest.outputs,
-        &case,
+        case,
         &manifest.modalities,
         &args.options,
         device,
@@ -411,17 +496,22 @@ fn predict_case<B: Backend>(
             )
         });
     }
-    let grid = case.geometry();
-    let mut files = vec![(out(""), OutputData::Labels(&seg.labels))];
-    let floats = |values| OutputData::Floats {
-        values,
-        channels: seg.outputs.len(),
-    };
+    // On the reference series' own grid (the case's, unless it was resampled).
+    let grid = &prepared.native;
+    let channels = seg.outputs.len();
+    let labels = prepared.to_native(&seg.labels, 1, 0u8);
+    let probabilities = prepared.to_native(&seg.probabilities, channels, 0f32);
+    let uncertainty = seg
+        .uncertainty
+        .as_ref()
+        .map(|u| prepared.to_native(u, channels, 0f32));
+    let mut files = vec![(out(""), OutputData::Labels(&labels))];
+    let floats = |values| OutputData::Floats { values, channels };
     if args.save_probabilities {
-        files.push((out("_prob"), floats(&seg.probabilities)));
+        files.push((out("_prob"), floats(&probabilities)));
     }
     if args.save_uncertainty {
-        match &seg.uncertainty {
+        match &uncertainty {
             Some(u) => files.push((out("_uncertainty"), floats(u))),
             None => bar.suspend(|| {
                 eprintln!(
@@ -447,7 +537,7 @@ fn predict_case<B: Backend>(
         .collect();
     nvnet::io::fsutil::write_all_atomic(&unit)
         .map_err(|(path, e)| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let counts = RegionCounts::of(&seg.labels, args.options.labels);
+    let counts = RegionCounts::of(&labels, args.options.labels);
     let [wt, tc, et] = counts.millilitres(grid.spacing());
     Ok(format!(
         "{}: {:.1} s  WT {wt:.1} mL  TC {tc:.1} mL  ET {et:.1} mL  -> {}",

@@ -31,6 +31,15 @@ pub struct Args {
     /// Keep only a window of this many voxels around the tumour (a small full-resolution case).
     #[arg(long, value_parser = parse_shape)]
     window: Option<[usize; 3]>,
+    /// Also write each case as a DICOM exam (four series, one file per slice) in this folder:
+    /// `<DIR>/<ID>/<modality>/IM0001...`.
+    #[arg(long)]
+    dicom: Option<PathBuf>,
+    /// With --dicom: acquire the series as a real exam's, each on a grid of its own (T1
+    /// sagittal, T2 oblique with 3 mm slices, FLAIR with 5 mm slices; the T1ce on the phantom's
+    /// grid) with the head moved by a few millimetres and degrees before each.
+    #[arg(long, requires = "dicom")]
+    moved: bool,
     /// Also draw axial slices of the first two cases into this PNG.
     #[arg(long)]
     preview: Option<PathBuf>,
@@ -46,6 +55,8 @@ impl Args {
             layout,
             first,
             window,
+            dicom,
+            moved,
             preview,
         } = self;
         let (out, preview) = (out.as_path(), preview.as_deref());
@@ -66,6 +77,16 @@ impl Args {
                 phantom = phantom.window(size);
             }
             let folder = synth::write_case(&phantom, out, layout)?;
+            if let Some(dir) = &dicom {
+                let acquisition = if moved {
+                    synth::Acquisition::Moved {
+                        seed: seed ^ index as u64,
+                    }
+                } else {
+                    synth::Acquisition::OneGrid
+                };
+                synth::write_exam(&phantom, dir, acquisition).map_err(anyhow::Error::msg)?;
+            }
             let counts = RegionCounts::of(&phantom.seg, phantom.labels);
             let [wt, tc, et] = counts.millilitres(phantom.geometry.spacing());
             println!(

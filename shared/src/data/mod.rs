@@ -1,7 +1,8 @@
-//! The domain's data: a case's files and names, modalities and label conventions, label maps
+//! The domain's data: a case's files and names, a scanner's exam and its series, modalities and label conventions, label maps
 //! and regions, intensity preprocessing, voxel orders, and the phantoms the tests segment.
 
 pub mod case;
+pub mod exam;
 pub mod labels;
 pub mod modality;
 pub mod names;

@@ -203,6 +203,42 @@ pub(super) fn rotation([w, x, y, z]: [f64; 4]) -> [[f64; 3]; 3] {
     ]
 }
 
+/// The quaternion (b, c, d) of a proper rotation, with w = √(1 − b² − c² − d²) ≥ 0 as NIfTI
+/// stores it: `rotation` undoes it. From the largest of the four squared components, for
+/// precision (the NIfTI reference library's method, written from its formulas).
+pub(super) fn quaternion_bcd(r: [[f64; 3]; 3]) -> [f64; 3] {
+    let trace = r[0][0] + r[1][1] + r[2][2];
+    let (w, x, y, z);
+    if trace > 0.0 {
+        let s = 2.0 * (1.0 + trace).sqrt();
+        w = 0.25 * s;
+        x = (r[2][1] - r[1][2]) / s;
+        y = (r[0][2] - r[2][0]) / s;
+        z = (r[1][0] - r[0][1]) / s;
+    } else if r[0][0] > r[1][1] && r[0][0] > r[2][2] {
+        let s = 2.0 * (1.0 + r[0][0] - r[1][1] - r[2][2]).sqrt();
+        w = (r[2][1] - r[1][2]) / s;
+        x = 0.25 * s;
+        y = (r[0][1] + r[1][0]) / s;
+        z = (r[0][2] + r[2][0]) / s;
+    } else if r[1][1] > r[2][2] {
+        let s = 2.0 * (1.0 + r[1][1] - r[0][0] - r[2][2]).sqrt();
+        w = (r[0][2] - r[2][0]) / s;
+        x = (r[0][1] + r[1][0]) / s;
+        y = 0.25 * s;
+        z = (r[1][2] + r[2][1]) / s;
+    } else {
+        let s = 2.0 * (1.0 + r[2][2] - r[0][0] - r[1][1]).sqrt();
+        w = (r[1][0] - r[0][1]) / s;
+        x = (r[0][2] + r[2][0]) / s;
+        y = (r[1][2] + r[2][1]) / s;
+        z = 0.25 * s;
+    }
+    let sign = if w < 0.0 { -1.0 } else { 1.0 };
+    let n = (w * w + x * x + y * y + z * z).sqrt();
+    [x, y, z].map(|v| sign * v / n)
+}
+
 /// nibabel's rule: sform when sform_code > 0, else qform when qform_code > 0, else the
 /// Analyze-style base affine from the shape and pixdim (x flipped, centred).
 pub(super) fn best_affine(

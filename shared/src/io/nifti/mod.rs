@@ -146,6 +146,51 @@ impl Geometry {
         })
     }
 
+    /// The grid of a voxel-to-world affine (RAS, mm), as a NIfTI header states it: the sform
+    /// (scanner frame) and the qform that says the same (the rotation as a quaternion, the
+    /// handedness in pixdim[0]), so that every reader, whichever form it takes, finds this grid.
+    /// An affine with shear keeps it in the sform; the qform holds its nearest rotation.
+    pub fn from_affine(dims: [usize; 3], affine: [[f64; 4]; 4]) -> Geometry {
+        let column = |c: usize| [affine[0][c], affine[1][c], affine[2][c]];
+        let zooms = [0, 1, 2].map(|c| {
+            let v = column(c);
+            (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+        });
+        // The rotation's columns: the axes' directions (an axis of length 0 read as the identity's).
+        let mut r = [[0.0; 3]; 3];
+        for c in 0..3 {
+            for (row, out) in r.iter_mut().enumerate() {
+                out[c] = if zooms[c] > 0.0 {
+                    affine[row][c] / zooms[c]
+                } else if row == c {
+                    1.0
+                } else {
+                    0.0
+                };
+            }
+        }
+        let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+            - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+            + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+        // A left-handed grid: NIfTI negates the third axis and says so with qfac = −1.
+        let qfac = if det < 0.0 { -1.0 } else { 1.0 };
+        for row in &mut r {
+            row[2] *= qfac;
+        }
+        let [b, c, d] = header::quaternion_bcd(r);
+        let srow = [affine[0], affine[1], affine[2]];
+        Geometry {
+            dims,
+            pixdim: [qfac, zooms[0], zooms[1], zooms[2], 1.0, 0.0, 0.0, 0.0],
+            qform_code: 1,
+            sform_code: 1,
+            quatern: [b, c, d, affine[0][3], affine[1][3], affine[2][3]],
+            srow,
+            xyzt_units: 2, // mm
+            affine: [srow[0], srow[1], srow[2], [0.0, 0.0, 0.0, 1.0]],
+        }
+    }
+
     /// Largest absolute difference between two affines (mm).
     pub fn affine_difference(&self, other: &Geometry) -> f64 {
         (0..3)
@@ -455,8 +500,79 @@ fn decode(bytes: &[u8], h: RawHeader, layout: Layout, name: &str) -> Result<Imag
 
 #[cfg(test)]
 mod tests {
-    use super::header::quaternion_w;
+    use super::header::{quaternion_w, rotation};
     use super::*;
+
+    /// A grid made from an affine states it twice, as the sform and as the qform (quaternion,
+    /// pixdim, qfac), and both say the affine: for rotations about every axis, with the 180°
+    /// turns where the quaternion's w is 0, right- and left-handed.
+    #[test]
+    fn the_qform_of_a_grid_made_from_an_affine_is_its_affine() {
+        let turn = |axis: usize, deg: f64| {
+            let (c, s) = (deg.to_radians().cos(), deg.to_radians().sin());
+            let (a, b) = ((axis + 1) % 3, (axis + 2) % 3);
+            let mut r = [[0.0; 3]; 3];
+            r[axis][axis] = 1.0;
+            r[a][a] = c;
+            r[b][b] = c;
+            r[a][b] = -s;
+            r[b][a] = s;
+            r
+        };
+        let mul = |x: [[f64; 3]; 3], y: [[f64; 3]; 3]| {
+            let mut m = [[0.0; 3]; 3];
+            for r in 0..3 {
+                for c in 0..3 {
+                    m[r][c] = (0..3).map(|k| x[r][k] * y[k][c]).sum();
+                }
+            }
+            m
+        };
+        for (a, b, c) in [
+            (0.0, 0.0, 0.0),
+            (15.0, -10.0, 33.0),
+            (180.0, 0.0, 0.0),
+            (0.0, 180.0, 0.0),
+            (0.0, 0.0, 180.0),
+            (90.0, 90.0, 0.0),
+            (-170.0, 45.0, 100.0),
+        ] {
+            for handed in [1.0, -1.0] {
+                let r = mul(mul(turn(0, a), turn(1, b)), turn(2, c));
+                let zooms = [0.9, 1.1, 3.0 * handed];
+                let mut affine = [[0.0; 4]; 4];
+                for row in 0..3 {
+                    for col in 0..3 {
+                        affine[row][col] = r[row][col] * zooms[col];
+                    }
+                    affine[row][3] = [12.5, -7.0, 3.25][row];
+                }
+                affine[3][3] = 1.0;
+                let g = Geometry::from_affine([10, 11, 12], affine);
+                assert_eq!(g.affine, affine);
+                let [qb, qc, qd, x, y, z] = g.quatern;
+                let q = rotation([quaternion_w(qb, qc, qd).unwrap(), qb, qc, qd]);
+                for row in 0..3 {
+                    for col in 0..3 {
+                        let from_qform = q[row][col]
+                            * g.pixdim[col + 1]
+                            * if col == 2 { g.pixdim[0] } else { 1.0 };
+                        assert!(
+                            (from_qform - affine[row][col]).abs() < 1e-12,
+                            "({a}, {b}, {c}) handed {handed}: [{row}][{col}] {from_qform} vs {}",
+                            affine[row][col]
+                        );
+                    }
+                }
+                assert_eq!([x, y, z], [12.5, -7.0, 3.25]);
+                let spacing = g.spacing();
+                assert!(
+                    (0..3).all(|i| (spacing[i] - [0.9, 1.1, 3.0][i]).abs() < 1e-12),
+                    "{spacing:?}"
+                );
+            }
+        }
+    }
 
     /// A qform-only file (sform_code 0) rotated 180° about y, as FSL writes one: its quatern_c is
     /// the float32 just below 1, so 1 − c² = 1.2e-7, which nibabel reads as w = 0 (taking its

@@ -13,12 +13,14 @@
 //! coarser resolution. Everything is a function of (seed, case index): deterministic, and case
 //! `i` does not depend on how many cases are made.
 
-use std::path::{Path, PathBuf};
+mod acquire;
+mod write;
+pub use acquire::{acquire, grid_around};
+pub use write::{Acquisition, acquire_series, write_case, write_exam};
 
-use crate::data::case::Layout;
 use crate::data::modality::{LabelConvention, Modality};
 use crate::data::rng::Rng;
-use crate::io::nifti::{self, Geometry, NiftiError, OutputData};
+use crate::io::nifti::Geometry;
 
 /// The BraTS grid.
 pub const BRATS_SHAPE: [usize; 3] = [240, 240, 155];
@@ -568,30 +570,4 @@ fn brats_like_geometry(dims: [usize; 3], spacing: [f64; 3]) -> Geometry {
         xyzt_units: 2, // mm
         affine: [srow[0], srow[1], srow[2], [0.0, 0.0, 0.0, 1.0]],
     }
-}
-
-/// Write a phantom as a case folder `dir/<id>/` in `layout` (BraTS 2018 or 2023 naming).
-pub fn write_case(phantom: &Phantom, dir: &Path, layout: Layout) -> Result<PathBuf, NiftiError> {
-    let folder = dir.join(&phantom.id);
-    std::fs::create_dir_all(&folder).map_err(|e| NiftiError {
-        file: folder.display().to_string(),
-        problem: format!("cannot create the folder: {e}"),
-    })?;
-    let name = |suffix: &str| match layout {
-        Layout::Brats2023 => folder.join(format!("{}-{suffix}.nii.gz", phantom.id)),
-        _ => folder.join(format!("{}_{suffix}.nii.gz", phantom.id)),
-    };
-    for (m, values) in &phantom.images {
-        let suffix = match layout {
-            Layout::Brats2023 => m.name_2023(),
-            _ => m.name(),
-        };
-        nifti::write_on_grid(&name(suffix), &phantom.geometry, OutputData::Int16(values))?;
-    }
-    nifti::write_on_grid(
-        &name("seg"),
-        &phantom.geometry,
-        OutputData::Labels(&phantom.seg),
-    )?;
-    Ok(folder)
 }

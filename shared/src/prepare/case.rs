@@ -1,0 +1,190 @@
+//! Four series on grids of their own made one case: each registered to the reference series
+//! (T1ce by default, on which radiologists read the tumour) and resampled onto one 1 mm grid in
+//! BraTS's orientation that covers the reference's field of view; the label map goes back onto
+//! the reference series' own grid.
+
+use super::motion::{Rigid, apply3};
+use super::register::{Options, Registration, register};
+use super::resample::{Volume, invert, resample};
+use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, Layout};
+use crate::data::modality::Modality;
+use crate::io::nifti::{DataType, Geometry, Image, Voxels};
+
+/// A case made from series on several grids, and the way back to the reference's grid.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// On the prepared grid.
+    pub case: Case,
+    /// The reference series' own grid, where the label map is written.
+    pub native: Geometry,
+    pub reference: Modality,
+    /// Each other series' registration to the reference.
+    pub registrations: Vec<(Modality, Registration)>,
+}
+
+impl Prepared {
+    /// A case whose series already share a grid: nothing moved, written on its own grid.
+    pub fn as_it_is(case: Case, reference: Modality) -> Prepared {
+        Prepared {
+            native: case.geometry().clone(),
+            case,
+            reference,
+            registrations: Vec::new(),
+        }
+    }
+
+    /// Whether the label map must be carried back onto the native grid.
+    pub fn resampled(&self) -> bool {
+        !same_grid(self.case.geometry(), &self.native)
+    }
+
+    /// Per-voxel values on the prepared grid (file order) carried onto the native grid by
+    /// nearest neighbour (`fill` outside the prepared grid); `channels` blocks of one grid each.
+    pub fn to_native<T: Copy>(&self, values: &[T], channels: usize, fill: T) -> Vec<T> {
+        if !self.resampled() {
+            return values.to_vec();
+        }
+        let map = nearest(self.case.geometry(), &self.native);
+        let n: usize = self.case.geometry().dims.iter().product();
+        (0..channels)
+            .flat_map(|c| {
+                let block = &values[c * n..(c + 1) * n];
+                map.iter().map(move |i| i.map_or(fill, |i| block[i]))
+            })
+            .collect()
+    }
+}
+
+/// Whether two grids are one (dims and affine).
+pub fn same_grid(a: &Geometry, b: &Geometry) -> bool {
+    a.dims == b.dims && a.affine_difference(b) <= AFFINE_TOLERANCE
+}
+
+/// The 1 mm grid in BraTS's orientation (x and y flipped: i from right to left, j from front to
+/// back, k upwards) that holds every corner of `reference`'s grid.
+pub fn prepared_grid(reference: &Geometry) -> Geometry {
+    let [nx, ny, nz] = reference.dims;
+    let a = &reference.affine;
+    let (mut lo, mut hi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+    for corner in 0..8 {
+        // The outer faces of the corner voxels, not their centres.
+        let ijk = [
+            if corner & 1 == 0 {
+                -0.5
+            } else {
+                nx as f64 - 0.5
+            },
+            if corner & 2 == 0 {
+                -0.5
+            } else {
+                ny as f64 - 0.5
+            },
+            if corner & 4 == 0 {
+                -0.5
+            } else {
+                nz as f64 - 0.5
+            },
+        ];
+        for r in 0..3 {
+            let w = a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3];
+            lo[r] = lo[r].min(w);
+            hi[r] = hi[r].max(w);
+        }
+    }
+    let dims = [0, 1, 2].map(|r| ((hi[r] - lo[r]).round() as usize).max(1));
+    let mut affine = [[0.0; 4]; 4];
+    // Voxel 0 in the right, front, bottom corner: x and y decrease along i and j.
+    affine[0][0] = -1.0;
+    affine[1][1] = -1.0;
+    affine[2][2] = 1.0;
+    affine[0][3] = hi[0] - 0.5;
+    affine[1][3] = hi[1] - 0.5;
+    affine[2][3] = lo[2] + 0.5;
+    affine[3][3] = 1.0;
+    Geometry::from_affine(dims, affine)
+}
+
+fn volume(image: &Image) -> Volume {
+    Volume::new(image.to_f32(), image.geometry.clone())
+}
+
+/// Bring the four series onto one grid. Series already on the reference's grid are taken as
+/// they are (a case prepared elsewhere is not moved).
+pub fn prepare(
+    id: &str,
+    images: Vec<(Modality, Image)>,
+    reference: Modality,
+    options: &Options,
+) -> Result<Prepared, CaseError> {
+    let missing = |m: Modality| CaseError::Invalid {
+        case: id.to_string(),
+        problem: format!("missing modality: {m}"),
+    };
+    let fixed_image = &images
+        .iter()
+        .find(|(m, _)| *m == reference)
+        .ok_or_else(|| missing(reference))?
+        .1;
+    let native = fixed_image.geometry.clone();
+    let fixed = volume(fixed_image);
+    let grid = prepared_grid(&native);
+    let mut registrations = Vec::new();
+    let mut prepared = Vec::new();
+    for (m, image) in &images {
+        let motion = if *m == reference || same_grid(&image.geometry, &native) {
+            Rigid::identity([0.0; 3])
+        } else {
+            let r = register(&fixed, &volume(image), options);
+            let motion = r.motion;
+            registrations.push((*m, r));
+            motion
+        };
+        let values = resample(&volume(image), &motion, &grid);
+        prepared.push((
+            *m,
+            Image {
+                source: image.source.clone(),
+                dtype: DataType::F32,
+                geometry: grid.clone(),
+                voxels: Voxels::F32(values),
+                slope: 1.0,
+                inter: 0.0,
+                warnings: image.warnings.clone(),
+            },
+        ));
+    }
+    let case = Case::from_images(id, Layout::Loose, prepared, None)?;
+    Ok(Prepared {
+        case,
+        native,
+        reference,
+        registrations,
+    })
+}
+
+/// For each voxel of `to`, the voxel of `from` nearest to its centre (None outside `from`): the
+/// map that carries a label map back onto the native grid.
+pub fn nearest(from: &Geometry, to: &Geometry) -> Vec<Option<usize>> {
+    let (m, o) = invert(&from.affine);
+    let [nx, ny, nz] = to.dims;
+    let [fx, fy, fz] = from.dims;
+    let a = &to.affine;
+    let mut out = Vec::with_capacity(nx * ny * nz);
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let ijk = [i as f64, j as f64, k as f64];
+                let w = [0, 1, 2]
+                    .map(|r| a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3]);
+                let p = apply3(&m, w);
+                let r = [0, 1, 2].map(|d| (p[d] + o[d]).round());
+                let inside = r
+                    .iter()
+                    .zip([fx, fy, fz])
+                    .all(|(&x, n)| x >= 0.0 && x < n as f64);
+                out.push(inside.then(|| r[0] as usize + fx * (r[1] as usize + fy * r[2] as usize)));
+            }
+        }
+    }
+    out
+}

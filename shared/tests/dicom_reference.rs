@@ -1,0 +1,194 @@
+//! DICOM exams read against dcm2niix, the field's reference converter (testdata/dicom/make.py
+//! writes the exams with pydicom, a writer independent of dicom-rs, and keeps dcm2niix's
+//! NIfTI of each series): every voxel's value at every voxel's world position.
+
+use crate::common::testdata;
+use nvnet::Modality;
+use nvnet::data::exam::{Exam, Kind};
+use nvnet::io::dicom::{Files, Folder};
+use nvnet::io::nifti::{self, Image};
+use nvnet::prepare::Volume;
+
+fn exam(folder: &str) -> (Exam, Folder) {
+    let path = testdata(folder);
+    let files = Folder::walk(&path).unwrap();
+    let exam = Exam::scan(&files, &path.display().to_string()).unwrap();
+    (exam, files)
+}
+
+/// Every voxel of `reference` has a voxel of `image` at the same world position (to a
+/// thousandth of a voxel) with the same value.
+fn same_in_world(image: &Image, reference: &Image) {
+    let [nx, ny, nz] = reference.dims();
+    assert_eq!(
+        image.dims().iter().product::<usize>(),
+        nx * ny * nz,
+        "{}: voxel count",
+        image.source
+    );
+    let ours_grid = Volume::new(vec![0.0; image.voxels.len()], image.geometry.clone());
+    let a = &reference.geometry.affine;
+    let [mx, my, mz] = image.dims();
+    let mut worst_position: f64 = 0.0;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let ijk = [i as f64, j as f64, k as f64, 1.0];
+                let world: Vec<f64> = (0..3)
+                    .map(|r| (0..4).map(|c| a[r][c] * ijk[c]).sum())
+                    .collect();
+                let ours = ours_grid.voxel([world[0], world[1], world[2]]);
+                let idx = ours.iter().map(|x| x.round()).collect::<Vec<_>>();
+                for d in 0..3 {
+                    worst_position = worst_position.max((ours[d] - idx[d]).abs());
+                }
+                assert!(
+                    idx.iter()
+                        .zip([mx, my, mz])
+                        .all(|(&x, n)| x >= 0.0 && (x as usize) < n),
+                    "{}: voxel ({i},{j},{k}) of dcm2niix's falls outside nvnet's grid at {ours:?}",
+                    image.source
+                );
+                let v = image.at(idx[0] as usize, idx[1] as usize, idx[2] as usize);
+                let expected = reference.at(i, j, k);
+                assert!(
+                    (v - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                    "{}: at ({i},{j},{k}) nvnet reads {v}, dcm2niix {expected}",
+                    image.source
+                );
+            }
+        }
+    }
+    assert!(
+        worst_position < 1e-3,
+        "{}: positions differ from dcm2niix's by up to {worst_position} voxel",
+        image.source
+    );
+}
+
+#[test]
+fn every_series_matches_dcm2niix_voxel_by_voxel_in_world_space() {
+    let (exam, files) = exam("dicom/exam");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("dicom/expected/expected.json")).unwrap(),
+    )
+    .unwrap();
+    for s in expected["series"].as_array().unwrap() {
+        let number = s["number"].as_i64().unwrap();
+        let index = exam
+            .scan
+            .series
+            .iter()
+            .position(|x| x.number() == Some(number))
+            .unwrap();
+        let modality: Modality = s["modality"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            exam.kinds[index],
+            Kind::Modality(modality),
+            "series {number}"
+        );
+        let image = exam.scan.series[index].load(&files).unwrap();
+        let reference = nifti::read_path(&testdata(&format!(
+            "dicom/expected/{}",
+            s["file"].as_str().unwrap()
+        )))
+        .unwrap();
+        same_in_world(&image, &reference);
+    }
+}
+
+#[test]
+fn an_export_is_read_as_its_series_and_the_others_are_named() {
+    let (exam, _) = exam("dicom/exam");
+    let listing: Vec<(Option<i64>, &Kind)> = exam
+        .scan
+        .series
+        .iter()
+        .map(|s| s.number())
+        .zip(&exam.kinds)
+        .collect();
+    assert_eq!(listing.len(), 7, "{}", exam.listing());
+    assert!(matches!(listing[0], (Some(1), Kind::Other(w)) if w.contains("localizer")));
+    assert!(matches!(listing[5], (Some(6), Kind::Other(w)) if w.contains("DWI")));
+    assert!(matches!(listing[6], (Some(7), Kind::Other(w)) if w.contains("DERIVED")));
+    assert_eq!(exam.id, "PHANTOM-042");
+    assert!(
+        exam.scan.notices.iter().any(|n| n.contains("README.txt")),
+        "{:?}",
+        exam.scan.notices
+    );
+    // By the names: T1 2, T1ce 3, T2 4, FLAIR 5.
+    let chosen = exam.choose(&[]).unwrap();
+    let numbers: Vec<(Modality, Option<i64>)> = chosen
+        .iter()
+        .map(|(m, i)| (*m, exam.scan.series[*i].number()))
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            (Modality::T1, Some(2)),
+            (Modality::T1ce, Some(3)),
+            (Modality::T2, Some(4)),
+            (Modality::Flair, Some(5))
+        ]
+    );
+    // Given: the user's choice wins, by number or by UID.
+    let uid = exam.scan.series[1].uid().to_string();
+    let chosen = exam
+        .choose(&[(Modality::T1, "3".into()), (Modality::T1ce, uid)])
+        .unwrap();
+    assert_eq!(exam.scan.series[chosen[0].1].number(), Some(3));
+    assert_eq!(exam.scan.series[chosen[1].1].number(), Some(2));
+    let err = exam.choose(&[(Modality::T2, "42".into())]).unwrap_err();
+    assert!(err.to_string().contains("no series '42'"), "{err}");
+}
+
+/// The export's series are each on a grid of their own: registered to the T1ce and resampled
+/// onto one 1 mm grid that covers it; the label map's way back is onto the T1ce's grid.
+#[test]
+fn series_on_their_own_grids_are_registered_onto_one() {
+    let (exam, files) = exam("dicom/exam");
+    let prepared = exam.load_case(&files, &[]).unwrap();
+    assert!(prepared.resampled());
+    assert_eq!(prepared.reference, Modality::T1ce);
+    let registered: Vec<Modality> = prepared.registrations.iter().map(|(m, _)| *m).collect();
+    assert_eq!(registered, [Modality::T1, Modality::T2, Modality::Flair]);
+    // The T1ce: 22 × 26 × 18 voxels of 0.9 × 0.9 × 1 mm.
+    assert_eq!(prepared.native.dims, [22, 26, 18]);
+    assert_eq!(prepared.case.dims(), [20, 23, 18]);
+    let back = prepared.to_native(&vec![1u8; 20 * 23 * 18], 1, 0);
+    assert_eq!(back.len(), 22 * 26 * 18);
+}
+
+#[test]
+fn a_single_image_is_a_series_of_one_slice() {
+    let (exam, files) = exam("dicom/single");
+    let image = exam.scan.series[0].load(&files).unwrap();
+    assert_eq!(image.dims(), [16, 12, 1]);
+    assert_eq!(image.geometry.spacing(), [1.0, 1.0, 2.0]);
+}
+
+#[test]
+fn each_bad_exam_is_refused_naming_the_series_or_file() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("dicom/bad/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = expected.as_object().unwrap();
+    assert_eq!(cases.len(), 8);
+    for (name, words) in cases {
+        let path = testdata(&format!("dicom/bad/{name}"));
+        let files = Folder::walk(&path).unwrap();
+        assert!(files.len() > 0);
+        let result = Exam::scan(&files, &path.display().to_string())
+            .and_then(|exam| exam.load_case(&files, &[]).map(|_| ()));
+        let message = match result {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{name}: accepted"),
+        };
+        for w in words.as_array().unwrap() {
+            let w = w.as_str().unwrap();
+            assert!(message.contains(w), "{name}: '{w}' not in: {message}");
+        }
+    }
+}
