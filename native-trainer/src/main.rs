@@ -5,6 +5,7 @@
 mod commands;
 mod device;
 mod preview;
+mod sources;
 mod values;
 
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{bench, evaluate, export, import, info, inspect, predict, synth, train};
+use commands::{bench, evaluate, export, import, info, inspect, predict, prepare, synth, train};
 use device::DeviceKind;
 
 #[derive(Parser)]
@@ -53,9 +54,12 @@ enum Command {
     Export(export::Args),
     /// Write synthetic BraTS-like cases (skull-stripped T1, T1ce, T2, FLAIR and labels).
     Synth(synth::Args),
-    /// Load a NIfTI file, a case folder or a dataset root exactly as nvnet would, and report;
-    /// exits 0 only when nvnet accepts it.
+    /// Load a NIfTI file, a case folder, a dataset root or a DICOM exam exactly as nvnet would,
+    /// and report; exits 0 only when nvnet accepts it.
     Inspect(inspect::Args),
+    /// Write an exam (a DICOM folder, or NIfTI files on grids of their own) as a case: the
+    /// series registered to the T1ce and resampled onto one 1 mm grid, with `<ID>_prepare.json`.
+    Prepare(prepare::Args),
     /// Time forward passes of a network on the chosen device.
     Bench(bench::Args),
 }
@@ -106,6 +110,7 @@ fn run(cli: Cli) -> Result<usize> {
         Command::Export(args) => args.run().map(none_failed),
         Command::Synth(args) => args.run().map(none_failed),
         Command::Inspect(args) => args.run().map(none_failed),
+        Command::Prepare(args) => args.run().map(none_failed),
         Command::Bench(args) => args.run(device, cap).map(none_failed),
     }
 }

@@ -890,6 +890,77 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
     };
     let ideal = dice(&root.join("Phantom-00000"), "ideal");
     let exam = dice(&exams.join("Phantom-00000"), "exam");
+    // The same acquisitions as NIfTI files, each on its grid (as dcm2niix writes an exam),
+    // given as loose files: the same label map as from the DICOM folder.
+    let phantom =
+        nvnet::data::synth::generate(77, 0, [240, 240, 155], nvnet::LabelConvention::Brats2018)
+            .window([96, 96, 64]);
+    let loose = dir.path().join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    let mut args = vec![
+        "predict".to_string(),
+        "--weights".into(),
+        "default".into(),
+        "--no-tta".into(),
+    ];
+    for (m, grid, values, _) in nvnet::data::synth::acquire_series(
+        &phantom,
+        nvnet::data::synth::Acquisition::Moved { seed: 77 },
+    ) {
+        let path = loose.join(format!("series_{}.nii.gz", m.name()));
+        nifti::write_on_grid(&path, &grid, OutputData::Int16(&values)).unwrap();
+        args.extend([format!("--{}", m.name()), path.display().to_string()]);
+    }
+    let from_nifti = dir.path().join("from_nifti");
+    args.extend(["--output".into(), from_nifti.display().to_string()]);
+    let out = nvnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out));
+    let written: Vec<_> = std::fs::read_dir(&from_nifti)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let a = nifti::read_path(&written[0]).unwrap();
+    let b = nifti::read_path(&dir.path().join("exam/Phantom-00000.nii.gz")).unwrap();
+    assert!(a.geometry.affine_difference(&b.geometry) < 1e-3);
+    let same = (0..a.voxels.len())
+        .filter(|&i| a.value(i) == b.value(i))
+        .count();
+    let agreement = same as f64 / a.voxels.len() as f64;
+    eprintln!(
+        "NIfTI and DICOM of one exam: {:.3} % of the labels equal",
+        100.0 * agreement
+    );
+    assert!(agreement >= 0.995, "{agreement}");
+
+    // `nvnet prepare` writes the case it segmented, which predict then takes as it is.
+    let prepared = dir.path().join("prepared");
+    let out = nvnet(&[
+        "prepare",
+        "--input",
+        s(&exams.join("Phantom-00000")),
+        "--output",
+        s(&prepared),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let case = prepared.join("Phantom-00000");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(case.join("Phantom-00000_prepare.json")).unwrap(),
+    )
+    .unwrap();
+    let moved = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["motion"].is_object())
+        .count();
+    assert_eq!(moved, 3, "{report}");
+    let out = nvnet(&["inspect", s(&case)]);
+    assert!(
+        out.status.success() && text(&out).contains("accepted"),
+        "{}",
+        text(&out)
+    );
     eprintln!("Dice WT, TC, ET: ideal {ideal:?}, from the moved exam {exam:?}");
     for (r, name) in ["WT", "TC", "ET"].iter().enumerate() {
         assert!(

@@ -7,7 +7,7 @@ use nvnet::Modality;
 use nvnet::data::exam::{Exam, Kind};
 use nvnet::io::dicom::{Files, Folder};
 use nvnet::io::nifti::{self, Image};
-use nvnet::prepare::Volume;
+use nvnet::prepare::{Volume, When};
 
 fn exam(folder: &str) -> (Exam, Folder) {
     let path = testdata(folder);
@@ -148,7 +148,7 @@ fn an_export_is_read_as_its_series_and_the_others_are_named() {
 #[test]
 fn series_on_their_own_grids_are_registered_onto_one() {
     let (exam, files) = exam("dicom/exam");
-    let prepared = exam.load_case(&files, &[]).unwrap();
+    let prepared = exam.load_case(&files, &[], When::Auto).unwrap();
     assert!(prepared.resampled());
     assert_eq!(prepared.reference, Modality::T1ce);
     let registered: Vec<Modality> = prepared.registrations.iter().map(|(m, _)| *m).collect();
@@ -181,7 +181,7 @@ fn each_bad_exam_is_refused_naming_the_series_or_file() {
         let files = Folder::walk(&path).unwrap();
         assert!(files.len() > 0);
         let result = Exam::scan(&files, &path.display().to_string())
-            .and_then(|exam| exam.load_case(&files, &[]).map(|_| ()));
+            .and_then(|exam| exam.load_case(&files, &[], When::Auto).map(|_| ()));
         let message = match result {
             Err(e) => e.to_string(),
             Ok(()) => panic!("{name}: accepted"),

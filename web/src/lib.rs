@@ -17,6 +17,7 @@ use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
+use nvnet::prepare::When;
 use nvnet::{Modality, NvNet};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -281,7 +282,9 @@ fn read_case(
             .map(|(m, i)| format!("{m} {}", exam.scan.series[*i].label()))
             .collect::<Vec<_>>()
             .join(", ");
-        let prepared = exam.load_case(&exam_files, &[]).map_err(error)?;
+        let prepared = exam
+            .load_case(&exam_files, &[], When::Auto)
+            .map_err(error)?;
         if prepared.resampled() {
             // The page's viewer and download take the case's grid; the way back onto the
             // reference series' grid is the CLI's for now.

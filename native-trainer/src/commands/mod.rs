@@ -7,5 +7,6 @@ pub mod import;
 pub mod info;
 pub mod inspect;
 pub mod predict;
+pub mod prepare;
 pub mod synth;
 pub mod train;

@@ -8,18 +8,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use nvnet::data::case::{self, Case, CaseFiles, Input};
-use nvnet::data::exam::Exam;
 use nvnet::data::labels::RegionCounts;
 use nvnet::device::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
-use nvnet::io::dicom::{self, Folder};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
-use nvnet::prepare::Prepared;
+use nvnet::prepare::When;
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
+use crate::sources::{self, Source};
 use crate::values::{gib, parse_bytes, parse_series, parse_shape};
 
 #[derive(clap::Args)]
@@ -36,6 +34,14 @@ pub struct Args {
     /// series' names do not say it: `--series t1ce=7` (repeat for others).
     #[arg(long, value_parser = parse_series)]
     series: Vec<(Modality, String)>,
+    /// When the four series are registered to the T1ce and resampled onto one 1 mm grid: auto
+    /// (when they are not on one grid already), always, or never (refuse series on several grids).
+    #[arg(long, default_value = "auto")]
+    prepare: When,
+    /// Where the label map is written for a prepared case: native (the T1ce's own grid) or
+    /// prepared (the 1 mm grid it was segmented on).
+    #[arg(long, default_value = "native", value_parser = ["native", "prepared"])]
+    output_space: String,
     #[arg(long)]
     t1: Option<PathBuf>,
     #[arg(long)]
@@ -94,6 +100,8 @@ impl Args {
             weights,
             input,
             series,
+            prepare,
+            output_space,
             t1,
             t1ce,
             t2,
@@ -133,6 +141,8 @@ impl Args {
             weights,
             inputs: input,
             series,
+            prepare,
+            native_output: output_space == "native",
             given,
             output,
             modalities,
@@ -191,6 +201,9 @@ struct Request {
     inputs: Vec<PathBuf>,
     /// The DICOM series chosen for modalities.
     series: Vec<(Modality, String)>,
+    prepare: When,
+    /// Write a prepared case's outputs on the T1ce's own grid (else on the prepared grid).
+    native_output: bool,
     given: BTreeMap<Modality, PathBuf>,
     output: PathBuf,
     modalities: Option<Vec<Modality>>,
@@ -201,95 +214,6 @@ struct Request {
     save_probabilities: bool,
     save_uncertainty: bool,
     verbose: bool,
-}
-
-/// What one case is read from.
-enum Source {
-    /// BraTS-style NIfTI files.
-    Files(CaseFiles),
-    /// A DICOM exam: its headers read, its pixels read when it is segmented.
-    Dicom { exam: Box<Exam>, files: Folder },
-}
-
-impl Source {
-    fn id(&self) -> &str {
-        match self {
-            Source::Files(f) => &f.id,
-            Source::Dicom { exam, .. } => &exam.id,
-        }
-    }
-
-    fn load(&self, series: &[(Modality, String)]) -> Result<Prepared> {
-        Ok(match self {
-            Source::Files(f) => Prepared::as_it_is(Case::load(f)?, Modality::T1ce),
-            Source::Dicom { exam, files } => exam.load_case(files, series)?,
-        })
-    }
-
-    fn paths(&self) -> Vec<&Path> {
-        match self {
-            Source::Files(f) => f
-                .modalities
-                .values()
-                .chain(&f.seg)
-                .map(|p| p.as_path())
-                .collect(),
-            Source::Dicom { files, .. } => (0..dicom::Files::len(files))
-                .map(|i| files.path(i))
-                .collect(),
-        }
-    }
-}
-
-/// The cases to run, and the inputs refused before any work.
-fn collect_cases(args: &Request) -> Result<(Vec<Source>, Vec<String>)> {
-    let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
-        args.inputs.iter().partition(|p| p.is_dir());
-    let mut cases = Vec::new();
-    let mut refused = Vec::new();
-    for dir in dirs {
-        if dicom::holds_exam(dir) {
-            let files = Folder::walk(dir)?;
-            let exam = Exam::scan(&files, &dir.display().to_string())?;
-            for notice in &exam.scan.notices {
-                eprintln!("note: {notice}");
-            }
-            // The choice of series is checked now, before any work.
-            if let Err(e) = exam.choose(&args.series) {
-                bail!("{e}\nname a modality's series with --series MODALITY=NUMBER (or its UID)");
-            }
-            cases.push(Source::Dicom {
-                exam: Box::new(exam),
-                files,
-            });
-            continue;
-        }
-        match case::discover(dir)? {
-            Input::Case(c) => cases.push(Source::Files(c)),
-            Input::Dataset {
-                cases: cs,
-                problems,
-            } => {
-                cases.extend(cs.into_iter().map(Source::Files));
-                refused.extend(problems.iter().map(|e| e.to_string()));
-            }
-        }
-    }
-    if !files.is_empty() || !args.given.is_empty() {
-        for f in &files {
-            if !f.exists() {
-                bail!("{}: no such file", f.display());
-            }
-        }
-        let owned: Vec<PathBuf> = files.into_iter().cloned().collect();
-        cases.push(Source::Files(CaseFiles::from_loose(&owned, &args.given)?));
-    }
-    if cases.is_empty() && refused.is_empty() {
-        bail!(
-            "nothing to segment: give --input (a case folder, a dataset root or files) or --t1/--t1ce/--t2/--flair"
-        );
-    }
-    Ok((cases, refused))
 }
 
 /// On a GPU opened with known limits (wgpu): an nvnet weights file whose network the device
@@ -361,7 +285,7 @@ fn run<B: Backend>(
     limits: Option<nvnet::device::gpu::GpuLimits>,
     mut args: Request,
 ) -> Result<usize> {
-    let (cases, refused) = collect_cases(&args)?;
+    let (cases, refused) = sources::collect(&args.inputs, &args.given, &args.series)?;
     check_device_holds(&args, limits)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
     if let Some(limits) = limits {
@@ -443,7 +367,7 @@ fn predict_case<B: Backend>(
             .check_output(&path)
             .with_context(|| path.display().to_string())?;
     }
-    let prepared = source.load(&args.series)?;
+    let prepared = source.load(&args.series, args.prepare)?;
     let case = &prepared.case;
     for w in case.warnings() {
         bar.suspend(|| eprintln!("warning: {w}"));
@@ -459,10 +383,9 @@ fn predict_case<B: Backend>(
     if prepared.resampled() {
         bar.suspend(|| {
             eprintln!(
-                "warning: {}: the series were resampled onto one 1 mm grid and the label map is \
-                 written on the {} series' grid; nvnet does not remove the skull yet: give \
-                 skull-stripped series",
-                case.id, prepared.reference
+                "warning: {}: the series were resampled onto one 1 mm grid; nvnet does not remove \
+                 the skull yet: give skull-stripped series",
+                case.id
             )
         });
     }
@@ -496,15 +419,26 @@ fn predict_case<B: Backend>(
             )
         });
     }
-    // On the reference series' own grid (the case's, unless it was resampled).
-    let grid = &prepared.native;
+    // On the reference series' own grid (the case's, unless it was resampled), or on the grid
+    // the case was segmented on.
     let channels = seg.outputs.len();
-    let labels = prepared.to_native(&seg.labels, 1, 0u8);
-    let probabilities = prepared.to_native(&seg.probabilities, channels, 0f32);
-    let uncertainty = seg
-        .uncertainty
-        .as_ref()
-        .map(|u| prepared.to_native(u, channels, 0f32));
+    let (grid, labels, probabilities, uncertainty) = if args.native_output {
+        (
+            &prepared.native,
+            prepared.to_native(&seg.labels, 1, 0u8),
+            prepared.to_native(&seg.probabilities, channels, 0f32),
+            seg.uncertainty
+                .as_ref()
+                .map(|u| prepared.to_native(u, channels, 0f32)),
+        )
+    } else {
+        (
+            case.geometry(),
+            seg.labels.clone(),
+            seg.probabilities.clone(),
+            seg.uncertainty.clone(),
+        )
+    };
     let mut files = vec![(out(""), OutputData::Labels(&labels))];
     let floats = |values| OutputData::Floats { values, channels };
     if args.save_probabilities {

@@ -8,10 +8,10 @@
 
 use std::fmt;
 
-use crate::data::case::{Case, CaseError, Layout};
+use crate::data::case::{CaseError, Layout};
 use crate::data::modality::Modality;
 use crate::io::dicom::{self, DicomError, Files, Scan, Series};
-use crate::prepare::{Options, Prepared, prepare, same_grid};
+use crate::prepare::{Options, Prepared, When, prepare_images};
 
 /// Why an exam gives no case. Every message names the folder and lists its series.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -272,31 +272,26 @@ impl Exam {
         })
     }
 
-    /// The case that the chosen series make. Series on one grid make it as they are; series on
-    /// grids of their own are registered to the T1ce and resampled onto one grid
-    /// (`prepare::prepare`).
+    /// The case that the chosen series make, prepared as `when` says: by default series on one
+    /// grid make it as they are, series on grids of their own are registered to the T1ce and
+    /// resampled onto one grid (`prepare::prepare`).
     pub fn load_case(
         &self,
         files: &dyn Files,
         chosen: &[(Modality, String)],
+        when: When,
     ) -> Result<Prepared, ExamError> {
         let choice = self.choose(chosen)?;
         let mut images = Vec::new();
         for (m, i) in &choice {
             images.push((*m, self.scan.series[*i].load(files)?));
         }
-        let (_, first) = &images[0];
-        if images[1..]
-            .iter()
-            .all(|(_, other)| same_grid(&other.geometry, &first.geometry))
-        {
-            let case = Case::from_images(&self.id, Layout::Loose, images, None)?;
-            return Ok(Prepared::as_it_is(case, Modality::T1ce));
-        }
-        Ok(prepare(
+        Ok(prepare_images(
             &self.id,
+            Layout::Loose,
             images,
-            Modality::T1ce,
+            None,
+            when,
             &Options::default(),
         )?)
     }

@@ -6,8 +6,9 @@
 use super::motion::{Rigid, apply3};
 use super::register::{Options, Registration, register};
 use super::resample::{Volume, invert, resample};
-use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, Layout};
+use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, CaseFiles, Layout};
 use crate::data::modality::Modality;
+use crate::io::nifti;
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
 
 /// A case made from series on several grids, and the way back to the reference's grid.
@@ -53,6 +54,69 @@ impl Prepared {
             })
             .collect()
     }
+}
+
+/// When a case's series are registered and resampled onto one grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum When {
+    /// When they are not on one grid already (a case prepared elsewhere stays as it is).
+    #[default]
+    Auto,
+    /// Always: every case onto a 1 mm grid in BraTS's orientation.
+    Always,
+    /// Never: series on several grids are refused.
+    Never,
+}
+
+impl std::str::FromStr for When {
+    type Err = crate::data::names::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(When::Auto),
+            "always" => Ok(When::Always),
+            "never" => Ok(When::Never),
+            _ => Err(crate::data::names::UnknownName::new(
+                "preparation",
+                s,
+                "auto, always or never",
+            )),
+        }
+    }
+}
+
+/// Four series (and a segmentation on the first's grid, kept only when nothing is resampled)
+/// made a case as `when` says.
+pub fn prepare_images(
+    id: &str,
+    layout: Layout,
+    images: Vec<(Modality, Image)>,
+    seg: Option<Image>,
+    when: When,
+    options: &Options,
+) -> Result<Prepared, CaseError> {
+    let one_grid = images
+        .windows(2)
+        .all(|w| same_grid(&w[0].1.geometry, &w[1].1.geometry));
+    if when == When::Never || (when == When::Auto && one_grid) {
+        return Ok(Prepared::as_it_is(
+            Case::from_images(id, layout, images, seg)?,
+            Modality::T1ce,
+        ));
+    }
+    prepare(id, images, Modality::T1ce, options)
+}
+
+/// Read a case's NIfTI files and make them a case as `when` says.
+pub fn load_files(files: &CaseFiles, when: When, options: &Options) -> Result<Prepared, CaseError> {
+    let mut images = Vec::new();
+    for (m, path) in &files.modalities {
+        images.push((*m, nifti::read_path(path)?));
+    }
+    let seg = match &files.seg {
+        Some(p) => Some(nifti::read_path(p)?),
+        None => None,
+    };
+    prepare_images(&files.id, files.layout, images, seg, when, options)
 }
 
 /// Whether two grids are one (dims and affine).

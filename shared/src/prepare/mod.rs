@@ -12,7 +12,9 @@ pub mod motion;
 pub mod register;
 pub mod resample;
 
-pub use case::{Prepared, nearest, prepare, prepared_grid, same_grid};
+pub use case::{
+    Prepared, When, load_files, nearest, prepare, prepare_images, prepared_grid, same_grid,
+};
 pub use motion::Rigid;
 pub use register::{Options, Registration, register};
 pub use resample::{Volume, resample};
