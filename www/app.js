@@ -260,6 +260,18 @@ function request() {
   return { files: used.map((f) => f.file), names: used.map((f) => (f.role === 'dicom' && f.file.webkitRelativePath) || f.file.name), roles: used.map((f) => f.role) };
 }
 
+// What registration did, in words a reader can check: each series' rotation and shift.
+function registrationText(r) {
+  const moved = r.registered.map((g) => {
+    const angle = Math.max(...g.angles.map(Math.abs));
+    const shift = Math.hypot(...g.translation);
+    return `${g.modality} ${angle.toFixed(1)}° and ${shift.toFixed(1)} mm (NMI ${g.nmi.toFixed(3)})`;
+  });
+  return `the series were registered to the T1ce (${moved.join('; ') || 'none moved'}) and resampled `
+    + `onto this 1 mm grid; the download lies on the T1ce's grid (${r.referenceDims.join(' × ')}). `
+    + 'The skull is not removed: give skull-stripped series.';
+}
+
 // Each check has a number: only the latest one's answer is shown (an earlier one can finish
 // later, and must not show another case or re-enable Segment over a newer error).
 let checkNumber = 0;
@@ -291,7 +303,8 @@ async function check() {
     const r = await call('check', request());
     if (mine !== checkNumber) return;
     checked = r;
-    $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; the four modalities share one grid.`
+    $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; `
+      + (r.resampled || r.registered.length ? registrationText(r) : 'the four modalities share one grid.')
       + (r.series ? ` Series: ${r.series}.` : '')
       + (r.warnings.length ? ` Warnings: ${r.warnings.join('; ')}` : '');
     statusAfterCheck = 'ready to segment';

@@ -17,7 +17,7 @@ use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
-use nvnet::prepare::When;
+use nvnet::prepare::{Options, Prepared, When, prepare_images};
 use nvnet::{Modality, NvNet};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -244,20 +244,16 @@ pub fn detect_role(name: &str) -> String {
     }
 }
 
-/// Whether a file's first bytes are a DICOM file's (the page looks before it sends the files).
-#[wasm_bindgen]
-pub fn is_dicom(head: &[u8]) -> bool {
-    nvnet::io::dicom::is_dicom(head)
-}
-
 /// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`,
 /// `dicom` or `ignore`) and check them as one case, with the library's checks. The files of
 /// role `dicom` are one exam, its series chosen by their names as `nvnet predict` chooses them.
+/// Series on grids of their own are registered to the T1ce and resampled onto one grid, as
+/// `nvnet predict` does.
 fn read_case(
     names: &Array,
     files: &Array,
     roles: &Array,
-) -> Result<(Case, Option<String>), JsError> {
+) -> Result<(Prepared, Option<String>), JsError> {
     let n = names.length();
     if files.length() != n || roles.length() != n {
         return Err(error("names, files and roles differ in length"));
@@ -285,15 +281,7 @@ fn read_case(
         let prepared = exam
             .load_case(&exam_files, &[], When::Auto)
             .map_err(error)?;
-        if prepared.resampled() {
-            // The page's viewer and download take the case's grid; the way back onto the
-            // reference series' grid is the CLI's for now.
-            return Err(error(
-                "the exam's series are on different grids: the page does not register and \
-                 resample them yet; use `nvnet predict --input` on the exam's folder",
-            ));
-        }
-        return Ok((prepared.case, Some(chosen)));
+        return Ok((prepared, Some(chosen)));
     }
     let mut images = Vec::new();
     let mut seg = None;
@@ -320,17 +308,41 @@ fn read_case(
         used_names.push(name);
     }
     let id = case::case_id_of_names(&used_names);
-    let case = Case::from_images(&id, Layout::Loose, images, seg).map_err(error)?;
-    Ok((case, None))
+    let prepared = prepare_images(
+        &id,
+        Layout::Loose,
+        images,
+        seg,
+        When::Auto,
+        &Options::default(),
+    )
+    .map_err(error)?;
+    Ok((prepared, None))
 }
 
 /// Read and check a case without segmenting it: JSON `{id, dims, spacing, warnings}`, or an
 /// error naming the file and the problem.
 #[wasm_bindgen]
 pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, JsError> {
-    let (case, series) = read_case(&names, &files, &roles)?;
+    let (prepared, series) = read_case(&names, &files, &roles)?;
+    let case = &prepared.case;
+    let registered: Vec<_> = prepared
+        .registrations
+        .iter()
+        .map(|(m, r)| {
+            json!({
+                "modality": m.name(),
+                "angles": r.motion.angles.map(f64::to_degrees),
+                "translation": r.motion.translation,
+                "nmi": r.nmi,
+            })
+        })
+        .collect();
     Ok(json!({
         "series": series,
+        "resampled": prepared.resampled(),
+        "registered": registered,
+        "referenceDims": prepared.native.dims,
         "id": case.id,
         "dims": case.dims(),
         "spacing": case.geometry().spacing(),
@@ -407,7 +419,8 @@ pub async fn segment(
     {
         return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
     }
-    let (case, _) = read_case(&names, &files, &roles)?;
+    let (prepared, _) = read_case(&names, &files, &roles)?;
+    let case = &prepared.case;
     enum Which {
         Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),
         Cpu,
@@ -459,7 +472,7 @@ pub async fn segment(
             let seg = segment_on_gpu(
                 model,
                 &manifest,
-                &case,
+                case,
                 &options,
                 (&device, &raw),
                 fault_test.as_deref(),
@@ -484,7 +497,7 @@ pub async fn segment(
             let seg = inference::segment(
                 &[model],
                 &manifest.outputs,
-                &case,
+                case,
                 &manifest.modalities,
                 &options,
                 &device,
@@ -495,10 +508,13 @@ pub async fn segment(
         }
     };
     let grid = case.geometry();
-    let nifti_bytes = nifti::encode_on_grid(grid, OutputData::Labels(&seg.labels))
+    // The download lies on the reference series' own grid, as `nvnet predict` writes it; the
+    // viewer shows the grid the case was segmented on.
+    let native_labels = prepared.to_native(&seg.labels, 1, 0u8);
+    let nifti_bytes = nifti::encode_on_grid(&prepared.native, OutputData::Labels(&native_labels))
         .map_err(|e| error(format!("{}: writing the label map: {e}", case.id)))?;
-    let counts = RegionCounts::of(&seg.labels, options.labels);
-    let [wt, tc, et] = counts.millilitres(grid.spacing());
+    let counts = RegionCounts::of(&native_labels, options.labels);
+    let [wt, tc, et] = counts.millilitres(prepared.native.spacing());
     let n: usize = case.dims().iter().product();
 
     let out = Object::new();

@@ -94,7 +94,7 @@ fn inspect(path: &Path, as_json: bool) -> Result<bool> {
         let files = Folder::walk(path)?;
         return exam(&files, &path.display().to_string(), as_json);
     }
-    if !path.is_dir() && std::fs::read(path).is_ok_and(|b| dicom::is_dicom(&b)) {
+    if dicom::is_dicom_file(path) {
         let files = vec![(file_name(path), std::fs::read(path)?)];
         return exam(&files, &path.display().to_string(), as_json);
     }

@@ -380,7 +380,7 @@ fn predict_case<B: Backend>(
             )
         });
     }
-    if prepared.resampled() {
+    if prepared.resampled() || !prepared.registrations.is_empty() {
         bar.suspend(|| {
             eprintln!(
                 "warning: {}: the series were resampled onto one 1 mm grid; nvnet does not remove \

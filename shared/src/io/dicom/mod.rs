@@ -139,18 +139,32 @@ pub fn holds_exam(root: &Path) -> bool {
         if looked > 256 {
             return false;
         }
-        if p.is_dir() {
+        // Links are not followed and only regular files opened (a named pipe would never answer).
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 pending.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
             }
-        } else if let Ok(mut f) = std::fs::File::open(&p) {
-            let mut head = [0u8; 132];
-            if std::io::Read::read_exact(&mut f, &mut head).is_ok() && is_dicom(&head) {
-                return true;
-            }
+        } else if is_dicom_file(&p) {
+            return true;
         }
     }
     false
+}
+
+/// Whether a path is a regular file that starts as a DICOM file does (only its first 132 bytes
+/// are read; a device or a named pipe is not opened).
+pub fn is_dicom_file(path: &Path) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 132];
+    std::io::Read::read_exact(&mut f, &mut head).is_ok() && is_dicom(&head)
 }
 
 impl Files for Folder {
