@@ -88,22 +88,14 @@ pub fn stages<B: Backend>(model: &nvnet::NvNet<B>, x: Tensor<B, 5>) -> Vec<(Stri
             .unwrap()
     };
     let mut out = Vec::new();
-    let mut h = model.conv_init.forward(x.clone());
-    out.push(("conv_init".to_string(), v(&h)));
-    let gn = nvnet::nn::model::group_norm(&model.down[0].blocks[0].norm1, h.clone());
-    out.push(("conv_init+gn".to_string(), v(&gn)));
-    let mut skips = Vec::new();
-    for (i, level) in model.down.iter().enumerate() {
-        h = level.forward(h);
-        out.push((format!("down{i}"), v(&h)));
-        skips.push(h.clone());
-    }
-    let mut y = skips.pop().unwrap();
-    for (i, level) in model.up.iter().enumerate() {
-        y = level.forward(y, Some(skips.pop().unwrap()));
-        out.push((format!("up{i}"), v(&y)));
-    }
-    out.push(("logits".to_string(), v(&model.forward(x))));
+    model.forward_traced(x, &mut |stage, t| {
+        out.push((stage.to_string(), v(t)));
+        // The first GroupNorm on its own, right after the convolution it normalises.
+        if stage == "conv_init" {
+            let gn = nvnet::nn::model::group_norm(&model.down[0].blocks[0].norm1, t.clone());
+            out.push(("conv_init+gn".to_string(), v(&gn)));
+        }
+    });
     out
 }
 

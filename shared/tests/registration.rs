@@ -98,10 +98,12 @@ fn three_series_on_their_own_grids_register_within_a_millimetre() {
             .sum::<f64>()
             / brain.len() as f64;
         report.push(format!(
-            "{name}: mean target error {error:.3} mm (NMI {:.3}, {} evaluations, {seconds:.1} s)",
-            found.nmi, found.evaluations
+            "{name}: mean target error {error:.3} mm (NMI {:.3}, overlap {:.3}, {} evaluations, \
+             {seconds:.1} s)",
+            found.nmi, found.overlap, found.evaluations
         ));
         assert!(error <= 1.0, "{}", report.join("\n"));
+        assert!(found.overlap >= 0.9, "{}", report.join("\n"));
     }
     eprintln!("{}", report.join("\n"));
 }

@@ -529,10 +529,12 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
 }
 
 /// The library's own check of a case of four files, the last given as the FLAIR: the page's
-/// `check_case` natively (each file read from its bytes under the page's voxel cap).
+/// `check_case` natively (each file read from its bytes under the page's voxel cap; files on
+/// grids of their own registered to the T1ce, as the page does).
 fn native_check(files: &[PathBuf]) -> Result<(), String> {
-    use nvnet::data::case::{Case, Layout};
+    use nvnet::data::case::Layout;
     use nvnet::data::modality::Modality;
+    use nvnet::prepare::{Options, When, prepare_images};
     let mut images = Vec::new();
     for (file, m) in files.iter().zip(Modality::DEFAULT_ORDER) {
         let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
@@ -542,9 +544,16 @@ fn native_check(files: &[PathBuf]) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         images.push((m, image));
     }
-    Case::from_images("check", Layout::Loose, images, None)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    prepare_images(
+        "check",
+        Layout::Loose,
+        images,
+        None,
+        When::Auto,
+        &Options::default(),
+    )
+    .map(drop)
+    .map_err(|e| e.to_string())
 }
 
 /// The service worker keeps one build of the page, whole: what it caches is byte for byte the

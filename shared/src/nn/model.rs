@@ -490,18 +490,33 @@ impl<B: Backend> NvNet<B> {
     }
 
     fn forward_features(&self, x: Tensor<B, 5>) -> (Tensor<B, 5>, Tensor<B, 5>) {
+        self.forward_traced(x, &mut |_, _| {})
+    }
+
+    /// The forward pass, `trace` shown each stage's output as it is made: `conv_init`, `down0`,
+    /// `down1`, ..., `up0`, ..., `logits` (a backend that departs from another is then traced to
+    /// the first stage that differs). Returns the logits and the deepest encoder level.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<B, 5>,
+        trace: &mut dyn FnMut(&str, &Tensor<B, 5>),
+    ) -> (Tensor<B, 5>, Tensor<B, 5>) {
         let mut x = self.spatial_dropout(conv(&self.conv_init, x));
+        trace("conv_init", &x);
         let mut skips = Vec::with_capacity(self.down.len());
-        for level in &self.down {
+        for (i, level) in self.down.iter().enumerate() {
             x = level.forward(x);
+            trace(&format!("down{i}"), &x);
             skips.push(x.clone());
         }
         let deepest = skips.pop().expect("at least one level");
         let mut y = deepest.clone();
-        for level in &self.up {
+        for (i, level) in self.up.iter().enumerate() {
             y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
+            trace(&format!("up{i}"), &y);
         }
         let logits = conv(&self.head_conv, group_norm_relu(&self.head_norm, y));
+        trace("logits", &logits);
         (logits, deepest)
     }
 

@@ -11,6 +11,9 @@ use crate::data::modality::Modality;
 use crate::io::nifti;
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
 
+/// The least fraction of the reference's foreground a registered series must cover.
+pub const MIN_OVERLAP: f64 = 0.5;
+
 /// A case made from series on several grids, and the way back to the reference's grid.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -199,6 +202,20 @@ pub fn prepare(
             Rigid::identity([0.0; 3])
         } else {
             let r = register(&fixed, &volume(image), options);
+            // A series that does not cover the reference's head once registered is another
+            // head, another body part, or a slab too thin to place: not a case.
+            if r.overlap < MIN_OVERLAP {
+                return Err(CaseError::Invalid {
+                    case: id.to_string(),
+                    problem: format!(
+                        "{} ({m}) covers {:.0} % of the {reference}'s foreground once registered \
+                         (at least {:.0} % needed): not the same head, or too small a field of view",
+                        image.source,
+                        100.0 * r.overlap,
+                        100.0 * MIN_OVERLAP
+                    ),
+                });
+            }
             let motion = r.motion;
             registrations.push((*m, r));
             motion

@@ -38,6 +38,9 @@ pub struct Registration {
     pub motion: Rigid,
     /// NMI at the end (1: independent intensities, 2: one determines the other).
     pub nmi: f64,
+    /// The fraction of the fixed image's foreground sample that the motion puts inside the
+    /// moving image's grid, at the finest level.
+    pub overlap: f64,
     pub evaluations: usize,
 }
 
@@ -141,6 +144,20 @@ impl Level {
             moving_scale: (bins - 1) as f32 / m_max,
             bins,
         }
+    }
+
+    /// The fraction of the sample that `motion` puts inside the moving image.
+    fn overlap(&self, motion: &Rigid) -> f64 {
+        let (r, o) = motion.affine();
+        let inside = self
+            .points
+            .iter()
+            .filter(|p| {
+                let q = [0, 1, 2].map(|i| r[i][0] * p[0] + r[i][1] * p[1] + r[i][2] * p[2] + o[i]);
+                self.moving.at_world(q).is_some()
+            })
+            .count();
+        inside as f64 / self.points.len().max(1) as f64
     }
 
     /// −NMI of the moving image through `motion` against the fixed sample; 0 when less than a
@@ -287,6 +304,7 @@ pub fn register(fixed: &Volume, moving: &Volume, options: &Options) -> Registrat
     let mut rng = Rng::new(0x5EED);
     let mut evaluations = 0;
     let mut nmi = 0.0;
+    let mut overlap = 0.0;
     for &mm in &options.levels_mm {
         let level = Level::new(fixed, moving, mm, options, &mut rng);
         // Steps of a level: 1.5 blocks of translation, the angle that moves a point 60 mm
@@ -300,10 +318,12 @@ pub fn register(fixed: &Volume, moving: &Volume, options: &Options) -> Registrat
         motion = motion_of(&u, &start, step);
         evaluations += n;
         nmi = -cost;
+        overlap = level.overlap(&motion);
     }
     Registration {
         motion,
         nmi,
+        overlap,
         evaluations,
     }
 }
