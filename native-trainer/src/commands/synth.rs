@@ -85,7 +85,7 @@ impl Args {
                 } else {
                     synth::Acquisition::OneGrid
                 };
-                synth::write_exam(&phantom, dir, acquisition).map_err(anyhow::Error::msg)?;
+                synth::write_exam(&phantom, dir, acquisition)?;
             }
             let counts = RegionCounts::of(&phantom.seg, phantom.labels);
             let [wt, tc, et] = counts.millilitres(phantom.geometry.spacing());

@@ -8,6 +8,7 @@ use super::acquire::{acquire, grid_around};
 use crate::data::case::Layout;
 use crate::data::modality::Modality;
 use crate::data::rng::Rng;
+use crate::io::dicom::DicomError;
 use crate::io::dicom::write::{SeriesInfo, encode_series};
 use crate::io::fsutil;
 use crate::io::nifti::Geometry;
@@ -136,7 +137,7 @@ pub fn write_exam(
     phantom: &Phantom,
     dir: &Path,
     acquisition: Acquisition,
-) -> Result<(PathBuf, Vec<(Modality, Rigid)>), String> {
+) -> Result<(PathBuf, Vec<(Modality, Rigid)>), DicomError> {
     let folder = dir.join(&phantom.id);
     // Deterministic UIDs under the UUID-derived root 2.25 (a number from the case ID).
     let key = phantom.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -154,14 +155,18 @@ pub fn write_exam(
             description: series_description(*m),
             contrast_agent: (*m == Modality::T1ce).then_some("GADOLINIUM"),
         };
-        let files =
-            encode_series(&info, grid, values).map_err(|e| format!("{}: {e}", folder.display()))?;
+        let files = encode_series(&info, grid, values)?;
         let sub = folder.join(m.name());
-        std::fs::create_dir_all(&sub)
-            .map_err(|e| format!("{}: cannot create the folder: {e}", sub.display()))?;
+        std::fs::create_dir_all(&sub).map_err(|e| DicomError::File {
+            file: sub.display().to_string(),
+            problem: format!("cannot create the folder: {e}"),
+        })?;
         for (name, bytes) in files {
             let path = sub.join(name);
-            fsutil::write_atomic(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            fsutil::write_atomic(&path, &bytes).map_err(|e| DicomError::File {
+                file: path.display().to_string(),
+                problem: e.to_string(),
+            })?;
         }
     }
     Ok((

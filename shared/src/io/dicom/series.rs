@@ -92,7 +92,14 @@ impl Series {
     }
 
     /// Sort the slices into a volume and find its grid, or say why they do not make one.
-    pub fn stack(&self) -> Result<Stack, String> {
+    pub fn stack(&self) -> Result<Stack, DicomError> {
+        self.sorted().map_err(|problem| DicomError::Series {
+            series: self.label(),
+            problem,
+        })
+    }
+
+    fn sorted(&self) -> Result<Stack, String> {
         let first = self.first();
         if let Some(s) = self.slices.iter().find(|s| s.frames != 1) {
             return Err(format!(
@@ -199,10 +206,7 @@ impl Series {
 
     /// Read the series' pixels into a volume on its grid (float32, the modality's values).
     pub fn load(&self, files: &dyn Files) -> Result<Image, DicomError> {
-        let stack = self.stack().map_err(|problem| DicomError::Series {
-            series: self.label(),
-            problem,
-        })?;
+        let stack = self.stack()?;
         let [nx, ny, nz] = stack.geometry.dims;
         let mut values = Vec::new();
         values

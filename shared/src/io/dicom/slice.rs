@@ -49,7 +49,7 @@ pub struct Slice {
 }
 
 /// What one file is.
-pub enum Parsed {
+pub(super) enum Parsed {
     Slice(Box<Slice>),
     /// A DICOM file without an image (DICOMDIR, a report, a presentation state): the reason.
     NotImage(String),
@@ -100,7 +100,7 @@ fn floats<const N: usize>(obj: &DefaultDicomObject, tag: Tag) -> Option<[f64; N]
 }
 
 /// Read one file's header (its pixel data is not read).
-pub fn read_header(file: usize, bytes: &[u8]) -> Result<Parsed, String> {
+pub(super) fn read_header(file: usize, bytes: &[u8]) -> Result<Parsed, String> {
     let obj = open(bytes, Some(tags::PIXEL_DATA))?;
     let ts_uid = obj.meta().transfer_syntax();
     let ts = TransferSyntaxRegistry.get(ts_uid);
@@ -171,7 +171,7 @@ fn positive(v: i64, what: &str) -> Result<usize, String> {
 }
 
 /// The pixels of a one-frame, one-sample image as the modality's values, row by row.
-pub fn read_pixels(bytes: &[u8], rows: usize, columns: usize) -> Result<Vec<f32>, String> {
+pub(super) fn read_pixels(bytes: &[u8], rows: usize, columns: usize) -> Result<Vec<f32>, String> {
     let obj = open(bytes, None)?;
     let decoded = obj.decode_pixel_data().map_err(|e| error_chain(&e))?;
     if decoded.rows() as usize != rows || decoded.columns() as usize != columns {

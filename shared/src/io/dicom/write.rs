@@ -6,6 +6,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
+use super::DicomError;
 use crate::io::nifti::Geometry;
 
 /// What a series says about itself.
@@ -40,18 +41,22 @@ pub fn encode_series(
     info: &SeriesInfo,
     geometry: &Geometry,
     values: &[i16],
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+) -> Result<Vec<(String, Vec<u8>)>, DicomError> {
+    let err = |problem: String| DicomError::Series {
+        series: format!("series {} '{}'", info.number, info.description),
+        problem,
+    };
     let [nx, ny, nz] = geometry.dims;
     if values.len() != nx * ny * nz {
-        return Err(format!(
+        return Err(err(format!(
             "{} values for a grid of {nx} × {ny} × {nz}",
             values.len()
-        ));
+        )));
     }
     if nx > u16::MAX as usize || ny > u16::MAX as usize {
-        return Err(format!(
+        return Err(err(format!(
             "slices of {nx} × {ny} pixels are too large for DICOM"
-        ));
+        )));
     }
     let a = &geometry.affine;
     // RAS → LPS: x and y change sign.
@@ -60,7 +65,7 @@ pub fn encode_series(
     let (row, column, step, origin) = (lps(0), lps(1), lps(2), lps(3));
     let (di, dj) = (length(row), length(column));
     if di == 0.0 || dj == 0.0 {
-        return Err("the grid has an axis of length 0".into());
+        return Err(err("the grid has an axis of length 0".into()));
     }
     let orientation: Vec<f64> = row
         .iter()
@@ -120,9 +125,9 @@ pub fn encode_series(
         put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(bytes));
         let file = obj
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| err(e.to_string()))?;
         let mut out = Vec::new();
-        file.write_all(&mut out).map_err(|e| e.to_string())?;
+        file.write_all(&mut out).map_err(|e| err(e.to_string()))?;
         files.push((format!("IM{:04}", k + 1), out));
     }
     Ok(files)
