@@ -158,6 +158,16 @@ fn series_too_small_to_register_are_refused_by_name() {
         err.contains("series ") && err.contains("once registered") && err.contains("field of view"),
         "{err}"
     );
+    // A series larger than the reader's cap (the page's is one tab's memory) is refused by name
+    // before its pixels are read.
+    let err = exam
+        .load_case_within(&files, &[], When::Auto, 1_000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("series 2 'T1 MPRAGE SAG'") && err.contains("7680 voxels"),
+        "{err}"
+    );
     // Not registered, the series stay on their grids: refused as such.
     let err = exam
         .load_case(&files, &[], When::Never)

@@ -279,7 +279,7 @@ fn read_case(
             .collect::<Vec<_>>()
             .join(", ");
         let prepared = exam
-            .load_case(&exam_files, &[], When::Auto)
+            .load_case_within(&exam_files, &[], When::Auto, nifti::PAGE_MAX_VOXELS)
             .map_err(error)?;
         return Ok((prepared, Some(chosen)));
     }

@@ -281,7 +281,37 @@ impl Exam {
         chosen: &[(Modality, String)],
         when: When,
     ) -> Result<Prepared, ExamError> {
+        self.load_case_within(files, chosen, when, crate::io::nifti::MAX_VOXELS)
+    }
+
+    /// As `load_case`, each chosen series refused before its pixels are read when it holds more
+    /// than `max_voxels` (the page's memory is that of one tab).
+    pub fn load_case_within(
+        &self,
+        files: &dyn Files,
+        chosen: &[(Modality, String)],
+        when: When,
+        max_voxels: u64,
+    ) -> Result<Prepared, ExamError> {
         let choice = self.choose(chosen)?;
+        for (_, i) in &choice {
+            let s = &self.scan.series[*i];
+            let first = &s.slices[0];
+            let voxels = (first.rows * first.columns) as u64 * s.slices.len() as u64;
+            if voxels > max_voxels {
+                return Err(DicomError::Series {
+                    series: s.label(),
+                    problem: format!(
+                        "{} images of {} × {} pixels: {voxels} voxels, more than the {max_voxels} \
+                         read here",
+                        s.slices.len(),
+                        first.rows,
+                        first.columns
+                    ),
+                }
+                .into());
+            }
+        }
         let mut images = Vec::new();
         for (m, i) in &choice {
             images.push((*m, self.scan.series[*i].load(files)?));
