@@ -161,6 +161,9 @@ pub fn detect_role(file_name: &str) -> Option<Role> {
     }
 }
 
+/// A case's images, each with its modality.
+pub type Images = Vec<(Modality, Image)>;
+
 /// The files of one case, before they are read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseFiles {
@@ -171,6 +174,19 @@ pub struct CaseFiles {
 }
 
 impl CaseFiles {
+    /// Read the files (each checked as a NIfTI image; nothing checked across them yet).
+    pub fn read(&self) -> Result<(Images, Option<Image>), CaseError> {
+        let mut images = Vec::new();
+        for (m, path) in &self.modalities {
+            images.push((*m, nifti::read_path(path)?));
+        }
+        let seg = match &self.seg {
+            Some(p) => Some(nifti::read_path(p)?),
+            None => None,
+        };
+        Ok((images, seg))
+    }
+
     /// Loose files with their modalities given or read from their names.
     pub fn from_loose(
         files: &[PathBuf],
@@ -437,14 +453,7 @@ pub struct Case {
 impl Case {
     /// Read and check the files of a case.
     pub fn load(files: &CaseFiles) -> Result<Self, CaseError> {
-        let mut images = Vec::new();
-        for (m, path) in &files.modalities {
-            images.push((*m, nifti::read_path(path)?));
-        }
-        let seg = match &files.seg {
-            Some(p) => Some(nifti::read_path(p)?),
-            None => None,
-        };
+        let (images, seg) = files.read()?;
         Self::from_images(&files.id, files.layout, images, seg)
     }
 

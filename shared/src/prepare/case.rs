@@ -8,7 +8,6 @@ use super::register::{Options, Registration, register};
 use super::resample::{Volume, invert, resample};
 use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, CaseFiles, Layout};
 use crate::data::modality::Modality;
-use crate::io::nifti;
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
 
 /// The least fraction of the reference's foreground a registered series must cover.
@@ -111,14 +110,7 @@ pub fn prepare_images(
 
 /// Read a case's NIfTI files and make them a case as `when` says.
 pub fn load_files(files: &CaseFiles, when: When, options: &Options) -> Result<Prepared, CaseError> {
-    let mut images = Vec::new();
-    for (m, path) in &files.modalities {
-        images.push((*m, nifti::read_path(path)?));
-    }
-    let seg = match &files.seg {
-        Some(p) => Some(nifti::read_path(p)?),
-        None => None,
-    };
+    let (images, seg) = files.read()?;
     prepare_images(&files.id, files.layout, images, seg, when, options)
 }
 
