@@ -1,6 +1,7 @@
 //! `nvnet predict`: segment cases with one model or an ensemble. The pipeline is the library's
 //! (`nvnet::inference`); this file finds the cases, loads the weights, shows progress and writes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use nvnet::device::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
-use nvnet::prepare::When;
+use nvnet::prepare::{Prepared, When};
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
@@ -422,27 +423,37 @@ fn predict_case<B: Backend>(
     // On the reference series' own grid (the case's, unless it was resampled), or on the grid
     // the case was segmented on.
     let channels = seg.outputs.len();
-    let (grid, labels, probabilities, uncertainty) = if args.native_output {
-        (
-            &prepared.native,
-            prepared.to_native(&seg.labels, 1, 0u8),
-            prepared.to_native(&seg.probabilities, channels, 0f32),
-            seg.uncertainty
-                .as_ref()
-                .map(|u| prepared.to_native(u, channels, 0f32)),
-        )
+    // Only the maps that are written are carried back.
+    let native = args.native_output;
+    let grid = if native {
+        &prepared.native
     } else {
-        (
-            case.geometry(),
-            seg.labels.clone(),
-            seg.probabilities.clone(),
-            seg.uncertainty.clone(),
-        )
+        case.geometry()
+    };
+    fn placed<'a, T: Copy>(
+        prepared: &Prepared,
+        native: bool,
+        values: &'a [T],
+        channels: usize,
+        fill: T,
+    ) -> Cow<'a, [T]> {
+        if native {
+            Cow::Owned(prepared.to_native(values, channels, fill))
+        } else {
+            Cow::Borrowed(values)
+        }
+    }
+    let on_grid = |values| placed(&prepared, native, values, channels, 0f32);
+    let labels = placed(&prepared, native, &seg.labels, 1, 0u8);
+    let probabilities = args.save_probabilities.then(|| on_grid(&seg.probabilities));
+    let uncertainty = match (&seg.uncertainty, args.save_uncertainty) {
+        (Some(u), true) => Some(on_grid(u)),
+        _ => None,
     };
     let mut files = vec![(out(""), OutputData::Labels(&labels))];
     let floats = |values| OutputData::Floats { values, channels };
-    if args.save_probabilities {
-        files.push((out("_prob"), floats(&probabilities)));
+    if let Some(p) = &probabilities {
+        files.push((out("_prob"), floats(p)));
     }
     if args.save_uncertainty {
         match &uncertainty {

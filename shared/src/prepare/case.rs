@@ -3,6 +3,8 @@
 //! BraTS's orientation that covers the reference's field of view; the label map goes back onto
 //! the reference series' own grid.
 
+use std::sync::OnceLock;
+
 use super::motion::{Rigid, apply3};
 use super::register::{Options, Registration, register};
 use super::resample::{Volume, invert, resample};
@@ -23,6 +25,8 @@ pub struct Prepared {
     pub reference: Modality,
     /// Each other series' registration to the reference.
     pub registrations: Vec<(Modality, Registration)>,
+    /// For each native voxel, the prepared voxel nearest to it: made once, when first needed.
+    native_map: OnceLock<Vec<Option<usize>>>,
 }
 
 impl Prepared {
@@ -33,6 +37,7 @@ impl Prepared {
             case,
             reference,
             registrations: Vec::new(),
+            native_map: OnceLock::new(),
         }
     }
 
@@ -47,7 +52,9 @@ impl Prepared {
         if !self.resampled() {
             return values.to_vec();
         }
-        let map = nearest(self.case.geometry(), &self.native);
+        let map = self
+            .native_map
+            .get_or_init(|| nearest(self.case.geometry(), &self.native));
         let n: usize = self.case.geometry().dims.iter().product();
         (0..channels)
             .flat_map(|c| {
@@ -190,10 +197,18 @@ pub fn prepare(
     let mut registrations = Vec::new();
     let mut prepared = Vec::new();
     for (m, image) in &images {
+        // Each series' values read once, for its registration and its resampling.
+        let other;
+        let source = if *m == reference {
+            &fixed
+        } else {
+            other = volume(image);
+            &other
+        };
         let motion = if *m == reference || same_grid(&image.geometry, &native) {
             Rigid::identity([0.0; 3])
         } else {
-            let r = register(&fixed, &volume(image), options);
+            let r = register(&fixed, source, options);
             // A series that does not cover the reference's head once registered is another
             // head, another body part, or a slab too thin to place: not a case.
             if r.overlap < MIN_OVERLAP {
@@ -212,7 +227,7 @@ pub fn prepare(
             registrations.push((*m, r));
             motion
         };
-        let values = resample(&volume(image), &motion, &grid);
+        let values = resample(source, &motion, &grid);
         prepared.push((
             *m,
             Image {
@@ -232,6 +247,7 @@ pub fn prepare(
         native,
         reference,
         registrations,
+        native_map: OnceLock::new(),
     })
 }
 
