@@ -268,8 +268,7 @@ function registrationText(r) {
     return `${g.modality} ${angle.toFixed(1)}° and ${shift.toFixed(1)} mm (NMI ${g.nmi.toFixed(3)})`;
   });
   return `the series were registered to the T1ce (${moved.join('; ') || 'none moved'}) and resampled `
-    + `onto this 1 mm grid; the download lies on the T1ce's grid (${r.referenceDims.join(' × ')}). `
-    + 'The skull is not removed: give skull-stripped series.';
+    + `onto this 1 mm grid; ${r.skull}; the download lies on the T1ce's grid (${r.referenceDims.join(' × ')}).`;
 }
 
 // Each check has a number: only the latest one's answer is shown (an earlier one can finish

@@ -9,7 +9,62 @@ use nvnet::Modality;
 use nvnet::data::case::{self, CaseFiles, Input};
 use nvnet::data::exam::Exam;
 use nvnet::io::dicom::{self, Folder};
-use nvnet::prepare::{self, Options, Prepared, When};
+use nvnet::prepare::{self, Prepared, Skull, Steps, When};
+
+use crate::values::parse_series;
+
+/// Where the cases are and how their series are read: the flags `predict` and `prepare` share.
+#[derive(clap::Args)]
+pub struct ExamArgs {
+    /// A case folder, a dataset root of case folders, loose files (repeat --input), or a DICOM
+    /// exam's folder (any depth, several series mixed).
+    #[arg(long)]
+    pub input: Vec<PathBuf>,
+    #[arg(long)]
+    t1: Option<PathBuf>,
+    #[arg(long)]
+    t1ce: Option<PathBuf>,
+    #[arg(long)]
+    t2: Option<PathBuf>,
+    #[arg(long)]
+    flair: Option<PathBuf>,
+    /// A DICOM exam's series for a modality, by SeriesNumber or SeriesInstanceUID, where the
+    /// series' names do not say it: `--series t1ce=7` (repeat for others).
+    #[arg(long, value_parser = parse_series)]
+    pub series: Vec<(Modality, String)>,
+    /// The series are skull-stripped already: a prepared case is not stripped again (without
+    /// it, the skull is stripped unless the T1ce is found stripped already).
+    #[arg(long)]
+    skull_stripped: bool,
+}
+
+impl ExamArgs {
+    /// The cases to run, and the inputs refused before any work.
+    pub fn collect(&self) -> Result<(Vec<Source>, Vec<String>)> {
+        let given: BTreeMap<Modality, PathBuf> = [
+            (Modality::T1, &self.t1),
+            (Modality::T1ce, &self.t1ce),
+            (Modality::T2, &self.t2),
+            (Modality::Flair, &self.flair),
+        ]
+        .into_iter()
+        .filter_map(|(m, p)| p.clone().map(|p| (m, p)))
+        .collect();
+        collect(&self.input, &given, &self.series)
+    }
+
+    /// How a case is made of the series, when they are brought onto one grid as `when` says.
+    pub fn steps(&self, when: When) -> Steps {
+        Steps {
+            when,
+            skull: if self.skull_stripped {
+                Skull::Stripped
+            } else {
+                Skull::Auto
+            },
+        }
+    }
+}
 
 /// What one case is read from.
 pub enum Source {
@@ -27,10 +82,10 @@ impl Source {
         }
     }
 
-    pub fn load(&self, series: &[(Modality, String)], when: When) -> Result<Prepared> {
+    pub fn load(&self, series: &[(Modality, String)], steps: Steps) -> Result<Prepared> {
         Ok(match self {
-            Source::Files(f) => prepare::load_files(f, when, &Options::default())?,
-            Source::Dicom { exam, files } => exam.load_case(files, series, when)?,
+            Source::Files(f) => prepare::load_files(f, steps)?,
+            Source::Dicom { exam, files } => exam.load_case(files, series, steps)?,
         })
     }
 

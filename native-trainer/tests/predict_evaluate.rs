@@ -827,30 +827,35 @@ fn a_dicom_exam_segments_as_its_nifti_files_and_bad_exams_are_refused() {
     }
 }
 
-/// The whole chain on a phantom exam acquired as a real one is (`nvnet synth --dicom --moved`:
-/// the T1 sagittal, the T2 oblique with 3 mm slices, the FLAIR with 5 mm slices, the head moved
-/// by up to 3 mm and 4° before each): `nvnet predict` on the DICOM folder registers and resamples
-/// the series, segments, and writes the label map on the T1ce's grid, where its Dice against the
-/// phantom's truth is near that of the same model on the ideal case (the NIfTI files on one grid).
+/// The whole chain on a phantom exam acquired as a real one is (`nvnet synth --head --dicom
+/// --moved`: skull and scalp included, the T1 sagittal, the T2 oblique with 3 mm slices, the
+/// FLAIR with 5 mm slices, the head moved by up to 3 mm and 4° before each): `nvnet predict` on
+/// the DICOM folder registers and resamples the series, strips the skull, segments, and writes
+/// the label map on the T1ce's grid, where its Dice against the phantom's truth is near that of
+/// the same model on the ideal case (the brain alone, its NIfTI files on one grid).
 #[test]
 fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
     let dir = tempfile::tempdir().unwrap();
-    let (root, exams) = (dir.path().join("data"), dir.path().join("dicom"));
-    let out = nvnet(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--cases",
-        "1",
-        "--seed",
-        "77",
-        "--window",
-        "96,96,64",
-        "--dicom",
-        s(&exams),
-        "--moved",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (heads, exams) = (dir.path().join("heads"), dir.path().join("dicom"));
+    let root = dir.path().join("data");
+    let make = |anatomy: &[&str], out: &Path| {
+        let mut args = vec![
+            "synth",
+            "--out",
+            s(out),
+            "--cases",
+            "1",
+            "--seed",
+            "77",
+            "--window",
+            "96,96,64",
+        ];
+        args.extend(anatomy);
+        let out = nvnet(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    make(&["--head", "--dicom", s(&exams), "--moved"], &heads);
+    make(&[], &root);
     let dice = |input: &Path, name: &str| -> Vec<f64> {
         let pred = dir.path().join(name);
         let out = nvnet(&[
@@ -892,9 +897,14 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
     let exam = dice(&exams.join("Phantom-00000"), "exam");
     // The same acquisitions as NIfTI files, each on its grid (as dcm2niix writes an exam),
     // given as loose files: the same label map as from the DICOM folder.
-    let phantom =
-        nvnet::data::synth::generate(77, 0, [240, 240, 155], nvnet::LabelConvention::Brats2018)
-            .window([96, 96, 64]);
+    let phantom = nvnet::data::synth::generate_anatomy(
+        77,
+        0,
+        [240, 240, 155],
+        nvnet::LabelConvention::Brats2018,
+        nvnet::data::synth::Anatomy::Head,
+    )
+    .window([96, 96, 64]);
     let loose = dir.path().join("loose");
     std::fs::create_dir_all(&loose).unwrap();
     let mut args = vec![
@@ -955,6 +965,18 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
         .filter(|s| s["motion"].is_object())
         .count();
     assert_eq!(moved, 3, "{report}");
+    assert_eq!(report["skull"]["stripped_here"], true, "{report}");
+    // The brain's mask against the phantom's (the prepared grid is the phantom's here).
+    let mask = nifti::read_path(&case.join("Phantom-00000_brainmask.nii.gz")).unwrap();
+    let truth =
+        nifti::read_path(&heads.join("Phantom-00000/Phantom-00000_brainmask.nii.gz")).unwrap();
+    assert!(mask.geometry.affine_difference(&truth.geometry) < 1e-3);
+    let count = |f: &dyn Fn(usize) -> bool| (0..mask.voxels.len()).filter(|&i| f(i)).count();
+    let both = count(&|i| mask.value(i) != 0.0 && truth.value(i) != 0.0);
+    let mask_dice = 2.0 * both as f64
+        / (count(&|i| mask.value(i) != 0.0) + count(&|i| truth.value(i) != 0.0)) as f64;
+    eprintln!("brain-mask Dice {mask_dice:.4}");
+    assert!(mask_dice >= 0.95, "brain-mask Dice {mask_dice}");
     let out = nvnet(&["inspect", s(&case)]);
     assert!(
         out.status.success() && text(&out).contains("accepted"),

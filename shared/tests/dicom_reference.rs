@@ -7,7 +7,7 @@ use nvnet::Modality;
 use nvnet::data::exam::{Exam, Kind};
 use nvnet::io::dicom::{Files, Folder};
 use nvnet::io::nifti::{self, Image};
-use nvnet::prepare::{Volume, When};
+use nvnet::prepare::{Steps, Volume, When};
 
 fn exam(folder: &str) -> (Exam, Folder) {
     let path = testdata(folder);
@@ -151,7 +151,7 @@ fn an_export_is_read_as_its_series_and_the_others_are_named() {
 fn series_too_small_to_register_are_refused_by_name() {
     let (exam, files) = exam("dicom/exam");
     let err = exam
-        .load_case(&files, &[], When::Auto)
+        .load_case(&files, &[], Steps::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -161,7 +161,7 @@ fn series_too_small_to_register_are_refused_by_name() {
     // A series larger than the reader's cap (the page's is one tab's memory) is refused by name
     // before its pixels are read.
     let err = exam
-        .load_case_within(&files, &[], When::Auto, 1_000)
+        .load_case_within(&files, &[], Steps::default(), 1_000)
         .unwrap_err()
         .to_string();
     assert!(
@@ -170,7 +170,7 @@ fn series_too_small_to_register_are_refused_by_name() {
     );
     // Not registered, the series stay on their grids: refused as such.
     let err = exam
-        .load_case(&files, &[], When::Never)
+        .load_case(&files, &[], Steps::when(When::Never))
         .unwrap_err()
         .to_string();
     assert!(
@@ -200,7 +200,7 @@ fn each_bad_exam_is_refused_naming_the_series_or_file() {
         let files = Folder::walk(&path).unwrap();
         assert!(files.len() > 0);
         let result = Exam::scan(&files, &path.display().to_string())
-            .and_then(|exam| exam.load_case(&files, &[], When::Auto).map(|_| ()));
+            .and_then(|exam| exam.load_case(&files, &[], Steps::default()).map(|_| ()));
         let message = match result {
             Err(e) => e.to_string(),
             Ok(()) => panic!("{name}: accepted"),

@@ -14,6 +14,7 @@ mod model_reference;
 mod nifti_bad_input;
 mod nifti_reference;
 mod registration;
+mod skull_strip;
 mod volumes;
 mod wgpu_reference;
 

@@ -171,11 +171,12 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     );
 }
 
-/// A DICOM exam as a scanner acquires one (a phantom exported by `nvnet synth --dicom --moved`:
-/// four series, one file per slice, every file named IM0001...; the T1 sagittal, the T2 oblique
-/// with 3 mm slices, the FLAIR with 5 mm slices, the head moved before each) given to the page as
-/// files: its series are chosen by their names, registered to the T1ce and resampled in the
-/// worker, segmented on the CPU fallback, and the download, on the T1ce's grid, equals `nvnet
+/// A DICOM exam as a scanner acquires one (a phantom exported by `nvnet synth --head --dicom
+/// --moved`: skull and scalp included, four series, one file per slice, every file named
+/// IM0001...; the T1 sagittal, the T2 oblique with 3 mm slices, the FLAIR with 5 mm slices, the
+/// head moved before each) given to the page as files: its series are chosen by their names,
+/// registered to the T1ce, resampled and skull-stripped in the worker, segmented on the CPU
+/// fallback, and the download, on the T1ce's grid, equals `nvnet
 /// predict` on the exam's folder. The CPU fallback: reading and registering are the same wasm on
 /// either backend, and the WebGPU path is the first test's.
 #[test]
@@ -184,7 +185,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
     let (nifti_root, exams) = (dir.path().join("nifti"), dir.path().join("dicom"));
     let out = std::process::Command::new(nvnet_e2e::nvnet_binary())
         .args([
-            "synth", "--cases", "1", "--seed", "77", "--window", "64,64,48", "--out",
+            "synth", "--head", "--cases", "1", "--seed", "77", "--window", "64,64,48", "--out",
         ])
         .arg(&nifti_root)
         .arg("--dicom")
@@ -224,7 +225,8 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
     let check = page.text(&mut b, "check").unwrap_or_default();
     assert!(
         check.contains("t1ce series 2 'T1 MPRAGE POST GD'")
-            && check.contains("registered to the T1ce"),
+            && check.contains("registered to the T1ce")
+            && check.contains("skull stripped: a brain of"),
         "{check}"
     );
     let native_dir = tempfile::tempdir().unwrap();
@@ -534,7 +536,7 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
 fn native_check(files: &[PathBuf]) -> Result<(), String> {
     use nvnet::data::case::Layout;
     use nvnet::data::modality::Modality;
-    use nvnet::prepare::{Options, When, prepare_images};
+    use nvnet::prepare::{Steps, prepare_images};
     let mut images = Vec::new();
     for (file, m) in files.iter().zip(Modality::DEFAULT_ORDER) {
         let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
@@ -544,16 +546,9 @@ fn native_check(files: &[PathBuf]) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         images.push((m, image));
     }
-    prepare_images(
-        "check",
-        Layout::Loose,
-        images,
-        None,
-        When::Auto,
-        &Options::default(),
-    )
-    .map(drop)
-    .map_err(|e| e.to_string())
+    prepare_images("check", Layout::Loose, images, None, Steps::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The service worker keeps one build of the page, whole: what it caches is byte for byte the

@@ -17,7 +17,7 @@ use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
-use nvnet::prepare::{Options, Prepared, When, prepare_images};
+use nvnet::prepare::{Prepared, Steps, prepare_images};
 use nvnet::{Modality, NvNet};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -279,7 +279,7 @@ fn read_case(
             .collect::<Vec<_>>()
             .join(", ");
         let prepared = exam
-            .load_case_within(&exam_files, &[], When::Auto, nifti::PAGE_MAX_VOXELS)
+            .load_case_within(&exam_files, &[], Steps::default(), nifti::PAGE_MAX_VOXELS)
             .map_err(error)?;
         return Ok((prepared, Some(chosen)));
     }
@@ -308,15 +308,8 @@ fn read_case(
         used_names.push(name);
     }
     let id = case::case_id_of_names(&used_names);
-    let prepared = prepare_images(
-        &id,
-        Layout::Loose,
-        images,
-        seg,
-        When::Auto,
-        &Options::default(),
-    )
-    .map_err(error)?;
+    let prepared =
+        prepare_images(&id, Layout::Loose, images, seg, Steps::default()).map_err(error)?;
     Ok((prepared, None))
 }
 
@@ -342,6 +335,7 @@ pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, Js
         "series": series,
         "resampled": prepared.resampled(),
         "registered": registered,
+        "skull": prepared.stripping.to_string(),
         "referenceDims": prepared.native.dims,
         "id": case.id,
         "dims": case.dims(),

@@ -2,7 +2,6 @@
 //! (`nvnet::inference`); this file finds the cases, loads the weights, shows progress and writes.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,8 +17,8 @@ use nvnet::prepare::{Prepared, When};
 use nvnet::{Modality, NvNet};
 
 use crate::device::{DeviceKind, with_backend};
-use crate::sources::{self, Source};
-use crate::values::{gib, parse_bytes, parse_series, parse_shape};
+use crate::sources::{ExamArgs, Source};
+use crate::values::{gib, parse_bytes, parse_shape};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,14 +26,9 @@ pub struct Args {
     /// embedded model). Several: an ensemble (mean of the probabilities).
     #[arg(long, required = true)]
     weights: Vec<String>,
-    /// A case folder, a dataset root of case folders, loose files (repeat --input), or a DICOM
-    /// exam's folder (any depth, several series mixed).
-    #[arg(long)]
-    input: Vec<PathBuf>,
-    /// A DICOM exam's series for a modality, by SeriesNumber or SeriesInstanceUID, where the
-    /// series' names do not say it: `--series t1ce=7` (repeat for others).
-    #[arg(long, value_parser = parse_series)]
-    series: Vec<(Modality, String)>,
+    /// The cases: folders, files or DICOM exams.
+    #[command(flatten)]
+    exam: ExamArgs,
     /// When the four series are registered to the T1ce and resampled onto one 1 mm grid: auto
     /// (when they are not on one grid already), always, or never (refuse series on several grids).
     #[arg(long, default_value = "auto")]
@@ -43,14 +37,6 @@ pub struct Args {
     /// prepared (the 1 mm grid it was segmented on).
     #[arg(long, default_value = "native", value_parser = ["native", "prepared"])]
     output_space: String,
-    #[arg(long)]
-    t1: Option<PathBuf>,
-    #[arg(long)]
-    t1ce: Option<PathBuf>,
-    #[arg(long)]
-    t2: Option<PathBuf>,
-    #[arg(long)]
-    flair: Option<PathBuf>,
     /// Where to write `<ID>.nii.gz` (and the optional maps).
     #[arg(long)]
     output: PathBuf,
@@ -99,14 +85,9 @@ impl Args {
     pub fn run(self, device: DeviceKind, cap: Option<GpuLimits>) -> Result<usize> {
         let Args {
             weights,
-            input,
-            series,
+            exam,
             prepare,
             output_space,
-            t1,
-            t1ce,
-            t2,
-            flair,
             output,
             modalities,
             roi,
@@ -125,26 +106,15 @@ impl Args {
         if !(0.0..1.0).contains(&overlap) {
             bail!("--overlap must be in [0, 1)");
         }
-        let given = [
-            (Modality::T1, t1),
-            (Modality::T1ce, t1ce),
-            (Modality::T2, t2),
-            (Modality::Flair, flair),
-        ]
-        .into_iter()
-        .filter_map(|(m, p)| p.map(|p| (m, p)))
-        .collect();
         let modalities = modalities
             .map(|m| Modality::parse_list(&m).map_err(anyhow::Error::msg))
             .transpose()
             .context("--modalities")?;
         let args = Request {
             weights,
-            inputs: input,
-            series,
+            exam,
             prepare,
             native_output: output_space == "native",
-            given,
             output,
             modalities,
             options: nvnet::inference::InferenceOptions {
@@ -199,13 +169,10 @@ fn cpu_memory_cap(device: DeviceKind, budget: u64) -> u64 {
 /// Everything `nvnet predict` was asked, resolved.
 struct Request {
     weights: Vec<String>,
-    inputs: Vec<PathBuf>,
-    /// The DICOM series chosen for modalities.
-    series: Vec<(Modality, String)>,
+    exam: ExamArgs,
     prepare: When,
     /// Write a prepared case's outputs on the T1ce's own grid (else on the prepared grid).
     native_output: bool,
-    given: BTreeMap<Modality, PathBuf>,
     output: PathBuf,
     modalities: Option<Vec<Modality>>,
     options: InferenceOptions,
@@ -286,7 +253,7 @@ fn run<B: Backend>(
     limits: Option<nvnet::device::gpu::GpuLimits>,
     mut args: Request,
 ) -> Result<usize> {
-    let (cases, refused) = sources::collect(&args.inputs, &args.given, &args.series)?;
+    let (cases, refused) = args.exam.collect()?;
     check_device_holds(&args, limits)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
     if let Some(limits) = limits {
@@ -368,7 +335,7 @@ fn predict_case<B: Backend>(
             .check_output(&path)
             .with_context(|| path.display().to_string())?;
     }
-    let prepared = source.load(&args.series, args.prepare)?;
+    let prepared = source.load(&args.exam.series, args.exam.steps(args.prepare))?;
     let case = &prepared.case;
     for w in case.warnings() {
         bar.suspend(|| eprintln!("warning: {w}"));
@@ -382,13 +349,7 @@ fn predict_case<B: Backend>(
         });
     }
     if prepared.resampled() || !prepared.registrations.is_empty() {
-        bar.suspend(|| {
-            eprintln!(
-                "warning: {}: the series were resampled onto one 1 mm grid; nvnet does not remove \
-                 the skull yet: give skull-stripped series",
-                case.id
-            )
-        });
+        bar.suspend(|| eprintln!("{}: {}", case.id, prepared.stripping));
     }
     let windows_bar = bar.clone();
     let seg = inference::segment(

@@ -1,36 +1,23 @@
 //! `nvnet prepare`: an exam (a DICOM folder, or NIfTI files on grids of their own) written as the
-//! case that `predict`, `train` and `evaluate` take: the four series registered to the T1ce and
-//! resampled onto one 1 mm grid, and `<ID>_prepare.json` saying what was done to each.
+//! case that `predict`, `train` and `evaluate` take: the four series registered to the T1ce,
+//! resampled onto one 1 mm grid and skull-stripped, the brain's mask, and `<ID>_prepare.json`
+//! saying what was done to each.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use nvnet::Modality;
 use nvnet::io::fsutil;
 use nvnet::io::nifti::{self, OutputData};
-use nvnet::prepare::When;
+use nvnet::prepare::{Stripping, When};
 use serde_json::json;
 
-use crate::sources;
-use crate::values::parse_series;
+use crate::sources::ExamArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A DICOM exam's folder, a case folder, or NIfTI files (repeat --input).
-    #[arg(long)]
-    input: Vec<PathBuf>,
-    #[arg(long)]
-    t1: Option<PathBuf>,
-    #[arg(long)]
-    t1ce: Option<PathBuf>,
-    #[arg(long)]
-    t2: Option<PathBuf>,
-    #[arg(long)]
-    flair: Option<PathBuf>,
-    /// A DICOM exam's series for a modality (`--series t1ce=7`), where the names do not say it.
-    #[arg(long, value_parser = parse_series)]
-    series: Vec<(Modality, String)>,
+    /// The exam: a DICOM folder, a case folder, or NIfTI files.
+    #[command(flatten)]
+    exam: ExamArgs,
     /// The folder to write the case folder `<ID>/` into.
     #[arg(long)]
     output: PathBuf,
@@ -42,16 +29,7 @@ fn degrees(r: [f64; 3]) -> [f64; 3] {
 
 impl Args {
     pub fn run(self) -> Result<()> {
-        let given: BTreeMap<Modality, PathBuf> = [
-            (Modality::T1, self.t1),
-            (Modality::T1ce, self.t1ce),
-            (Modality::T2, self.t2),
-            (Modality::Flair, self.flair),
-        ]
-        .into_iter()
-        .filter_map(|(m, p)| p.map(|p| (m, p)))
-        .collect();
-        let (sources, refused) = sources::collect(&self.input, &given, &self.series)?;
+        let (sources, refused) = self.exam.collect()?;
         if let Some(r) = refused.first() {
             bail!("{r}");
         }
@@ -61,7 +39,7 @@ impl Args {
                 sources.len()
             );
         };
-        let prepared = source.load(&self.series, When::Always)?;
+        let prepared = source.load(&self.exam.series, self.exam.steps(When::Always))?;
         let case = &prepared.case;
         let folder = self.output.join(&case.id);
         std::fs::create_dir_all(&folder)
@@ -85,6 +63,15 @@ impl Args {
                 },
             )
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            files.push((path, bytes));
+        }
+        if let Some(mask) = &prepared.brain_mask {
+            let path = folder.join(format!("{}_brainmask.nii.gz", case.id));
+            inputs
+                .check_output(&path)
+                .with_context(|| path.display().to_string())?;
+            let bytes = nifti::encode_on_grid(grid, OutputData::Labels(mask))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             files.push((path, bytes));
         }
         let series: Vec<_> = case
@@ -116,7 +103,14 @@ impl Args {
                 "affine": prepared.native.affine,
             },
             "series": series,
-            "skull_stripped": false,
+            "skull": {
+                "done": prepared.stripping.to_string(),
+                "stripped_here": matches!(prepared.stripping, Stripping::Stripped { .. }),
+                "brain_ml": match prepared.stripping {
+                    Stripping::Stripped { brain_ml } => Some(brain_ml),
+                    _ => None,
+                },
+            },
             "warnings": case.warnings().collect::<Vec<_>>(),
         });
         let json_path = folder.join(format!("{}_prepare.json", case.id));
@@ -142,7 +136,7 @@ impl Args {
             grid.dims,
             folder.display()
         );
-        eprintln!("note: the skull is not removed (nvnet does not strip it yet)");
+        println!("{}: {}", case.id, prepared.stripping);
         Ok(())
     }
 }

@@ -40,6 +40,11 @@ pub struct Args {
     /// grid) with the head moved by a few millimetres and degrees before each.
     #[arg(long, requires = "dicom")]
     moved: bool,
+    /// The whole head as a scanner sees it (CSF around the brain, skull, scalp, noise in the
+    /// air), not the brain alone: an exam to skull-strip. Each case folder also holds the
+    /// brain's mask, `<ID>_brainmask.nii.gz` (the truth).
+    #[arg(long)]
+    head: bool,
     /// Also draw axial slices of the first two cases into this PNG.
     #[arg(long)]
     preview: Option<PathBuf>,
@@ -57,6 +62,7 @@ impl Args {
             window,
             dicom,
             moved,
+            head,
             preview,
         } = self;
         let (out, preview) = (out.as_path(), preview.as_deref());
@@ -72,7 +78,12 @@ impl Args {
         let mut shown = Vec::new();
         for index in first..end {
             let t = Instant::now();
-            let mut phantom = synth::generate(seed, index, shape, layout.labels());
+            let anatomy = if head {
+                synth::Anatomy::Head
+            } else {
+                synth::Anatomy::Brain
+            };
+            let mut phantom = synth::generate_anatomy(seed, index, shape, layout.labels(), anatomy);
             if let Some(size) = window {
                 phantom = phantom.window(size);
             }

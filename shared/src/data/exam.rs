@@ -11,7 +11,7 @@ use std::fmt;
 use crate::data::case::{CaseError, Layout};
 use crate::data::modality::Modality;
 use crate::io::dicom::{self, DicomError, Files, Scan, Series};
-use crate::prepare::{Options, Prepared, When, prepare_images};
+use crate::prepare::{Prepared, Steps, prepare_images};
 
 /// Why an exam gives no case. Every message names the folder and lists its series.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -272,16 +272,16 @@ impl Exam {
         })
     }
 
-    /// The case that the chosen series make, prepared as `when` says: by default series on one
-    /// grid make it as they are, series on grids of their own are registered to the T1ce and
-    /// resampled onto one grid (`prepare::prepare`).
+    /// The case that the chosen series make, prepared as `steps` say: by default series on one
+    /// grid make it as they are, series on grids of their own are registered to the T1ce,
+    /// resampled onto one grid and skull-stripped (`prepare::prepare`).
     pub fn load_case(
         &self,
         files: &dyn Files,
         chosen: &[(Modality, String)],
-        when: When,
+        steps: Steps,
     ) -> Result<Prepared, ExamError> {
-        self.load_case_within(files, chosen, when, crate::io::nifti::MAX_VOXELS)
+        self.load_case_within(files, chosen, steps, crate::io::nifti::MAX_VOXELS)
     }
 
     /// As `load_case`, each chosen series refused before its pixels are read when it holds more
@@ -290,7 +290,7 @@ impl Exam {
         &self,
         files: &dyn Files,
         chosen: &[(Modality, String)],
-        when: When,
+        steps: Steps,
         max_voxels: u64,
     ) -> Result<Prepared, ExamError> {
         let choice = self.choose(chosen)?;
@@ -321,8 +321,7 @@ impl Exam {
             Layout::Loose,
             images,
             None,
-            when,
-            &Options::default(),
+            steps,
         )?)
     }
 }

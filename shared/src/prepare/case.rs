@@ -1,13 +1,14 @@
 //! Four series on grids of their own made one case: each registered to the reference series
 //! (T1ce by default, on which radiologists read the tumour) and resampled onto one 1 mm grid in
-//! BraTS's orientation that covers the reference's field of view; the label map goes back onto
-//! the reference series' own grid.
+//! BraTS's orientation that covers the reference's field of view, then skull-stripped; the
+//! label map goes back onto the reference series' own grid.
 
 use std::sync::OnceLock;
 
 use super::motion::{Rigid, apply3};
 use super::register::{Options, Registration, register};
 use super::resample::{Volume, invert, resample};
+use super::skull::{already_stripped, brain_mask};
 use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, CaseFiles, Layout};
 use crate::data::modality::Modality;
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
@@ -25,6 +26,10 @@ pub struct Prepared {
     pub reference: Modality,
     /// Each other series' registration to the reference.
     pub registrations: Vec<(Modality, Registration)>,
+    /// What was done about the skull.
+    pub stripping: Stripping,
+    /// The brain (1) on the prepared grid, where the skull was stripped here.
+    pub brain_mask: Option<Vec<u8>>,
     /// For each native voxel, the prepared voxel nearest to it: made once, when first needed.
     native_map: OnceLock<Vec<Option<usize>>>,
 }
@@ -37,6 +42,8 @@ impl Prepared {
             case,
             reference,
             registrations: Vec::new(),
+            stripping: Stripping::NotPrepared,
+            brain_mask: None,
             native_map: OnceLock::new(),
         }
     }
@@ -93,32 +100,84 @@ impl std::str::FromStr for When {
     }
 }
 
+/// Whether a prepared case is skull-stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Skull {
+    /// Stripped, unless the reference series is found stripped already.
+    #[default]
+    Auto,
+    /// The series are stripped already (the user says so): left as they are.
+    Stripped,
+}
+
+/// What was done about the skull.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stripping {
+    /// Nothing: the case was not prepared here (its series shared a grid already).
+    NotPrepared,
+    /// The reference series was found stripped already.
+    FoundStripped,
+    /// The series were said to be stripped already.
+    SaidStripped,
+    /// Stripped here, leaving a brain of this volume (mL).
+    Stripped { brain_ml: f64 },
+}
+
+impl std::fmt::Display for Stripping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stripping::NotPrepared => write!(f, "not prepared here: left as it is"),
+            Stripping::FoundStripped => write!(f, "the reference series is skull-stripped already"),
+            Stripping::SaidStripped => write!(f, "skull-stripped already, as said"),
+            Stripping::Stripped { brain_ml } => {
+                write!(f, "skull stripped: a brain of {brain_ml:.0} mL")
+            }
+        }
+    }
+}
+
+/// How an exam is made a case: when its series are brought onto one grid, and whether the skull
+/// is then stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Steps {
+    pub when: When,
+    pub skull: Skull,
+}
+
+impl Steps {
+    pub fn when(when: When) -> Steps {
+        Steps {
+            when,
+            ..Steps::default()
+        }
+    }
+}
+
 /// Four series (and a segmentation on the first's grid, kept only when nothing is resampled)
-/// made a case as `when` says.
+/// made a case as `steps` say.
 pub fn prepare_images(
     id: &str,
     layout: Layout,
     images: Vec<(Modality, Image)>,
     seg: Option<Image>,
-    when: When,
-    options: &Options,
+    steps: Steps,
 ) -> Result<Prepared, CaseError> {
     let one_grid = images
         .windows(2)
         .all(|w| same_grid(&w[0].1.geometry, &w[1].1.geometry));
-    if when == When::Never || (when == When::Auto && one_grid) {
+    if steps.when == When::Never || (steps.when == When::Auto && one_grid) {
         return Ok(Prepared::as_it_is(
             Case::from_images(id, layout, images, seg)?,
             Modality::T1ce,
         ));
     }
-    prepare(id, images, Modality::T1ce, options)
+    prepare(id, images, Modality::T1ce, steps.skull, &Options::default())
 }
 
-/// Read a case's NIfTI files and make them a case as `when` says.
-pub fn load_files(files: &CaseFiles, when: When, options: &Options) -> Result<Prepared, CaseError> {
+/// Read a case's NIfTI files and make them a case as `steps` say.
+pub fn load_files(files: &CaseFiles, steps: Steps) -> Result<Prepared, CaseError> {
     let (images, seg) = files.read()?;
-    prepare_images(&files.id, files.layout, images, seg, when, options)
+    prepare_images(&files.id, files.layout, images, seg, steps)
 }
 
 /// Whether two grids are one (dims and affine).
@@ -174,12 +233,13 @@ fn volume(image: &Image) -> Volume {
     Volume::new(image.to_f32(), image.geometry.clone())
 }
 
-/// Bring the four series onto one grid. Series already on the reference's grid are taken as
-/// they are (a case prepared elsewhere is not moved).
+/// Bring the four series onto one grid and strip the skull as `skull` says. Series already on
+/// the reference's grid are taken as they are (a case prepared elsewhere is not moved).
 pub fn prepare(
     id: &str,
     images: Vec<(Modality, Image)>,
     reference: Modality,
+    skull: Skull,
     options: &Options,
 ) -> Result<Prepared, CaseError> {
     let missing = |m: Modality| CaseError::Invalid {
@@ -193,6 +253,13 @@ pub fn prepare(
         .1;
     let native = fixed_image.geometry.clone();
     let fixed = volume(fixed_image);
+    let stripped = match skull {
+        Skull::Stripped => Some(Stripping::SaidStripped),
+        Skull::Auto if already_stripped(&fixed.values, native.dims, native.spacing()) => {
+            Some(Stripping::FoundStripped)
+        }
+        Skull::Auto => None,
+    };
     let grid = prepared_grid(&native);
     let mut registrations = Vec::new();
     let mut prepared = Vec::new();
@@ -241,14 +308,47 @@ pub fn prepare(
             },
         ));
     }
+    let (stripping, brain) = match stripped {
+        Some(how) => (how, None),
+        None => strip(&mut prepared, &grid),
+    };
     let case = Case::from_images(id, Layout::Loose, prepared, None)?;
     Ok(Prepared {
         case,
         native,
         reference,
         registrations,
+        stripping,
+        brain_mask: brain,
         native_map: OnceLock::new(),
     })
+}
+
+/// The brain's mask of series on one 1 mm grid, and the series with zero outside it.
+fn strip(series: &mut [(Modality, Image)], grid: &Geometry) -> (Stripping, Option<Vec<u8>>) {
+    let values: Vec<(Modality, &[f32])> = series
+        .iter()
+        .filter_map(|(m, image)| match &image.voxels {
+            Voxels::F32(v) => Some((*m, v.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let mask = brain_mask(&values, grid.dims, grid.spacing());
+    for (_, image) in series.iter_mut() {
+        if let Voxels::F32(v) = &mut image.voxels {
+            for (x, inside) in v.iter_mut().zip(&mask) {
+                if !inside {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+    let voxel_ml = grid.spacing().iter().product::<f64>() / 1000.0;
+    let brain_ml = mask.iter().filter(|&&b| b).count() as f64 * voxel_ml;
+    (
+        Stripping::Stripped { brain_ml },
+        Some(mask.iter().map(|&b| b as u8).collect()),
+    )
 }
 
 /// For each voxel of `to`, the voxel of `from` nearest to its centre (None outside `from`): the

@@ -140,6 +140,17 @@ struct Fields {
     bias: [Lattice; 4],
 }
 
+/// What a phantom shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anatomy {
+    /// The brain alone, zero around it: a case prepared the BraTS way.
+    #[default]
+    Brain,
+    /// The whole head as the scanner sees it: CSF around the brain, the skull (inner table,
+    /// marrow, outer table), muscle, fat and skin, and noise in the air around.
+    Head,
+}
+
 /// One phantom case, in file order (i fastest).
 pub struct Phantom {
     pub id: String,
@@ -147,6 +158,9 @@ pub struct Phantom {
     /// The four images in [`Modality::DEFAULT_ORDER`].
     pub images: Vec<(Modality, Vec<i16>)>,
     pub seg: Vec<u8>,
+    /// The brain (1) and what is not (0): the truth a skull stripping is measured against.
+    pub brain: Vec<u8>,
+    pub anatomy: Anatomy,
     pub kind: TumourKind,
     pub faint: bool,
     pub labels: LabelConvention,
@@ -280,6 +294,8 @@ fn plan(seed: u64, index: usize) -> Plan {
 /// Soft memberships at one point.
 struct Membership {
     brain: bool,
+    /// Outside the brain: about how far from its surface (mm).
+    outside_mm: f64,
     gm: f64,
     csf: f64,
     edema: f64,
@@ -302,6 +318,7 @@ impl Plan {
         let brain = r_eff < 1.0;
         let mut m = Membership {
             brain,
+            outside_mm: (r_eff - 1.0).max(0.0) * 66.0,
             gm: 0.0,
             csf: 0.0,
             edema: 0.0,
@@ -404,16 +421,69 @@ impl Plan {
         let texture = 1.0 + 0.035 * self.fields.fine.at(p);
         v.map(|x| x * texture)
     }
+
+    /// Noise-free intensity per modality outside the brain, `d` mm from its surface: the layers
+    /// of the head, their thickness varying smoothly around it (drawn from the fields the case
+    /// has already, so that a head's brain is the brain of the same case without one).
+    fn head_intensity(&self, d: f64, p: [f64; 3]) -> [f64; 4] {
+        let t = &self.table;
+        let g = 0.5 + 0.5 * self.fields.gyri.at([p[0] + 17.0, p[1] - 23.0, p[2]]);
+        let h = 0.5 + 0.5 * self.fields.outline.at([p[0], p[1] + 41.0, p[2]]);
+        let bone = [0.03; 4];
+        let layers: [(f64, [f64; 4]); 7] = [
+            (1.6 + 1.6 * g, t[Tissue::Csf as usize]),
+            (1.2 + 0.6 * h, bone),
+            (2.0 + 2.0 * h, [0.72, 0.74, 0.48, 0.58]),
+            (1.2 + 0.5 * g, bone),
+            (1.5 + 1.0 * g, [0.42, 0.48, 0.36, 0.40]),
+            (2.5 + 2.0 * h, [0.98, 0.98, 0.82, 0.90]),
+            (1.2, [0.55, 0.60, 0.50, 0.55]),
+        ];
+        // Each layer's share at d: a smooth step in, a smooth step out (0.35 mm edges).
+        let mut v = [0.0; 4];
+        let mut start = f64::NEG_INFINITY;
+        for (thickness, value) in layers {
+            let end = if start.is_finite() {
+                start + thickness
+            } else {
+                thickness
+            };
+            let inside = if start.is_finite() {
+                sigmoid((d - start) / 0.35)
+            } else {
+                1.0
+            } - sigmoid((d - end) / 0.35);
+            for c in 0..4 {
+                v[c] += inside * value[c];
+            }
+            start = end;
+        }
+        let texture = 1.0 + 0.05 * self.fields.fine.at(p);
+        v.map(|x| x * texture)
+    }
 }
 
-/// Make phantom `index` for `seed` on a grid of `shape`, labels in `labels`' convention.
+/// Make phantom `index` for `seed` on a grid of `shape`, labels in `labels`' convention: the
+/// brain alone, as BraTS prepares a case.
 pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvention) -> Phantom {
+    generate_anatomy(seed, index, shape, labels, Anatomy::Brain)
+}
+
+/// As [`generate`], showing `anatomy`: the same brain, tumour and noise level either way.
+pub fn generate_anatomy(
+    seed: u64,
+    index: usize,
+    shape: [usize; 3],
+    labels: LabelConvention,
+    anatomy: Anatomy,
+) -> Phantom {
     let plan = plan(seed, index);
     let [nx, ny, nz] = shape;
     let spacing = [0, 1, 2].map(|a| REFERENCE_MM[a] / shape[a] as f64);
     let n = nx * ny * nz;
     let mut images = vec![vec![0i16; n]; 4];
     let mut seg = vec![0u8; n];
+    let mut brain = vec![0u8; n];
     let slab = nx * ny;
     let threads = std::thread::available_parallelism()
         .map(|t| t.get())
@@ -423,6 +493,7 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
     // Split every output into runs of whole k-slabs, one run per thread; each slab draws its
     // noise from its own generator, so the result does not depend on the thread count.
     let mut seg_chunks: Vec<&mut [u8]> = seg.chunks_mut(per * slab).collect();
+    let mut brain_chunks: Vec<&mut [u8]> = brain.chunks_mut(per * slab).collect();
     let mut image_chunks: Vec<Vec<&mut [i16]>> = images
         .iter_mut()
         .map(|img| img.chunks_mut(per * slab).collect())
@@ -434,6 +505,7 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
                 .map(|chunks| std::mem::take(&mut chunks[t]))
                 .collect();
             let plan = &plan;
+            let brain_chunk = std::mem::take(&mut brain_chunks[t]);
             s.spawn(move || {
                 let k0 = t * per;
                 let slabs = seg_chunk.len() / slab;
@@ -453,11 +525,18 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
                             ];
                             let v = dk * slab + i + nx * j;
                             let m = plan.membership(p);
-                            if !m.brain {
+                            let clean = if m.brain {
+                                brain_chunk[v] = 1;
+                                seg_chunk[v] = plan.label(&m, labels);
+                                plan.intensity(&m, p)
+                            } else if anatomy == Anatomy::Head {
+                                plan.head_intensity(m.outside_mm, p)
+                            } else {
                                 continue;
-                            }
-                            seg_chunk[v] = plan.label(&m, labels);
-                            let clean = plan.intensity(&m, p);
+                            };
+                            // Brain voxels stay nonzero (zero means background); the air
+                            // around a head is noise, as a scanner records it.
+                            let least = if m.brain { 1.0 } else { 0.0 };
                             for (c, img) in mine.iter_mut().enumerate() {
                                 let bias = (0.16 * plan.fields.bias[c].at(p)).exp();
                                 let s = clean[c] * bias;
@@ -466,8 +545,7 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
                                 let r = ((s + plan.noise_sigma * g1).powi(2)
                                     + (plan.noise_sigma * g2).powi(2))
                                 .sqrt();
-                                // Brain voxels stay nonzero: zero means background.
-                                img[v] = (r * plan.scale[c]).round().clamp(1.0, 32767.0) as i16;
+                                img[v] = (r * plan.scale[c]).round().clamp(least, 32767.0) as i16;
                             }
                         }
                     }
@@ -481,6 +559,8 @@ pub fn generate(seed: u64, index: usize, shape: [usize; 3], labels: LabelConvent
         geometry,
         images: Modality::DEFAULT_ORDER.into_iter().zip(images).collect(),
         seg,
+        brain,
+        anatomy,
         kind: plan.kind,
         faint: plan.contrast < 0.82,
         labels,
@@ -516,6 +596,7 @@ impl Phantom {
         let cut = |v: &[i16]| -> Vec<i16> { cut_window(v, dims, start, size) };
         let images = self.images.iter().map(|(m, v)| (*m, cut(v))).collect();
         let seg = cut_window(&self.seg, dims, start, size);
+        let brain = cut_window(&self.brain, dims, start, size);
         let mut g = self.geometry.clone();
         let a = g.affine;
         let offset: [f64; 3] =
@@ -531,6 +612,7 @@ impl Phantom {
         Phantom {
             images,
             seg,
+            brain,
             geometry: g,
             ..self
         }

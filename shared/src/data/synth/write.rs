@@ -15,7 +15,8 @@ use crate::io::nifti::Geometry;
 use crate::io::nifti::{self, NiftiError, OutputData};
 use crate::prepare::{Rigid, Volume};
 
-/// Write a phantom as a case folder `dir/<id>/` in `layout` (BraTS 2018 or 2023 naming).
+/// Write a phantom as a case folder `dir/<id>/` in `layout` (BraTS 2018 or 2023 naming); a
+/// head's with its brain mask, `<ID>_brainmask.nii.gz`.
 pub fn write_case(phantom: &Phantom, dir: &Path, layout: Layout) -> Result<PathBuf, NiftiError> {
     let folder = dir.join(&phantom.id);
     std::fs::create_dir_all(&folder).map_err(|e| NiftiError {
@@ -38,6 +39,14 @@ pub fn write_case(phantom: &Phantom, dir: &Path, layout: Layout) -> Result<PathB
         &phantom.geometry,
         OutputData::Labels(&phantom.seg),
     )?;
+    // A head's truth for skull stripping (a name no case reader takes for a modality).
+    if phantom.anatomy == super::Anatomy::Head {
+        nifti::write_on_grid(
+            &name("brainmask"),
+            &phantom.geometry,
+            OutputData::Labels(&phantom.brain),
+        )?;
+    }
     Ok(folder)
 }
 
