@@ -1,4 +1,5 @@
-//! Synthetic phantoms: skull-stripped multimodal brain MRI with a glioma, in the BraTS layout.
+//! Synthetic phantoms: multimodal brain MRI with a glioma, skull-stripped in the BraTS layout or
+//! as the whole head a scanner records.
 //!
 //! Every case is built from smooth random fields, so that anatomy, tumour and contrast vary:
 //! an irregular brain outline; cortex with gyri and sulci, white matter, deep grey matter,
