@@ -188,32 +188,20 @@ pub fn same_grid(a: &Geometry, b: &Geometry) -> bool {
 /// The 1 mm grid in BraTS's orientation (x and y flipped: i from right to left, j from front to
 /// back, k upwards) that holds every corner of `reference`'s grid.
 pub fn prepared_grid(reference: &Geometry) -> Geometry {
-    let [nx, ny, nz] = reference.dims;
-    let a = &reference.affine;
     let (mut lo, mut hi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
     for corner in 0..8 {
         // The outer faces of the corner voxels, not their centres.
-        let ijk = [
-            if corner & 1 == 0 {
+        let ijk = [0, 1, 2].map(|a| {
+            if corner & (1 << a) == 0 {
                 -0.5
             } else {
-                nx as f64 - 0.5
-            },
-            if corner & 2 == 0 {
-                -0.5
-            } else {
-                ny as f64 - 0.5
-            },
-            if corner & 4 == 0 {
-                -0.5
-            } else {
-                nz as f64 - 0.5
-            },
-        ];
+                reference.dims[a] as f64 - 0.5
+            }
+        });
+        let w = reference.world(ijk);
         for r in 0..3 {
-            let w = a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3];
-            lo[r] = lo[r].min(w);
-            hi[r] = hi[r].max(w);
+            lo[r] = lo[r].min(w[r]);
+            hi[r] = hi[r].max(w[r]);
         }
     }
     let dims = [0, 1, 2].map(|r| ((hi[r] - lo[r]).round() as usize).max(1));
@@ -357,14 +345,11 @@ pub fn nearest(from: &Geometry, to: &Geometry) -> Vec<Option<usize>> {
     let (m, o) = invert(&from.affine);
     let [nx, ny, nz] = to.dims;
     let [fx, fy, fz] = from.dims;
-    let a = &to.affine;
     let mut out = Vec::with_capacity(nx * ny * nz);
     for k in 0..nz {
         for j in 0..ny {
             for i in 0..nx {
-                let ijk = [i as f64, j as f64, k as f64];
-                let w = [0, 1, 2]
-                    .map(|r| a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3]);
+                let w = to.world([i as f64, j as f64, k as f64]);
                 let p = apply3(&m, w);
                 let r = [0, 1, 2].map(|d| (p[d] + o[d]).round());
                 let inside = r

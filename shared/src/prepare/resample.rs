@@ -29,8 +29,7 @@ impl Volume {
 
     /// The world position of voxel (i, j, k).
     pub fn world(&self, ijk: [f64; 3]) -> [f64; 3] {
-        let a = &self.geometry.affine;
-        [0, 1, 2].map(|r| a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3])
+        self.geometry.world(ijk)
     }
 
     /// The voxel coordinates of a world position.
@@ -138,16 +137,12 @@ pub(crate) fn invert(a: &[[f64; 4]; 4]) -> ([[f64; 3]; 3], [f64; 3]) {
 /// it (`motion` maps target world points to source world points), 0 outside the source.
 pub fn resample(source: &Volume, motion: &Rigid, target: &Geometry) -> Vec<f32> {
     let [nx, ny, nz] = target.dims;
-    let a = &target.affine;
     let (r, o) = motion.affine();
     let mut out = Vec::with_capacity(nx * ny * nz);
     for k in 0..nz {
         for j in 0..ny {
             for i in 0..nx {
-                let ijk = [i as f64, j as f64, k as f64];
-                let w = [0, 1, 2].map(|row| {
-                    a[row][0] * ijk[0] + a[row][1] * ijk[1] + a[row][2] * ijk[2] + a[row][3]
-                });
+                let w = target.world([i as f64, j as f64, k as f64]);
                 let p = apply3(&r, w);
                 let p = [p[0] + o[0], p[1] + o[1], p[2] + o[2]];
                 out.push(source.at_world(p).unwrap_or(0.0));

@@ -12,17 +12,13 @@ pub fn acquire(head: &Volume, moved: &Rigid, grid: &Geometry) -> Vec<f32> {
     // Where the anatomy at a scanner point was before the motion.
     let (back, offset) = moved.inverse_affine();
     let [nx, ny, nz] = grid.dims;
-    let a = &grid.affine;
     let mut values = Vec::with_capacity(nx * ny * nz);
     for k in 0..nz {
         for j in 0..ny {
             for i in 0..nx {
                 let mut sum = 0.0;
                 for s in [-0.4, -0.2, 0.0, 0.2, 0.4] {
-                    let ijk = [i as f64, j as f64, k as f64 + s];
-                    let w: [f64; 3] = std::array::from_fn(|r| {
-                        a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3]
-                    });
+                    let w = grid.world([i as f64, j as f64, k as f64 + s]);
                     let p: [f64; 3] = std::array::from_fn(|r| {
                         (0..3).map(|c| back[r][c] * w[c]).sum::<f64>() + offset[r]
                     });

@@ -135,6 +135,12 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The world position (RAS, mm) of voxel coordinates (i, j, k), through the affine.
+    pub fn world(&self, ijk: [f64; 3]) -> [f64; 3] {
+        let a = &self.affine;
+        [0, 1, 2].map(|r| a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3])
+    }
+
     /// Voxel spacing in mm (|pixdim[1..=3]|, a zero read as 1).
     pub fn spacing(&self) -> [f64; 3] {
         [1, 2, 3].map(|i| {
