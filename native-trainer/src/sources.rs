@@ -32,6 +32,10 @@ pub struct ExamArgs {
     /// series' names do not say it: `--series t1ce=7` (repeat for others).
     #[arg(long, value_parser = parse_series)]
     pub series: Vec<(Modality, String)>,
+    /// The series the others are registered to, whose grid the label map is written on: t1,
+    /// t1ce, t2 or flair.
+    #[arg(long, default_value = "t1ce")]
+    reference: Modality,
     /// The series are skull-stripped already: a prepared case is not stripped again (without
     /// it, the skull is stripped unless the T1ce is found stripped already).
     #[arg(long)]
@@ -57,6 +61,7 @@ impl ExamArgs {
     pub fn steps(&self, when: When) -> Steps {
         Steps {
             when,
+            reference: self.reference,
             skull: if self.skull_stripped {
                 Skull::Stripped
             } else {

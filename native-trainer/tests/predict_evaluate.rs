@@ -977,6 +977,36 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
         / (count(&|i| mask.value(i) != 0.0) + count(&|i| truth.value(i) != 0.0)) as f64;
     eprintln!("brain-mask Dice {mask_dice:.4}");
     assert!(mask_dice >= 0.95, "brain-mask Dice {mask_dice}");
+    // Another reference: the FLAIR (5 mm slices) stays, the T1ce moves onto it.
+    let on_flair = dir.path().join("on_flair");
+    let out = nvnet(&[
+        "prepare",
+        "--input",
+        s(&exams.join("Phantom-00000")),
+        "--output",
+        s(&on_flair),
+        "--reference",
+        "flair",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let flair_report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(on_flair.join("Phantom-00000/Phantom-00000_prepare.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(flair_report["reference"], "flair", "{flair_report}");
+    let slice = flair_report["reference_grid"]["spacing"][2]
+        .as_f64()
+        .unwrap();
+    assert!((slice - 5.0).abs() < 1e-3, "{flair_report}");
+    let moved_series: Vec<&str> = flair_report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["motion"].is_object())
+        .map(|s| s["modality"].as_str().unwrap())
+        .collect();
+    assert_eq!(moved_series, ["t1", "t1ce", "t2"], "{flair_report}");
     let out = nvnet(&["inspect", s(&case)]);
     assert!(
         out.status.success() && text(&out).contains("accepted"),

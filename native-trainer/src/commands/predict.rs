@@ -29,12 +29,13 @@ pub struct Args {
     /// The cases: folders, files or DICOM exams.
     #[command(flatten)]
     exam: ExamArgs,
-    /// When the four series are registered to the T1ce and resampled onto one 1 mm grid: auto
-    /// (when they are not on one grid already), always, or never (refuse series on several grids).
+    /// When the four series are registered to the reference (--reference) and resampled onto one
+    /// 1 mm grid: auto (when they are not on one grid already), always, or never (refuse series
+    /// on several grids).
     #[arg(long, default_value = "auto")]
     prepare: When,
-    /// Where the label map is written for a prepared case: native (the T1ce's own grid) or
-    /// prepared (the 1 mm grid it was segmented on).
+    /// Where the label map is written for a prepared case: native (the reference series' own
+    /// grid) or prepared (the 1 mm grid it was segmented on).
     #[arg(long, default_value = "native", value_parser = ["native", "prepared"])]
     output_space: String,
     /// Where to write `<ID>.nii.gz` (and the optional maps).
@@ -171,7 +172,7 @@ struct Request {
     weights: Vec<String>,
     exam: ExamArgs,
     prepare: When,
-    /// Write a prepared case's outputs on the T1ce's own grid (else on the prepared grid).
+    /// Write a prepared case's outputs on the reference series' own grid (else on the prepared grid).
     native_output: bool,
     output: PathBuf,
     modalities: Option<Vec<Modality>>,

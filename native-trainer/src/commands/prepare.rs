@@ -1,7 +1,7 @@
 //! `nvnet prepare`: an exam (a DICOM folder, or NIfTI files on grids of their own) written as the
-//! case that `predict`, `train` and `evaluate` take: the four series registered to the T1ce,
-//! resampled onto one 1 mm grid and skull-stripped, the brain's mask, and `<ID>_prepare.json`
-//! saying what was done to each.
+//! case that `predict`, `train` and `evaluate` take: the four series registered to the reference
+//! (the T1ce unless `--reference` says another), resampled onto one 1 mm grid and skull-stripped,
+//! the brain's mask, and `<ID>_prepare.json` saying what was done to each.
 
 use std::path::{Path, PathBuf};
 

@@ -136,12 +136,25 @@ impl std::fmt::Display for Stripping {
     }
 }
 
-/// How an exam is made a case: when its series are brought onto one grid, and whether the skull
-/// is then stripped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How an exam is made a case: when its series are brought onto one grid, the series the others
+/// are registered to (whose grid the label map is written on), and whether the skull is then
+/// stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steps {
     pub when: When,
+    pub reference: Modality,
     pub skull: Skull,
+}
+
+impl Default for Steps {
+    /// The T1ce as the reference: radiologists read the tumour on it.
+    fn default() -> Self {
+        Steps {
+            when: When::Auto,
+            reference: Modality::T1ce,
+            skull: Skull::Auto,
+        }
+    }
 }
 
 impl Steps {
@@ -168,10 +181,16 @@ pub fn prepare_images(
     if steps.when == When::Never || (steps.when == When::Auto && one_grid) {
         return Ok(Prepared::as_it_is(
             Case::from_images(id, layout, images, seg)?,
-            Modality::T1ce,
+            steps.reference,
         ));
     }
-    prepare(id, images, Modality::T1ce, steps.skull, &Options::default())
+    prepare(
+        id,
+        images,
+        steps.reference,
+        steps.skull,
+        &Options::default(),
+    )
 }
 
 /// Read a case's NIfTI files and make them a case as `steps` say.
