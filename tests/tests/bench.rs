@@ -7,6 +7,9 @@
 //!   cargo test -p nvnet-e2e --test bench -- --ignored --nocapture
 //! ```
 //!
+//! `NVNET_BENCH_CPU_ONLY=1`: only the page's CPU fallback and `--device cpu` (SwiftShader and
+//! llvmpipe take most of the minutes).
+//!
 //! Chromium's WebGPU (SwiftShader here), the page's CPU fallback (flex in wasm), `nvnet predict
 //! --device wgpu` (llvmpipe here) and `--device cpu` (flex), one after the other on the same
 //! case with the same options; seconds as each reports them, and the ratios.
@@ -24,6 +27,7 @@ use nvnet_e2e::{dist, nvnet_binary};
 fn page_against_native() {
     let shape = std::env::var("NVNET_BENCH_SHAPE").unwrap_or_else(|_| "240,240,155".into());
     let tta = std::env::var("NVNET_BENCH_TTA").is_ok_and(|v| v == "1");
+    let cpu_only = std::env::var("NVNET_BENCH_CPU_ONLY").is_ok_and(|v| v == "1");
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let o = Command::new(nvnet_binary())
@@ -39,10 +43,11 @@ fn page_against_native() {
     let server = StaticServer::start(&dist());
     let mut rows = Vec::new();
     let mut downloads_kept = Vec::new();
-    for (name, flags) in [
+    let pages = [
         ("page webgpu", WEBGPU_FLAGS),
         ("page cpu (wasm)", NO_WEBGPU_FLAGS),
-    ] {
+    ];
+    for (name, flags) in pages.into_iter().skip(cpu_only as usize) {
         let mut b = Browser::launch(flags).expect("Chromium");
         let downloads = tempfile::tempdir().unwrap();
         let page = b.new_page(downloads.path()).expect("page");
@@ -63,7 +68,7 @@ fn page_against_native() {
         rows.push((name.to_string(), run.seconds));
         downloads_kept.push((run.download, downloads));
     }
-    for device in ["wgpu", "cpu"] {
+    for device in ["wgpu", "cpu"].into_iter().skip(cpu_only as usize) {
         let out = work.path().join(device);
         let (file, seconds) = native_prediction(&out, (&files, id), device, tta, None);
         eprintln!("native {device}: {seconds:.1} s (the whole command)");
