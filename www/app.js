@@ -493,6 +493,11 @@ function showResult(r) {
   viewer.show(r);
   if (flair >= 0) { select.value = String(flair); viewer.setModality(flair); }
   $('show-uncertainty').disabled = !r.uncertainty;
+  // The quality views, where the page registered or stripped the exam.
+  const mode = $('view-mode');
+  mode.value = 'labels';
+  mode.querySelector('option[value=checkerboard]').disabled = !r.registered;
+  mode.querySelector('option[value=brain]').disabled = !r.brainMask;
   $('vol-wt').textContent = `${r.volumes.WT.toFixed(1)} mL`;
   $('vol-tc').textContent = `${r.volumes.TC.toFixed(1)} mL`;
   $('vol-et').textContent = `${r.volumes.ET.toFixed(1)} mL`;
@@ -503,6 +508,7 @@ $('view-modality').addEventListener('change', (e) => viewer.setModality(Number(e
 $('opacity').addEventListener('input', (e) => viewer.setOpacity(Number(e.target.value)));
 $('show-labels').addEventListener('change', (e) => viewer.setShowLabels(e.target.checked));
 $('show-uncertainty').addEventListener('change', (e) => viewer.setShowUncertainty(e.target.checked));
+$('view-mode').addEventListener('change', (e) => viewer.setMode(e.target.value));
 
 $('download').addEventListener('click', () => {
   if (!result) return;

@@ -1,7 +1,13 @@
 // The result viewer: axial, coronal and sagittal slices of one modality under the label map,
-// with crosshair navigation, window/level, and a read-out of the voxel under the cursor.
+// with crosshair navigation, window/level, and a read-out of the voxel under the cursor. Two
+// quality views for an exam the page prepared: the chosen series and the reference in a
+// checkerboard (misregistration breaks edges at the tiles' borders), and the reference with its
+// skull under the brain mask's outline.
 // Volumes are in NIfTI file order (i fastest): index = i + nx * (j + ny * k).
 'use strict';
+
+const TILE = 12;  // voxels per checkerboard tile
+const OUTLINE = [0, 230, 255];
 
 const LABEL_COLOURS = {
   1: [230, 40, 40],   // necrosis / non-enhancing core
@@ -22,6 +28,7 @@ class Viewer {
     this.opacity = 0.5;
     this.showLabels = true;
     this.showUncertainty = false;
+    this.mode = 'labels';
     for (const v of this.views) this.bind(v);
   }
 
@@ -43,6 +50,9 @@ class Viewer {
       this.cursor = sum.map((s) => Math.round(s / count));
     }
     this.windows = result.images.map((img) => robustRange(img));
+    this.reference = Math.max(0, result.modalities.indexOf(result.reference));
+    this.skullWindow = result.referenceWithSkull ? robustRange(result.referenceWithSkull) : null;
+    this.mode = 'labels';
     this.modality = 0;
     const [sx, sy, sz] = result.spacing;
     const scale = Math.max(1, Math.min(3, 300 / Math.max(nx * sx, ny * sy, nz * sz)));
@@ -62,6 +72,17 @@ class Viewer {
   setOpacity(o) { this.opacity = o; this.draw(); }
   setShowLabels(b) { this.showLabels = b; this.draw(); }
   setShowUncertainty(b) { this.showUncertainty = b; this.draw(); }
+  // 'labels', 'checkerboard' or 'brain' (the last two only where the page prepared the exam).
+  setMode(m) { this.mode = m; this.draw(); }
+
+  // The window/level of the image shown: the reference with its skull in the brain view.
+  shownWindow() {
+    return this.mode === 'brain' && this.skullWindow ? this.skullWindow : this.windows[this.modality];
+  }
+  setShownWindow(w) {
+    if (this.mode === 'brain' && this.skullWindow) this.skullWindow = w;
+    else this.windows[this.modality] = w;
+  }
 
   axisOf(v) { return { axial: 2, coronal: 1, sagittal: 0 }[v.name]; }
 
@@ -84,7 +105,7 @@ class Viewer {
     };
     v.canvas.addEventListener('mousedown', (e) => {
       if (!this.r) return;
-      drag = { x: e.clientX, y: e.clientY, moved: false, window: this.windows[this.modality].slice() };
+      drag = { x: e.clientX, y: e.clientY, moved: false, window: this.shownWindow().slice() };
       e.preventDefault();
     });
     window.addEventListener('mouseup', (e) => {
@@ -107,7 +128,7 @@ class Viewer {
           const [lo, hi] = drag.window;
           const width = Math.max(1e-6, (hi - lo) * Math.exp(dx / 150));
           const level = (lo + hi) / 2 - dy / 150 * (hi - lo);
-          this.windows[this.modality] = [level - width / 2, level + width / 2];
+          this.setShownWindow([level - width / 2, level + width / 2]);
           this.draw();
         }
       }
@@ -149,9 +170,17 @@ class Viewer {
   drawView(v) {
     const r = this.r;
     const [nx, ny, nz] = r.dims;
-    const img = r.images[this.modality];
-    const [lo, hi] = this.windows[this.modality];
+    const brainView = this.mode === 'brain' && r.brainMask;
+    const checker = this.mode === 'checkerboard';
+    const img = brainView ? r.referenceWithSkull : r.images[this.modality];
+    const [lo, hi] = brainView ? this.skullWindow : this.windows[this.modality];
     const span = hi - lo || 1;
+    const ref = r.images[this.reference];
+    const [rlo, rhi] = this.windows[this.reference];
+    const rspan = rhi - rlo || 1;
+    // Beyond the grid counts as brain: the outline is the mask's, not the field of view's.
+    const inMask = (i, j, k) => i < 0 || j < 0 || k < 0 || i >= nx || j >= ny || k >= nz
+      || r.brainMask[i + nx * (j + ny * k)] !== 0;
     const w = v.canvas.width, h = v.canvas.height;
     const px = v.image.data;
     const [ci, cj, ck] = this.cursor;
@@ -163,9 +192,21 @@ class Viewer {
         else if (v.name === 'coronal') { i = x; j = cj; k = nz - 1 - y; }
         else { i = ci; j = x; k = nz - 1 - y; }
         const idx = i + nx * (j + ny * k);
-        const g = clamp((img[idx] - lo) / span * 255, 0, 255);
+        let g = clamp((img[idx] - lo) / span * 255, 0, 255);
+        if (checker && (Math.floor(x / TILE) + Math.floor(y / TILE)) % 2 === 1) {
+          g = clamp((ref[idx] - rlo) / rspan * 255, 0, 255);
+        }
         let rgb = [g, g, g];
-        if (this.showLabels) {
+        if (brainView) {
+          // The outline: brain voxels with a neighbour outside in this view's plane.
+          if (r.brainMask[idx] !== 0) {
+            const [a, b] = v.name === 'axial' ? [[1, 0, 0], [0, 1, 0]]
+              : v.name === 'coronal' ? [[1, 0, 0], [0, 0, 1]] : [[0, 1, 0], [0, 0, 1]];
+            const edge = [a, b].some((d) => !inMask(i + d[0], j + d[1], k + d[2])
+              || !inMask(i - d[0], j - d[1], k - d[2]));
+            if (edge) rgb = OUTLINE.slice();
+          }
+        } else if (this.showLabels && !checker) {
           const c = LABEL_COLOURS[r.labels[idx]];
           if (c) rgb = rgb.map((g0, n) => g0 * (1 - alpha) + c[n] * alpha);
         }

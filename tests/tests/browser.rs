@@ -229,6 +229,45 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
             && check.contains("skull stripped: a brain of"),
         "{check}"
     );
+    // The quality views: the checkerboard of a registered series with the T1ce, and the T1ce
+    // with its skull under the brain mask's outline (cyan, drawn only in that view).
+    let options = page
+        .eval(
+            &mut b,
+            "[...document.querySelectorAll('#view-mode option')].filter((o) => !o.disabled).map((o) => o.value).join(',')",
+        )
+        .unwrap();
+    assert_eq!(options, "labels,checkerboard,brain");
+    let outline_pixels = |page: &nvnet_e2e::cdp::Page, b: &mut nvnet_e2e::cdp::Browser| {
+        page.eval(
+            b,
+            "(() => { const c = document.getElementById('view-axial'); \
+                      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+                      let n = 0; for (let p = 0; p < d.length; p += 4) \
+                        if (d[p] === 0 && d[p + 1] === 230 && d[p + 2] === 255) n++; return n; })()",
+        )
+        .unwrap()
+        .as_u64()
+        .unwrap()
+    };
+    assert_eq!(outline_pixels(&page, &mut b), 0);
+    for (mode, outlined) in [("checkerboard", false), ("brain", true)] {
+        page.eval(
+            &mut b,
+            &format!(
+                "(() => {{ const s = document.getElementById('view-mode'); s.value = '{mode}'; \
+                          s.dispatchEvent(new Event('change')); return s.value; }})()"
+            ),
+        )
+        .unwrap();
+        let n = outline_pixels(&page, &mut b);
+        assert_eq!(n > 20, outlined, "{mode}: {n} outline pixels");
+        // `NVNET_QUALITY_VIEW=DIR` keeps a picture of each view (docs/CLINICAL.md's).
+        if let Ok(dir) = std::env::var("NVNET_QUALITY_VIEW") {
+            page.screenshot(&mut b, &Path::new(&dir).join(format!("quality-{mode}.png")))
+                .unwrap();
+        }
+    }
     let native_dir = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(nvnet_e2e::nvnet_binary())
         .args(["predict", "--weights", "default", "--no-tta", "--input"])

@@ -377,6 +377,9 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
 /// `id`, `dims`, `spacing`, `affine` (4×4, rows), `images` (the four modalities as
 /// Float32Arrays in file order, T1 T1ce T2 FLAIR), `modalities`, `labels` (Uint8Array),
 /// `uncertainty` (Float32Array: the largest flip variance over the regions, with TTA),
+/// `reference` (the series the others were registered to), `registered` (whether any was moved
+/// or resampled), `brainMask` (Uint8Array) and `referenceWithSkull` (Float32Array) where the
+/// skull was stripped in the page,
 /// `nifti` (the gzipped label map `nvnet predict` writes), `volumes` ({WT, TC, ET} in mL),
 /// `labelConvention`, `postprocessing` (the flags of the model's rules, or "none"), `roi`, `windows`,
 /// `seconds`, `backend`.
@@ -525,6 +528,21 @@ pub async fn segment(
     set(&out, "images", images)?;
     set(&out, "modalities", modalities)?;
     set(&out, "labels", Uint8Array::from(seg.labels.as_slice()))?;
+    // The quality view's: the series registered to, and the brain's mask over it with its skull.
+    set(&out, "reference", prepared.reference.to_string())?;
+    set(
+        &out,
+        "registered",
+        prepared.resampled() || !prepared.registrations.is_empty(),
+    )?;
+    if let (Some(mask), Some(with_skull)) = (&prepared.brain_mask, &prepared.reference_with_skull) {
+        set(&out, "brainMask", Uint8Array::from(mask.as_slice()))?;
+        set(
+            &out,
+            "referenceWithSkull",
+            Float32Array::from(with_skull.as_slice()),
+        )?;
+    }
     if let Some(u) = &seg.uncertainty {
         let c = seg.outputs.len();
         let max: Vec<f32> = (0..n)

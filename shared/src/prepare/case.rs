@@ -30,6 +30,9 @@ pub struct Prepared {
     pub stripping: Stripping,
     /// The brain (1) on the prepared grid, where the skull was stripped here.
     pub brain_mask: Option<Vec<u8>>,
+    /// The reference series on the prepared grid before stripping, where the skull was stripped
+    /// here: what a reader checks the mask against.
+    pub reference_with_skull: Option<Vec<f32>>,
     /// For each native voxel, the prepared voxel nearest to it: made once, when first needed.
     native_map: OnceLock<Vec<Option<usize>>>,
 }
@@ -44,6 +47,7 @@ impl Prepared {
             registrations: Vec::new(),
             stripping: Stripping::NotPrepared,
             brain_mask: None,
+            reference_with_skull: None,
             native_map: OnceLock::new(),
         }
     }
@@ -315,9 +319,16 @@ pub fn prepare(
             },
         ));
     }
-    let (stripping, brain) = match stripped {
-        Some(how) => (how, None),
-        None => strip(&mut prepared, &grid),
+    let (stripping, brain, with_skull) = match stripped {
+        Some(how) => (how, None, None),
+        None => {
+            let with_skull = prepared
+                .iter()
+                .find(|(m, _)| *m == reference)
+                .map(|(_, image)| image.to_f32());
+            let (how, mask) = strip(&mut prepared, &grid);
+            (how, mask, with_skull)
+        }
     };
     let case = Case::from_images(id, Layout::Loose, prepared, None)?;
     Ok(Prepared {
@@ -327,6 +338,7 @@ pub fn prepare(
         registrations,
         stripping,
         brain_mask: brain,
+        reference_with_skull: with_skull,
         native_map: OnceLock::new(),
     })
 }
