@@ -917,10 +917,19 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
         &phantom,
         nvnet::data::synth::Acquisition::Moved { seed: 77 },
     ) {
-        let path = loose.join(format!("series_{}.nii.gz", m.name()));
+        let path = loose.join(format!("Phantom-00000_{}.nii.gz", m.name()));
         nifti::write_on_grid(&path, &grid, OutputData::Int16(&values)).unwrap();
         args.extend([format!("--{}", m.name()), path.display().to_string()]);
     }
+    // `inspect` on those files as a case folder says what prepare would do.
+    let out = nvnet(&["inspect", s(&loose)]);
+    let said = text(&out);
+    assert!(
+        out.status.success()
+            && said.contains("t1, t2, flair registered to the t1ce and resampled onto a 1 mm grid")
+            && said.contains("then skull-stripped"),
+        "{said}"
+    );
     let from_nifti = dir.path().join("from_nifti");
     args.extend(["--output".into(), from_nifti.display().to_string()]);
     let out = nvnet(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -222,6 +222,8 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
         "dicom",
     );
     assert_eq!(run.backend, "cpu");
+    // The worker segments the case its check prepared (not read, registered and stripped again).
+    eprintln!("the moved exam: {:.1} s in the page's segment", run.seconds);
     let check = page.text(&mut b, "check").unwrap_or_default();
     assert!(
         check.contains("t1ce series 2 'T1 MPRAGE POST GD'")

@@ -58,6 +58,9 @@ struct Loaded {
 struct State {
     engine: Option<Engine>,
     weights: Option<Loaded>,
+    /// The case the last check made, and the key of the files it made it from: Segment takes it
+    /// instead of reading, registering and stripping the same files again.
+    checked: Option<(u64, Prepared, Option<String>)>,
 }
 
 thread_local! {
@@ -244,6 +247,39 @@ pub fn detect_role(name: &str) -> String {
     }
 }
 
+/// What identifies a check's input: every file's name, role and bytes.
+fn files_key(names: &Array, files: &Array, roles: &Array) -> u64 {
+    let mut keys = Vec::new();
+    for i in 0..names.length() {
+        let name = names.get(i).as_string().unwrap_or_default();
+        let role = roles.get(i).as_string().unwrap_or_default();
+        let bytes = files
+            .get(i)
+            .dyn_into::<Uint8Array>()
+            .map(|a| a.to_vec())
+            .unwrap_or_default();
+        for part in [name.as_bytes(), role.as_bytes(), &bytes] {
+            keys.extend(nvnet::io::weights::fnv1a64(part).to_le_bytes());
+        }
+    }
+    nvnet::io::weights::fnv1a64(&keys)
+}
+
+/// The case of these files: the last check's when it was made of the same files (taken, so
+/// that it is not kept twice), else read and prepared now.
+fn checked_or_read(
+    names: &Array,
+    files: &Array,
+    roles: &Array,
+) -> Result<(Prepared, Option<String>), JsError> {
+    let key = files_key(names, files, roles);
+    let cached = STATE.with(|s| s.borrow_mut().checked.take());
+    match cached {
+        Some((k, prepared, series)) if k == key => Ok((prepared, series)),
+        _ => read_case(names, files, roles),
+    }
+}
+
 /// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`,
 /// `dicom` or `ignore`) and check them as one case, with the library's checks. The files of
 /// role `dicom` are one exam, its series chosen by their names as `nvnet predict` chooses them.
@@ -317,6 +353,9 @@ fn read_case(
 /// error naming the file and the problem.
 #[wasm_bindgen]
 pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, JsError> {
+    // A new check replaces the last one's case.
+    STATE.with(|s| s.borrow_mut().checked = None);
+    let key = files_key(&names, &files, &roles);
     let (prepared, series) = read_case(&names, &files, &roles)?;
     let case = &prepared.case;
     let registered: Vec<_> = prepared
@@ -331,8 +370,8 @@ pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, Js
             })
         })
         .collect();
-    Ok(json!({
-        "series": series,
+    let report = json!({
+        "series": &series,
         "resampled": prepared.resampled(),
         "registered": registered,
         "skull": prepared.stripping.to_string(),
@@ -342,7 +381,9 @@ pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, Js
         "spacing": case.geometry().spacing(),
         "warnings": case.warnings().collect::<Vec<_>>(),
     })
-    .to_string())
+    .to_string();
+    STATE.with(|s| s.borrow_mut().checked = Some((key, prepared, series)));
+    Ok(report)
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> Result<(), JsError> {
@@ -416,7 +457,7 @@ pub async fn segment(
     {
         return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
     }
-    let (prepared, _) = read_case(&names, &files, &roles)?;
+    let (prepared, _) = checked_or_read(&names, &files, &roles)?;
     let case = &prepared.case;
     enum Which {
         Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),

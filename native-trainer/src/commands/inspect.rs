@@ -1,5 +1,6 @@
 //! `nvnet inspect`: a NIfTI file, a case folder, a dataset root or a DICOM exam (a folder or
-//! one file) loaded exactly as the other commands load it, and reported.
+//! one file) loaded exactly as the other commands load it, and reported; for series on grids of
+//! their own, what `prepare` would do with them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use nvnet::data::exam::{Exam, Kind};
 use nvnet::data::labels::{self, RegionCounts};
 use nvnet::io::dicom::{self, Files, Folder};
 use nvnet::io::nifti::{self, Geometry, Image};
+use nvnet::prepare::{prepared_grid, same_grid, skull};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
@@ -128,7 +130,14 @@ fn inspect(path: &Path, as_json: bool) -> Result<bool> {
     }
     match case::discover(path)? {
         Input::Case(files) => {
-            let case = Case::load(&files)?;
+            let (images, seg) = files.read()?;
+            if !images
+                .windows(2)
+                .all(|w| same_grid(&w[0].1.geometry, &w[1].1.geometry))
+            {
+                return on_grids_of_their_own(&files.id, &images, as_json);
+            }
+            let case = Case::from_images(&files.id, files.layout, images, seg)?;
             warn_all(case.warnings());
             let v = case_json(&case);
             if as_json {
@@ -277,6 +286,93 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
         }
     }
     Ok(choice.is_ok())
+}
+
+/// A case's series on grids of their own: each one's grid, and what `prepare` (and `predict`)
+/// would do: register them to the T1ce, resample onto the 1 mm grid, strip the skull unless the
+/// T1ce is stripped already. Accepted when the T1ce is there.
+fn on_grids_of_their_own(
+    id: &str,
+    images: &[(nvnet::Modality, Image)],
+    as_json: bool,
+) -> Result<bool> {
+    let reference = nvnet::Modality::T1ce;
+    let files: Vec<Value> = images
+        .iter()
+        .map(|(m, image)| {
+            let g = &image.geometry;
+            let mut v = file_json(image);
+            v["modality"] = json!(m.name());
+            v["shape"] = json!(g.dims);
+            v["spacing"] = json!(g.spacing());
+            v["plane"] = json!(plane(g));
+            v["affine"] = json!(g.affine);
+            v
+        })
+        .collect();
+    let Some((_, t1ce)) = images.iter().find(|(m, _)| *m == reference) else {
+        let problem = format!(
+            "{id}: the series are on grids of their own and there is no {reference} to register them to"
+        );
+        if as_json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({ "id": id, "files": files, "problem": problem })
+                )?
+            );
+        } else {
+            println!("refused: {problem}");
+        }
+        return Ok(false);
+    };
+    let grid = prepared_grid(&t1ce.geometry);
+    let g = &t1ce.geometry;
+    let stripped = skull::already_stripped(&t1ce.to_f32(), g.dims, g.spacing());
+    let moved: Vec<&str> = images
+        .iter()
+        .filter(|(m, image)| *m != reference && !same_grid(&image.geometry, g))
+        .map(|(m, _)| m.name())
+        .collect();
+    if as_json {
+        let v = json!({
+            "id": id,
+            "files": files,
+            "prepare": {
+                "reference": reference.name(),
+                "registered": moved,
+                "grid": { "shape": grid.dims, "spacing": grid.spacing(), "affine": grid.affine },
+                "skull_stripped_already": stripped,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("case {id}: the series are on grids of their own");
+        for v in &files {
+            println!(
+                "  {:<6} {} {} voxels, spacing {} mm, values {} .. {}  {}",
+                v["modality"].as_str().unwrap_or(""),
+                v["plane"].as_str().unwrap_or(""),
+                v["shape"],
+                v["spacing"],
+                v["min"],
+                v["max"],
+                v["file"].as_str().unwrap_or("")
+            );
+        }
+        println!(
+            "  prepare: {} registered to the {reference} and resampled onto a 1 mm grid of {:?}; {}",
+            moved.join(", "),
+            grid.dims,
+            if stripped {
+                "the T1ce is skull-stripped already: left as it is"
+            } else {
+                "then skull-stripped"
+            }
+        );
+        println!("accepted");
+    }
+    Ok(true)
 }
 
 fn print_case(case: &Case, v: &Value) {
