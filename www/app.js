@@ -56,6 +56,7 @@ function startWorker() {
     const p = pending.get(m.id);
     if (!p) return;
     if (m.type === 'progress') { p.onProgress?.(m.done, m.total, m.roi, m.windowBytes); return; }
+    if (m.type === 'stage') { p.onProgress?.(m.stage); return; }
     pending.delete(m.id);
     if (m.ok) p.resolve(m.result);
     else {
@@ -299,7 +300,10 @@ async function check() {
   }
   setStatus('checking the files…');
   try {
-    const r = await call('check', request());
+    // An exam to prepare says each stage as it starts (reading a series, registering, stripping).
+    const r = await call('check', request(), (stage) => {
+      if (mine === checkNumber) setStatus(`checking the files: ${stage}…`);
+    });
     if (mine !== checkNumber) return;
     checked = r;
     $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; `

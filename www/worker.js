@@ -66,7 +66,10 @@ const handlers = {
     return JSON.parse(nv.use_default_weights());
   },
   async check(m) {
-    return JSON.parse(nv.check_case(m.names, await bytesOf(m.files), m.roles));
+    const files = await bytesOf(m.files);
+    return JSON.parse(nv.check_case(m.names, files, m.roles, (stage) => {
+      postMessage({ id: m.id, type: 'stage', stage });
+    }));
   },
   async segment(m) {
     const files = await bytesOf(m.files);

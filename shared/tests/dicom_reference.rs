@@ -161,7 +161,7 @@ fn series_too_small_to_register_are_refused_by_name() {
     // A series larger than the reader's cap (the page's is one tab's memory) is refused by name
     // before its pixels are read.
     let err = exam
-        .load_case_within(&files, &[], Steps::default(), 1_000)
+        .load_case_within(&files, &[], Steps::default(), 1_000, &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(

@@ -213,6 +213,15 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
         downloads,
         page,
     } = open(&dist(), NO_WEBGPU_FLAGS, "");
+    // Every status the page shows, kept: the check's stages pass while it runs.
+    page.eval(
+        &mut b,
+        "window.statuses = []; new MutationObserver(() => window.statuses.push(\
+           document.querySelector('[data-testid=status]').textContent))\
+           .observe(document.querySelector('[data-testid=status]'), \
+                    { childList: true, characterData: true, subtree: true }); true",
+    )
+    .unwrap();
     let run = segment_files(
         &mut b,
         &page,
@@ -222,6 +231,15 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
         "dicom",
     );
     assert_eq!(run.backend, "cpu");
+    let statuses = page.eval(&mut b, "window.statuses.join(' | ')").unwrap();
+    let statuses = statuses.as_str().unwrap_or("");
+    for stage in [
+        "reading the t1ce, series 2",
+        "registering the flair to the t1ce",
+        "stripping the skull",
+    ] {
+        assert!(statuses.contains(stage), "no '{stage}' in {statuses}");
+    }
     // The worker segments the case its check prepared (not read, registered and stripped again).
     eprintln!("the moved exam: {:.1} s in the page's segment", run.seconds);
     let check = page.text(&mut b, "check").unwrap_or_default();

@@ -17,7 +17,7 @@ use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
-use nvnet::prepare::{Prepared, Steps, prepare_images};
+use nvnet::prepare::{Prepared, Stage, Steps, prepare_images_reporting};
 use nvnet::{Modality, NvNet};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -276,7 +276,7 @@ fn checked_or_read(
     let cached = STATE.with(|s| s.borrow_mut().checked.take());
     match cached {
         Some((k, prepared, series)) if k == key => Ok((prepared, series)),
-        _ => read_case(names, files, roles),
+        _ => read_case(names, files, roles, None),
     }
 }
 
@@ -289,7 +289,14 @@ fn read_case(
     names: &Array,
     files: &Array,
     roles: &Array,
+    progress: Option<&Function>,
 ) -> Result<(Prepared, Option<String>), JsError> {
+    // Each stage told to the page as it starts: a worker busy in wasm can still post messages.
+    let mut on_stage = |stage: Stage| {
+        if let Some(f) = progress {
+            let _ = f.call1(&JsValue::NULL, &stage.to_string().into());
+        }
+    };
     let n = names.length();
     if files.length() != n || roles.length() != n {
         return Err(error("names, files and roles differ in length"));
@@ -315,7 +322,13 @@ fn read_case(
             .collect::<Vec<_>>()
             .join(", ");
         let prepared = exam
-            .load_case_within(&exam_files, &[], Steps::default(), nifti::PAGE_MAX_VOXELS)
+            .load_case_within(
+                &exam_files,
+                &[],
+                Steps::default(),
+                nifti::PAGE_MAX_VOXELS,
+                &mut on_stage,
+            )
             .map_err(error)?;
         return Ok((prepared, Some(chosen)));
     }
@@ -344,19 +357,32 @@ fn read_case(
         used_names.push(name);
     }
     let id = case::case_id_of_names(&used_names);
-    let prepared =
-        prepare_images(&id, Layout::Loose, images, seg, Steps::default()).map_err(error)?;
+    let prepared = prepare_images_reporting(
+        &id,
+        Layout::Loose,
+        images,
+        seg,
+        Steps::default(),
+        &mut on_stage,
+    )
+    .map_err(error)?;
     Ok((prepared, None))
 }
 
 /// Read and check a case without segmenting it: JSON `{id, dims, spacing, warnings}`, or an
-/// error naming the file and the problem.
+/// error naming the file and the problem. `progress(stage)` is told each stage of preparing an
+/// exam as it starts (reading a series, registering one, resampling, stripping the skull).
 #[wasm_bindgen]
-pub fn check_case(names: Array, files: Array, roles: Array) -> Result<String, JsError> {
+pub fn check_case(
+    names: Array,
+    files: Array,
+    roles: Array,
+    progress: Option<Function>,
+) -> Result<String, JsError> {
     // A new check replaces the last one's case.
     STATE.with(|s| s.borrow_mut().checked = None);
     let key = files_key(&names, &files, &roles);
-    let (prepared, series) = read_case(&names, &files, &roles)?;
+    let (prepared, series) = read_case(&names, &files, &roles, progress.as_ref())?;
     let case = &prepared.case;
     let registered: Vec<_> = prepared
         .registrations

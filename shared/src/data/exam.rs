@@ -11,7 +11,7 @@ use std::fmt;
 use crate::data::case::{CaseError, Layout};
 use crate::data::modality::Modality;
 use crate::io::dicom::{self, DicomError, Files, Scan, Series};
-use crate::prepare::{Prepared, Steps, prepare_images};
+use crate::prepare::{Prepared, Stage, Steps, prepare_images_reporting};
 
 /// Why an exam gives no case. Every message names the folder and lists its series.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -281,17 +281,24 @@ impl Exam {
         chosen: &[(Modality, String)],
         steps: Steps,
     ) -> Result<Prepared, ExamError> {
-        self.load_case_within(files, chosen, steps, crate::io::nifti::MAX_VOXELS)
+        self.load_case_within(
+            files,
+            chosen,
+            steps,
+            crate::io::nifti::MAX_VOXELS,
+            &mut |_| {},
+        )
     }
 
     /// As `load_case`, each chosen series refused before its pixels are read when it holds more
-    /// than `max_voxels` (the page's memory is that of one tab).
+    /// than `max_voxels` (the page's memory is that of one tab), each stage said as it starts.
     pub fn load_case_within(
         &self,
         files: &dyn Files,
         chosen: &[(Modality, String)],
         steps: Steps,
         max_voxels: u64,
+        on_stage: &mut dyn FnMut(Stage),
     ) -> Result<Prepared, ExamError> {
         let choice = self.choose(chosen)?;
         for (_, i) in &choice {
@@ -314,14 +321,17 @@ impl Exam {
         }
         let mut images = Vec::new();
         for (m, i) in &choice {
-            images.push((*m, self.scan.series[*i].load(files)?));
+            let series = &self.scan.series[*i];
+            on_stage(Stage::Reading(format!("the {m}, {}", series.label())));
+            images.push((*m, series.load(files)?));
         }
-        Ok(prepare_images(
+        Ok(prepare_images_reporting(
             &self.id,
             Layout::Loose,
             images,
             None,
             steps,
+            on_stage,
         )?)
     }
 }

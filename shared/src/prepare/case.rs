@@ -170,6 +170,30 @@ impl Steps {
     }
 }
 
+/// A stage of making an exam a case, said as it starts (the page shows it while it waits).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// A DICOM series' pixels read (its label).
+    Reading(String),
+    Registering {
+        series: Modality,
+        to: Modality,
+    },
+    Resampling,
+    Stripping,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Reading(series) => write!(f, "reading {series}"),
+            Stage::Registering { series, to } => write!(f, "registering the {series} to the {to}"),
+            Stage::Resampling => write!(f, "resampling onto one 1 mm grid"),
+            Stage::Stripping => write!(f, "stripping the skull"),
+        }
+    }
+}
+
 /// Four series (and a segmentation on the first's grid, kept only when nothing is resampled)
 /// made a case as `steps` say.
 pub fn prepare_images(
@@ -178,6 +202,18 @@ pub fn prepare_images(
     images: Vec<(Modality, Image)>,
     seg: Option<Image>,
     steps: Steps,
+) -> Result<Prepared, CaseError> {
+    prepare_images_reporting(id, layout, images, seg, steps, &mut |_| {})
+}
+
+/// As [`prepare_images`], saying each stage as it starts.
+pub fn prepare_images_reporting(
+    id: &str,
+    layout: Layout,
+    images: Vec<(Modality, Image)>,
+    seg: Option<Image>,
+    steps: Steps,
+    on_stage: &mut dyn FnMut(Stage),
 ) -> Result<Prepared, CaseError> {
     let one_grid = images
         .windows(2)
@@ -194,6 +230,7 @@ pub fn prepare_images(
         steps.reference,
         steps.skull,
         &Options::default(),
+        on_stage,
     )
 }
 
@@ -252,6 +289,7 @@ pub fn prepare(
     reference: Modality,
     skull: Skull,
     options: &Options,
+    on_stage: &mut dyn FnMut(Stage),
 ) -> Result<Prepared, CaseError> {
     let missing = |m: Modality| CaseError::Invalid {
         case: id.to_string(),
@@ -271,6 +309,7 @@ pub fn prepare(
         }
         Skull::Auto => None,
     };
+    on_stage(Stage::Resampling);
     let grid = prepared_grid(&native);
     let mut registrations = Vec::new();
     let mut prepared = Vec::new();
@@ -286,6 +325,10 @@ pub fn prepare(
         let motion = if *m == reference || same_grid(&image.geometry, &native) {
             Rigid::identity([0.0; 3])
         } else {
+            on_stage(Stage::Registering {
+                series: *m,
+                to: reference,
+            });
             let r = register(&fixed, source, options);
             // A series that does not cover the reference's head once registered is another
             // head, another body part, or a slab too thin to place: not a case.
@@ -322,6 +365,7 @@ pub fn prepare(
     let (stripping, brain, with_skull) = match stripped {
         Some(how) => (how, None, None),
         None => {
+            on_stage(Stage::Stripping);
             let with_skull = prepared
                 .iter()
                 .find(|(m, _)| *m == reference)

@@ -17,8 +17,8 @@ pub mod resample;
 pub mod skull;
 
 pub use case::{
-    Prepared, Skull, Steps, Stripping, When, load_files, nearest, prepare, prepare_images,
-    prepared_grid, same_grid,
+    Prepared, Skull, Stage, Steps, Stripping, When, load_files, nearest, prepare, prepare_images,
+    prepare_images_reporting, prepared_grid, same_grid,
 };
 pub use motion::Rigid;
 pub use register::{Options, Registration, register};
