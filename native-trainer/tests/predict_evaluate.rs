@@ -952,28 +952,30 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
     );
     assert!(agreement >= 0.995, "{agreement}");
 
-    // `nvnet prepare` writes the case it segmented, which predict then takes as it is.
-    let prepared = dir.path().join("prepared");
-    let out = nvnet(&[
-        "prepare",
-        "--input",
-        s(&exams.join("Phantom-00000")),
-        "--output",
-        s(&prepared),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let case = prepared.join("Phantom-00000");
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(case.join("Phantom-00000_prepare.json")).unwrap(),
-    )
-    .unwrap();
-    let moved = report["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["motion"].is_object())
-        .count();
-    assert_eq!(moved, 3, "{report}");
+    // `nvnet prepare` writes the case it segmented, which predict then takes as it is; its
+    // report, and the series it moved.
+    let prepare = |name: &str, extra: &[&str]| -> (PathBuf, serde_json::Value, Vec<String>) {
+        let (output, exam) = (dir.path().join(name), exams.join("Phantom-00000"));
+        let mut args = vec!["prepare", "--input", s(&exam), "--output", s(&output)];
+        args.extend(extra);
+        let out = nvnet(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        let case = output.join("Phantom-00000");
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(case.join("Phantom-00000_prepare.json")).unwrap(),
+        )
+        .unwrap();
+        let moved = report["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["motion"].is_object())
+            .map(|s| s["modality"].as_str().unwrap().to_string())
+            .collect();
+        (case, report, moved)
+    };
+    let (case, report, moved) = prepare("prepared", &[]);
+    assert_eq!(moved, ["t1", "t2", "flair"], "{report}");
     assert_eq!(report["skull"]["stripped_here"], true, "{report}");
     // The brain's mask against the phantom's (the prepared grid is the phantom's here).
     let mask = nifti::read_path(&case.join("Phantom-00000_brainmask.nii.gz")).unwrap();
@@ -987,35 +989,13 @@ fn a_moved_exam_on_four_grids_segments_nearly_as_the_ideal_case() {
     eprintln!("brain-mask Dice {mask_dice:.4}");
     assert!(mask_dice >= 0.95, "brain-mask Dice {mask_dice}");
     // Another reference: the FLAIR (5 mm slices) stays, the T1ce moves onto it.
-    let on_flair = dir.path().join("on_flair");
-    let out = nvnet(&[
-        "prepare",
-        "--input",
-        s(&exams.join("Phantom-00000")),
-        "--output",
-        s(&on_flair),
-        "--reference",
-        "flair",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let flair_report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(on_flair.join("Phantom-00000/Phantom-00000_prepare.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let (_, flair_report, moved) = prepare("on_flair", &["--reference", "flair"]);
     assert_eq!(flair_report["reference"], "flair", "{flair_report}");
     let slice = flair_report["reference_grid"]["spacing"][2]
         .as_f64()
         .unwrap();
     assert!((slice - 5.0).abs() < 1e-3, "{flair_report}");
-    let moved_series: Vec<&str> = flair_report["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["motion"].is_object())
-        .map(|s| s["modality"].as_str().unwrap())
-        .collect();
-    assert_eq!(moved_series, ["t1", "t1ce", "t2"], "{flair_report}");
+    assert_eq!(moved, ["t1", "t1ce", "t2"], "{flair_report}");
     let out = nvnet(&["inspect", s(&case)]);
     assert!(
         out.status.success() && text(&out).contains("accepted"),

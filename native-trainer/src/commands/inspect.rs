@@ -265,12 +265,8 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
             match v["problem"].as_str() {
                 Some(p) => println!("      cannot be read: {p}"),
                 None => println!(
-                    "      {} {} voxels, spacing {} mm, values {} .. {}  uid {}",
-                    v["plane"].as_str().unwrap_or(""),
-                    v["shape"],
-                    v["spacing"],
-                    v["min"],
-                    v["max"],
+                    "      {}  uid {}",
+                    grid_line(v),
                     v["uid"].as_str().unwrap_or("")
                 ),
             }
@@ -350,13 +346,9 @@ fn on_grids_of_their_own(
         println!("case {id}: the series are on grids of their own");
         for v in &files {
             println!(
-                "  {:<6} {} {} voxels, spacing {} mm, values {} .. {}  {}",
+                "  {:<6} {}  {}",
                 v["modality"].as_str().unwrap_or(""),
-                v["plane"].as_str().unwrap_or(""),
-                v["shape"],
-                v["spacing"],
-                v["min"],
-                v["max"],
+                grid_line(v),
                 v["file"].as_str().unwrap_or("")
             );
         }
@@ -373,6 +365,18 @@ fn on_grids_of_their_own(
         println!("accepted");
     }
     Ok(true)
+}
+
+/// A series' grid and values, from its JSON: plane, shape, spacing, range.
+fn grid_line(v: &Value) -> String {
+    format!(
+        "{} {} voxels, spacing {} mm, values {} .. {}",
+        v["plane"].as_str().unwrap_or(""),
+        v["shape"],
+        v["spacing"],
+        v["min"],
+        v["max"]
+    )
 }
 
 fn print_case(case: &Case, v: &Value) {
