@@ -19,11 +19,12 @@ pub fn squared_distance(seed: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> V
         let stride = strides[axis];
         let w2 = (spacing[axis] * spacing[axis]) as f32;
         // Every line along `axis`: its first voxel runs over the other two axes.
-        let starts: Vec<usize> = (0..nz)
-            .flat_map(|k| (0..ny).flat_map(move |j| (0..nx).map(move |i| [i, j, k])))
-            .filter(|ijk| ijk[axis] == 0)
-            .map(|[i, j, k]| i + nx * (j + ny * k))
-            .collect();
+        let [a, b] = match axis {
+            0 => [(ny, nx), (nz, nx * ny)],
+            1 => [(nx, 1), (nz, nx * ny)],
+            _ => [(nx, 1), (ny, nx)],
+        };
+        let starts = (0..b.0).flat_map(|v| (0..a.0).map(move |u| u * a.1 + v * b.1));
         for start in starts {
             line.clear();
             line.extend((0..n).map(|t| d[start + t * stride]));
@@ -113,17 +114,12 @@ pub fn erode(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], radius: f64) ->
 
 /// Dilation then erosion: gaps narrower than the ball closed, the outline kept.
 pub fn close(mask: &[bool], dims: [usize; 3], spacing: [f64; 3], radius: f64) -> Vec<bool> {
-    // Padded by the radius so that what the dilation reaches beyond the grid erodes back.
+    // Padded by more than the radius, so that what the dilation reaches beyond the grid stays
+    // inside the padding and erodes back (the padding's outer layer is never reached).
     let margin = spacing.map(|s| (radius / s).ceil() as usize + 1);
     let (padded, pdims) = pad_by(mask, dims, margin, false);
     let grown = dilate(&padded, pdims, spacing, radius);
-    let outside: Vec<bool> = grown.iter().map(|&m| !m).collect();
-    let r2 = (radius * radius) as f32;
-    let closed: Vec<bool> = squared_distance(&outside, pdims, spacing)
-        .iter()
-        .map(|&d| d > r2)
-        .collect();
-    unpad_by(&closed, dims, margin)
+    unpad_by(&erode(&grown, pdims, spacing, radius), dims, margin)
 }
 
 /// The largest part of the mask connected through faces (6-connectivity); empty for an empty
