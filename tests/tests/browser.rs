@@ -132,6 +132,43 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
         "the wasm fetch was not recorded: {:?}",
         b.requests
     );
+
+    // The page's weight: what this visit fetched, as a server's gzip would send it (the sample
+    // case, fetched only when asked for, apart), against the budget docs/PERFORMANCE.md states.
+    let (first_load, files) = first_load_gzip(&dist(), &served);
+    eprintln!("first load: {first_load} bytes gzipped: {files:?}");
+    assert!(
+        first_load <= FIRST_LOAD_BUDGET,
+        "the first load is {first_load} bytes gzipped, over its budget of {FIRST_LOAD_BUDGET}: \
+         {files:?}"
+    );
+}
+
+/// What a first visit may download, gzipped: 6 MB.
+const FIRST_LOAD_BUDGET: usize = 6_000_000;
+
+/// The distinct files of `site` that the server sent (`served`: method and URL), outside
+/// sample/, each with its gzip size (level 6, what static servers use), and their sum.
+fn first_load_gzip(site: &Path, served: &[(String, String)]) -> (usize, BTreeMap<String, usize>) {
+    use std::io::Write;
+    let mut files = BTreeMap::new();
+    for (_, url) in served {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        let name = match path.trim_start_matches('/') {
+            "" => "index.html",
+            name => name,
+        };
+        if name.starts_with("sample/") || files.contains_key(name) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(site.join(name)) else {
+            continue; // a request for a file that is not there (the server answered 404)
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        gz.write_all(&bytes).unwrap();
+        files.insert(name.to_string(), gz.finish().unwrap().len());
+    }
+    (files.values().sum(), files)
 }
 
 /// Without WebGPU the page says so and segments on the CPU (flex compiled to wasm), here with

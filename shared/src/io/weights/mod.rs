@@ -347,8 +347,13 @@ fn check_applied(result: &ApplyResult, file: &str) -> Result<(), WeightsError> {
 /// synthetic phantoms (`nvnet synth`) — a demonstration, not for clinical use. How it was made
 /// and how well it does: docs/TRAINING.md.
 pub fn default_model() -> Option<&'static [u8]> {
-    Some(include_bytes!("../../../models/default.bpk"))
+    Some(&DEFAULT_MODEL)
 }
+
+/// A static, not a constant in `default_model`'s body: a small function is inlined into other
+/// crates, and with it a constant's bytes, so the page's wasm held the model twice.
+static DEFAULT_MODEL: [u8; include_bytes!("../../../models/default.bpk").len()] =
+    *include_bytes!("../../../models/default.bpk");
 
 /// A weights file's name (for messages) and its bytes, at most `MAX_WEIGHTS_BYTES`.
 fn read_weights_file(path: &Path) -> Result<(String, Vec<u8>), WeightsError> {
