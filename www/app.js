@@ -426,7 +426,8 @@ $('segment').addEventListener('click', async () => {
           const s = (performance.now() - started) / 1000;
           const eta = done < total ? `, about ${Math.ceil(s / done * (total - done))} s left` : '';
           $('progress').dataset.done = '1';
-          $('progress').textContent = `${done}/${total} windows, ${s.toFixed(0)} s${eta}`;
+          // Network passes (windows × flips), so that a case of one window still moves.
+          $('progress').textContent = `${done}/${total} network passes, ${s.toFixed(0)} s${eta}`;
           bar.value = done / total;
         });
         break;

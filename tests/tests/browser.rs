@@ -183,6 +183,14 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
         downloads,
         page,
     } = open(&dist(), NO_WEBGPU_FLAGS, "");
+    // Every text the progress line shows, recorded as it changes.
+    page.eval(
+        &mut b,
+        "window.progressSeen = []; new MutationObserver(() => window.progressSeen.push(\
+         document.getElementById('progress').textContent)).observe(document.getElementById(\
+         'progress'), { childList: true, characterData: true, subtree: true }); true",
+    )
+    .unwrap();
     let run = segment_files(
         &mut b,
         &page,
@@ -193,6 +201,20 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     );
     assert_eq!(run.backend, "cpu");
     assert_eq!(page.text(&mut b, "backend").unwrap(), "cpu");
+    // Progress counts network passes: the sample fits one window, and its eight flips are
+    // eight steps, each shown.
+    let seen = page.eval(&mut b, "window.progressSeen").unwrap();
+    let passes = 8 * run.windows;
+    for done in 1..=passes {
+        let step = format!("{done}/{passes} network passes");
+        assert!(
+            seen.as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str().is_some_and(|t| t.starts_with(&step))),
+            "no progress line \"{step}\": {seen}"
+        );
+    }
     let notice = page
         .eval(&mut b, "document.getElementById('backend-notice').hidden ? '' : document.getElementById('backend-notice').textContent")
         .unwrap();

@@ -455,9 +455,10 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
 ///   default; the page lowers it after running out of memory (see `www/app.js`).
 /// - `fault_test`, a test setting: `"oom"` or `"lose"` make the GPU fail for real in the first
 ///   window ([`provoke`]).
-/// - `progress(done, total, roi, windowBytes)` is called after each window, and on the GPU
-///   also before the first (`done` = 0; `roi` and `windowBytes`, the window's estimated
-///   memory, are given on the GPU only).
+/// - `progress(done, total, roi, windowBytes)` is called after each network pass (windows ×
+///   flips: a case of one window with flips is eight steps), and on the GPU also before the
+///   first (`done` = 0; `roi` and `windowBytes`, the window's estimated memory, are given on
+///   the GPU only).
 ///
 /// A fault the GPU reports rejects with an Error whose `gpuFault` says what happened, with
 /// the window's `roi` and `windowBytes`: nothing computed after a fault is returned.
@@ -666,16 +667,28 @@ async fn segment_on_gpu(
     let roi = run.roi();
     let window_bytes = nvnet::nn::info::summarize(&config, roi).inference_bytes;
     let models = [model];
-    let total = run.len();
+    let per_window = inference::passes_per_window(models.len(), options.tta);
+    let total = run.len() * per_window;
     // The plan first: if the device is lost in the first window the engine traps, and the
     // page sizes its next try from this.
     progress(0, total, roi, window_bytes);
-    for w in 0..total {
+    for w in 0..run.len() {
         let (read, fault) = gpu::checked(raw, async {
             if w == 0 {
                 provoke(raw, fault_test);
             }
-            let work = inference::window_work(&models, run.window(w, device), options.tta);
+            let mut passes =
+                inference::WindowPasses::new(&models, run.window(w, device), options.tta);
+            for p in 1..per_window {
+                // One value of the pass read back: WebGPU runs its queue in order, so the
+                // pass is done when it arrives. (The window's last pass is counted once the
+                // window is read back.)
+                let out = passes.run_next();
+                inference::read_async(out.slice([0..1, 0..1, 0..1, 0..1, 0..1])).await?;
+                progress(w * per_window + p, total, roi, window_bytes);
+            }
+            passes.run_next();
+            let work = passes.finish();
             let mean = inference::read_async(work.mean).await?;
             let variance = match work.variance {
                 Some(v) => Some(inference::read_async(v).await?),
@@ -689,7 +702,7 @@ async fn segment_on_gpu(
         }
         let (mean, variance) = read.map_err(error)?;
         run.add(w, &mean, variance.as_deref()).map_err(error)?;
-        progress(w + 1, total, roi, window_bytes);
+        progress((w + 1) * per_window, total, roi, window_bytes);
     }
     Ok(run
         .finish(case, &manifest.outputs, options)

@@ -352,7 +352,7 @@ fn predict_case<B: Backend>(
     if prepared.resampled() || !prepared.registrations.is_empty() {
         bar.suspend(|| eprintln!("{}: {}", case.id, prepared.stripping));
     }
-    let windows_bar = bar.clone();
+    let passes_bar = bar.clone();
     let seg = inference::segment(
         models,
         &manifest.outputs,
@@ -361,7 +361,7 @@ fn predict_case<B: Backend>(
         &args.options,
         device,
         |done, total| {
-            windows_bar.set_message(format!("{}: window {done}/{total}", case.id));
+            passes_bar.set_message(format!("{}: network pass {done}/{total}", case.id));
         },
     )
     .map_err(anyhow::Error::msg)?;

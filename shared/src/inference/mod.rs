@@ -16,7 +16,10 @@ mod segment;
 mod window;
 
 pub use fit::{check_buffer, check_roi, check_weights_fit, choose_roi};
-pub use segment::{Segmentation, Segmenter, WindowWork, finish, read_async, segment, window_work};
+pub use segment::{
+    Segmentation, Segmenter, WindowPasses, WindowWork, finish, passes_per_window, read_async,
+    segment, window_work,
+};
 pub use window::{Blend, SlidingWindow, importance_map};
 
 use crate::data::case::Case;

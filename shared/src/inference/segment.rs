@@ -52,36 +52,99 @@ pub fn window_work<B: Backend>(
     window: Tensor<B, 5>,
     tta: bool,
 ) -> WindowWork<B> {
-    if models.len() == 1 && !tta {
-        return WindowWork {
-            mean: models[0].forward(window),
-            variance: None,
-        };
+    let mut passes = WindowPasses::new(models, window, tta);
+    for _ in 0..passes.len() {
+        passes.run_next();
     }
-    let flips: &[&[isize]] = if tta { &FLIPS } else { &FLIPS[..1] };
-    let mut sum: Option<Tensor<B, 5>> = None;
-    let mut sum_sq: Option<Tensor<B, 5>> = None;
-    for model in models {
-        for axes in flips {
-            let p = burn::tensor::activation::sigmoid(flip(
-                model.forward(flip(window.clone(), axes)),
-                axes,
-            ));
-            sum_sq = Some(match sum_sq {
-                Some(s) => s + p.clone() * p.clone(),
-                None => p.clone() * p.clone(),
-            });
-            sum = Some(match sum {
-                Some(s) => s + p,
-                None => p,
-            });
+    passes.finish()
+}
+
+/// How many network passes one window takes: each model on each flip.
+pub fn passes_per_window(models: usize, tta: bool) -> usize {
+    models * if tta { FLIPS.len() } else { 1 }
+}
+
+/// One window's passes (each model on each flip), run one at a time, so that a caller can say
+/// how far a window has got: a case that fits one window with eight flips is eight steps, not
+/// one. The sums are the same as `window_work`'s, in the same order.
+pub struct WindowPasses<'m, B: Backend> {
+    models: &'m [NvNet<B>],
+    window: Tensor<B, 5>,
+    tta: bool,
+    done: usize,
+    sum: Option<Tensor<B, 5>>,
+    sum_sq: Option<Tensor<B, 5>>,
+}
+
+impl<'m, B: Backend> WindowPasses<'m, B> {
+    pub fn new(models: &'m [NvNet<B>], window: Tensor<B, 5>, tta: bool) -> Self {
+        assert!(!models.is_empty(), "at least one model");
+        Self {
+            models,
+            window,
+            tta,
+            done: 0,
+            sum: None,
+            sum_sq: None,
         }
     }
-    let n = (models.len() * flips.len()) as f32;
-    let mean = sum.expect("at least one model") / n;
-    let variance =
-        tta.then(|| (sum_sq.expect("set") / n - mean.clone() * mean.clone()).clamp_min(0.0));
-    WindowWork { mean, variance }
+
+    pub fn len(&self) -> usize {
+        passes_per_window(self.models.len(), self.tta)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next pass, queued on the device. Its output is returned so that a caller on a lazy
+    /// device (wgpu, CUDA) can wait for it, by reading a value of it back or syncing.
+    pub fn run_next(&mut self) -> Tensor<B, 5> {
+        assert!(self.done < self.len(), "every pass of the window has run");
+        let flips = if self.tta { &FLIPS[..] } else { &FLIPS[..1] };
+        let (model, axes) = (
+            &self.models[self.done / flips.len()],
+            flips[self.done % flips.len()],
+        );
+        self.done += 1;
+        // A single model without TTA: its logits, which MONAI blends.
+        if self.models.len() == 1 && !self.tta {
+            let logits = model.forward(self.window.clone());
+            self.sum = Some(logits.clone());
+            return logits;
+        }
+        let p = burn::tensor::activation::sigmoid(flip(
+            model.forward(flip(self.window.clone(), axes)),
+            axes,
+        ));
+        self.sum_sq = Some(match self.sum_sq.take() {
+            Some(s) => s + p.clone() * p.clone(),
+            None => p.clone() * p.clone(),
+        });
+        self.sum = Some(match self.sum.take() {
+            Some(s) => s + p.clone(),
+            None => p.clone(),
+        });
+        p
+    }
+
+    /// The window's result, once every pass has run.
+    pub fn finish(self) -> WindowWork<B> {
+        assert_eq!(self.done, self.len(), "a pass of the window has not run");
+        let n = self.len() as f32;
+        let sum = self.sum.expect("at least one pass");
+        if self.models.len() == 1 && !self.tta {
+            return WindowWork {
+                mean: sum,
+                variance: None,
+            };
+        }
+        let mean = sum / n;
+        let variance = self
+            .tta
+            .then(|| (self.sum_sq.expect("set") / n - mean.clone() * mean.clone()).clamp_min(0.0));
+        WindowWork { mean, variance }
+    }
 }
 
 /// One prediction in progress: the prepared case and the blending buffers, fed one window at a
@@ -233,7 +296,8 @@ impl Segmenter {
 }
 
 /// Run the models over a case (synchronously: native backends), calling `progress` with
-/// (windows done, total) after each window.
+/// (network passes done, total) after each pass: windows × models × flips. On a lazy device
+/// each pass is waited for, so that the count is what has been computed.
 pub fn segment<B: Backend>(
     models: &[NvNet<B>],
     outputs: &[Region],
@@ -251,13 +315,19 @@ pub fn segment<B: Backend>(
         modalities,
         options,
     )?;
-    let total = run.len();
-    for w in 0..total {
-        let work = window_work(models, run.window(w, device), options.tta);
+    let per_window = passes_per_window(models.len(), options.tta);
+    let total = run.len() * per_window;
+    for w in 0..run.len() {
+        let mut passes = WindowPasses::new(models, run.window(w, device), options.tta);
+        for p in 0..per_window {
+            passes.run_next();
+            B::sync(device).map_err(|e| InferenceError::ReadBack(format!("{e:?}")))?;
+            progress(w * per_window + p + 1, total);
+        }
+        let work = passes.finish();
         let mean = to_vec(work.mean)?;
         let variance = work.variance.map(to_vec).transpose()?;
         run.add(w, &mean, variance.as_deref())?;
-        progress(w + 1, total);
     }
     run.finish(case, outputs, options)
 }
@@ -392,5 +462,68 @@ mod tests {
         );
         assert!(worst_mean < 1e-5, "flip mean off by {worst_mean}");
         assert!(worst_var < 1e-5, "flip variance off by {worst_var}");
+    }
+
+    /// Progress is told once per network pass, in order, windows × flips in all: a case of two
+    /// windows with the eight flips is sixteen steps.
+    #[test]
+    fn progress_counts_each_network_pass() {
+        use crate::data::case::{Case, Layout};
+        use crate::data::modality::Modality;
+        use crate::io::nifti::{DataType, Geometry, Image, Voxels};
+        type B = crate::device::backend::Cpu;
+        let device = Default::default();
+        let model = crate::NvNetConfig::default()
+            .with_init_filters(8)
+            .init::<B>(&device)
+            .unwrap();
+        let dims = [16usize, 16, 24];
+        let mut affine = [[0.0; 4]; 4];
+        (0..4).for_each(|i| affine[i][i] = 1.0);
+        let images = Modality::DEFAULT_ORDER
+            .iter()
+            .map(|&m| {
+                let values = (0..dims.iter().product::<usize>())
+                    .map(|i| 1.0 + (i * 31 % 17) as f32)
+                    .collect();
+                let image = Image {
+                    source: format!("{m}.nii"),
+                    dtype: DataType::F32,
+                    geometry: Geometry::from_affine(dims, affine),
+                    voxels: Voxels::F32(values),
+                    slope: 1.0,
+                    inter: 0.0,
+                    warnings: vec![],
+                };
+                (m, image)
+            })
+            .collect();
+        let case = Case::from_images("passes", Layout::Loose, images, None).unwrap();
+        for (tta, per_window) in [(true, 8), (false, 1)] {
+            let options = InferenceOptions {
+                roi: Some([16, 16, 16]),
+                overlap: 0.0,
+                tta,
+                ..InferenceOptions::default()
+            };
+            let mut seen = vec![];
+            let seg = segment(
+                std::slice::from_ref(&model),
+                &Region::DEFAULT_ORDER,
+                &case,
+                &Modality::DEFAULT_ORDER,
+                &options,
+                &device,
+                |done, total| seen.push((done, total)),
+            )
+            .unwrap();
+            assert_eq!(seg.windows, 2, "the case is two windows of 16³");
+            let total = 2 * per_window;
+            assert_eq!(
+                seen,
+                (1..=total).map(|d| (d, total)).collect::<Vec<_>>(),
+                "tta = {tta}"
+            );
+        }
     }
 }
