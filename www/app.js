@@ -168,6 +168,12 @@ $('weights-input').addEventListener('change', async (e) => {
   }
 });
 
+// MONAI's brats_mri_segmentation bundle reads T1ce, T1, T2, FLAIR (nvnet's
+// MONAI_BRATS_BUNDLE_ORDER, which `nvnet import --preset monai-brats` uses).
+$('preset-monai-brats').addEventListener('click', () => {
+  $('weights-modalities').value = 't1ce,t1,t2,flair';
+});
+
 $('default-weights').addEventListener('click', async () => {
   try {
     await ready;

@@ -566,8 +566,8 @@ fn weights_whose_tensor_headers_lie_are_refused() {
     weights::load_file::<B>(&path, None, &device).unwrap();
 }
 
-/// A `.pt` whose zip members declare more than nvnet reads is refused before burn-store inflates
-/// them whole (a zip bomb: a few bytes that declare gigabytes).
+/// A `.pt` whose zip members declare more than nvnet reads is refused before any is inflated (a
+/// zip bomb: a few bytes that declare gigabytes).
 #[test]
 fn a_pytorch_checkpoint_declaring_gigabytes_is_refused_before_reading() {
     let device = Default::default();
@@ -644,9 +644,11 @@ fn load_pt(
     weights::load_file::<B>(&path, None, &Default::default())
 }
 
-/// A hostile pickle inside a `.pt`: burn-store builds its objects as a tree that it clones,
-/// formats and drops recursively. Nested 100,000 deep it overflowed the stack (a crash); an
-/// object doubled through the memo 40 times is 2^40 objects. Both are refused by name.
+/// A hostile pickle inside a `.pt`. A tree reader that clones, formats and drops its objects
+/// recursively overflows its stack on a list nested 100,000 deep (a crash), and builds 2^40
+/// objects from a list doubled through the memo 40 times. nvnet's reader (`io::torch`) reads
+/// both in time and memory proportional to their bytes and refuses them by name, as it does
+/// dicts nested 100,000 deep, which it would otherwise walk.
 #[test]
 fn hostile_pickles_in_a_pytorch_checkpoint_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -660,7 +662,7 @@ fn hostile_pickles_in_a_pytorch_checkpoint_are_refused() {
     // As a legacy pickle file, and as the pickle of a zip checkpoint.
     let msg = expect_error(
         load_pt(&dir, "deep.pt", &deep),
-        &["deep.pt", "more than 100 deep"],
+        &["deep.pt", "not a torch.save checkpoint"],
     );
     eprintln!("{msg}");
     let zipped = rezip(|name, b| {
@@ -672,7 +674,7 @@ fn hostile_pickles_in_a_pytorch_checkpoint_are_refused() {
     });
     let msg = expect_error(
         load_pt(&dir, "deep-zip.pt", &zipped),
-        &["deep-zip.pt", "data.pkl", "more than 100 deep"],
+        &["deep-zip.pt", "holds no tensors", "a list"],
     );
     eprintln!("{msg}");
     let mut doubling = vec![0x80, 2, b']', b'q', 0];
@@ -689,14 +691,34 @@ fn hostile_pickles_in_a_pytorch_checkpoint_are_refused() {
     });
     let msg = expect_error(
         load_pt(&dir, "doubling.pt", &zipped),
-        &["doubling.pt", "MiB of objects"],
+        &["doubling.pt", "holds no tensors", "a list"],
+    );
+    eprintln!("{msg}");
+    // {"a": {"a": ...}}: each level a mark, a key; the innermost dict; then DICT, level by level.
+    let mut dicts = vec![0x80, 2];
+    for _ in 0..depth {
+        dicts.extend(b"(X\x01\x00\x00\x00a");
+    }
+    dicts.push(b'}');
+    dicts.extend(std::iter::repeat_n(b'd', depth));
+    dicts.push(b'.');
+    let zipped = rezip(|name, b| {
+        if name.ends_with("data.pkl") {
+            dicts.clone()
+        } else {
+            b
+        }
+    });
+    let msg = expect_error(
+        load_pt(&dir, "dicts.pt", &zipped),
+        &["dicts.pt", "nest more than 16 deep"],
     );
     eprintln!("{msg}");
 }
 
 /// A zip member that inflates past the size it declares (deflate expands up to 1032 times) is
-/// refused before burn-store reads it whole. Here the real checkpoint, deflated, with its first
-/// storage declaring 100 bytes: burn-store alone loads it, reading all 3,456.
+/// refused: nothing is inflated past a declared size. Here the real checkpoint, deflated, with
+/// its first storage declaring 100 bytes (a reader trusting the stream would read all 3,456).
 #[test]
 fn a_zip_member_inflating_past_its_declared_size_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -723,8 +745,8 @@ fn a_zip_member_inflating_past_its_declared_size_is_refused() {
     eprintln!("{msg}");
 }
 
-/// burn-store allocates the values a tensor's shape declares, zeros past the stored data: a
-/// shape the file cannot hold (4.6·10^18 values, or more than a 64-bit count) is refused first.
+/// A tensor's shape that its storage cannot hold (4.6·10^18 values, or more than a 64-bit count)
+/// is refused before anything is allocated for it.
 #[test]
 fn a_tensor_shape_larger_than_the_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -753,7 +775,7 @@ fn a_tensor_shape_larger_than_the_file_is_refused() {
             &[
                 "huge-shape.pt",
                 "conv_final.0.weight",
-                "holds more values than the file has bytes",
+                "holds more values than its storage",
             ],
         );
         eprintln!("{msg}");

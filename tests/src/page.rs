@@ -133,30 +133,38 @@ pub fn segment_files(
 /// the seconds the command took.
 pub fn native_prediction(
     out: &Path,
-    (files, id): (&[PathBuf], &str),
+    case: (&[PathBuf], &str),
     device: &str,
     tta: bool,
     roi: Option<[usize; 3]>,
 ) -> (PathBuf, f64) {
+    native_prediction_with(out, case, device, tta, roi, &["--weights", "default"])
+}
+
+/// `nvnet predict` as [`native_prediction`], with other weights: `weights` are the arguments
+/// that name them (`--weights FILE`, `--modalities ORDER`).
+pub fn native_prediction_with(
+    out: &Path,
+    (files, id): (&[PathBuf], &str),
+    device: &str,
+    tta: bool,
+    roi: Option<[usize; 3]>,
+    weights: &[&str],
+) -> (PathBuf, f64) {
     let t = Instant::now();
     let mut cmd = Command::new(nvnet_binary());
-    cmd.args([
-        "--device",
-        device,
-        "predict",
-        "--weights",
-        "default",
-        "--output",
-    ])
-    .arg(out)
-    .arg("--t1")
-    .arg(&files[0])
-    .arg("--t1ce")
-    .arg(&files[1])
-    .arg("--t2")
-    .arg(&files[2])
-    .arg("--flair")
-    .arg(&files[3]);
+    cmd.args(["--device", device, "predict"])
+        .args(weights)
+        .arg("--output")
+        .arg(out)
+        .arg("--t1")
+        .arg(&files[0])
+        .arg("--t1ce")
+        .arg(&files[1])
+        .arg("--t2")
+        .arg(&files[2])
+        .arg("--flair")
+        .arg(&files[3]);
     if !tta {
         cmd.arg("--no-tta");
     }

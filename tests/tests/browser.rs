@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, Page, WEBGPU_FLAGS};
 use nvnet_e2e::page::{
-    CASE_ID, assert_matches_native, native_prediction, sample_files, segment_files, wait_ready,
+    CASE_ID, assert_matches_native, native_prediction, native_prediction_with, sample_files,
+    segment_files, wait_ready,
 };
 use nvnet_e2e::server::StaticServer;
 use nvnet_e2e::{dist, repo_root};
@@ -228,6 +229,72 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
         &run.download,
         &native_prediction(native_dir.path(), (&sample, CASE_ID), "cpu", true, None).0,
     );
+}
+
+/// A MONAI checkpoint as `torch.save` wrote it (`model.pt`: SegResNet, the bundle's
+/// architecture at F=8, random weights; testdata/reference/make.py), loaded in the page with the
+/// MONAI BraTS bundle's channel order (the preset button): the page's labels equal
+/// `nvnet predict --weights model.pt` with the same order. On the CPU fallback, without flips.
+#[test]
+fn a_pytorch_checkpoint_loads_in_the_page_and_segments_like_native() {
+    let sample = sample_files();
+    let checkpoint = repo_root().join("testdata/reference/segresnet_f8/model.pt");
+    let Session {
+        _one,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open(&dist(), NO_WEBGPU_FLAGS, "");
+    page.click(&mut b, "preset-monai-brats").unwrap();
+    let order = page
+        .eval(
+            &mut b,
+            "document.getElementById('weights-modalities').value",
+        )
+        .unwrap();
+    assert_eq!(order, "t1ce,t1,t2,flair");
+    page.set_files(&mut b, "weights-input", std::slice::from_ref(&checkpoint))
+        .unwrap();
+    let status = page
+        .wait_for(
+            &mut b,
+            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                      return s.startsWith('weights loaded') || s.startsWith('error:') ? s : ''; })()",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        status, "weights loaded: model.pt",
+        "console: {:?}",
+        b.console
+    );
+    let model = page.text(&mut b, "model").unwrap();
+    assert!(model.contains("model.pt"), "{model}");
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "pt",
+    );
+    assert_eq!(run.backend, "cpu");
+    let native_dir = tempfile::tempdir().unwrap();
+    let (native, _) = native_prediction_with(
+        native_dir.path(),
+        (&sample, CASE_ID),
+        "cpu",
+        false,
+        None,
+        &[
+            "--weights",
+            checkpoint.to_str().unwrap(),
+            "--modalities",
+            "t1ce,t1,t2,flair",
+        ],
+    );
+    assert_matches_native(&run.download, &native);
 }
 
 /// A DICOM exam as a scanner acquires one (a phantom exported by `nvnet synth --head --dicom

@@ -16,12 +16,22 @@ pub struct Args {
     /// The nvnet weights file to write (.bpk).
     #[arg(long)]
     out: PathBuf,
-    /// The modality of each input channel, in order.
-    #[arg(long, default_value = "t1,t1ce,t2,flair")]
-    modalities: String,
-    /// A name for the model (default: the checkpoint's file name).
+    /// The modality of each input channel, in order (default: t1,t1ce,t2,flair, or the
+    /// preset's).
+    #[arg(long)]
+    modalities: Option<String>,
+    /// A known checkpoint's conventions: `monai-brats` is MONAI's brats_mri_segmentation
+    /// bundle (`model.pt`), whose channels are T1ce, T1, T2, FLAIR.
+    #[arg(long, value_enum, conflicts_with = "modalities")]
+    preset: Option<Preset>,
+    /// A name for the model (default: the checkpoint's file name, or the preset's).
     #[arg(long)]
     name: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Preset {
+    MonaiBrats,
 }
 
 impl Args {
@@ -30,11 +40,19 @@ impl Args {
             from,
             out,
             modalities,
+            preset,
             name,
         } = self;
-        let modalities = Modality::parse_list(&modalities)
-            .map_err(anyhow::Error::msg)
-            .context("--modalities")?;
+        let modalities = match (modalities, preset) {
+            (Some(list), _) => Modality::parse_list(&list)
+                .map_err(anyhow::Error::msg)
+                .context("--modalities")?,
+            (None, Some(Preset::MonaiBrats)) => weights::MONAI_BRATS_BUNDLE_ORDER.to_vec(),
+            (None, None) => Modality::DEFAULT_ORDER.to_vec(),
+        };
+        let name = name.or_else(|| {
+            preset.map(|Preset::MonaiBrats| "MONAI brats_mri_segmentation".to_string())
+        });
         let mut loaded = weights::load_file::<nvnet::device::backend::Cpu>(
             &from,
             Some(&modalities),

@@ -5,6 +5,5 @@ pub mod dicom;
 pub mod fsutil;
 pub mod nifti;
 pub mod npy;
-#[cfg(feature = "pytorch")]
-pub mod torch_checkpoint;
+pub mod torch;
 pub mod weights;

@@ -20,7 +20,10 @@ mod manifest;
 mod monai;
 
 pub use manifest::{MANIFEST_KEY, MANIFEST_VERSION, Manifest, ManifestError, Provenance};
-pub use monai::{burn_to_monai, import_monai, import_safetensors, monai_to_burn};
+pub use monai::{
+    MONAI_BRATS_BUNDLE_ORDER, burn_to_monai, import_monai, import_pytorch, import_safetensors,
+    monai_to_burn,
+};
 
 /// Burnpack layout (burn-store keeps its module private): magic "BURN" (u32 LE), format version
 /// (u16), CBOR metadata size (u32), then the CBOR metadata and the tensor data.
@@ -385,49 +388,7 @@ pub fn load_file<B: Backend>(
     device: &B::Device,
 ) -> Result<LoadedModel<B>, WeightsError> {
     let (file, bytes) = read_weights_file(path)?;
-    #[cfg(feature = "pytorch")]
-    if WeightsFormat::sniff(&bytes) == Some(WeightsFormat::Pytorch) {
-        // burn-store trusts the file: bound what it inflates and builds first.
-        crate::io::torch_checkpoint::check(&bytes, MAX_WEIGHTS_BYTES).map_err(|why| {
-            WeightsError::Format {
-                file: file.clone(),
-                why,
-            }
-        })?;
-        // burn-store reads from a path, lazily, tensor by tensor: it gets a private copy of the
-        // bytes just checked, so that a file changed on disk meanwhile is never what it reads.
-        let copy = private_copy(&bytes).map_err(|error| WeightsError::Io {
-            file: file.clone(),
-            error: std::io::Error::new(
-                error.kind(),
-                format!("cannot make a private copy of the checkpoint to read: {error}"),
-            ),
-        })?;
-        // Keep MONAI's own indices (conv_final.2 stays 2): nvnet maps names itself.
-        let mut store =
-            burn_store::PytorchStore::from_file(copy.path()).map_indices_contiguous(false);
-        let tensors = store
-            .get_all_snapshots()
-            .map_err(|e| WeightsError::Format {
-                file: file.clone(),
-                why: format!("cannot read the PyTorch checkpoint: {e}"),
-            })?
-            .clone();
-        return import_monai(tensors, &file, &bytes, modalities, device);
-    }
     load_any_bytes(&bytes, &file, modalities, device)
-}
-
-/// The bytes in a new file of the temporary folder, removed when the handle is dropped.
-#[cfg(feature = "pytorch")]
-fn private_copy(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
-    use std::io::Write;
-    let mut copy = tempfile::Builder::new()
-        .prefix("nvnet-checkpoint-")
-        .tempfile()?;
-    copy.write_all(bytes)?;
-    copy.flush()?;
-    Ok(copy)
 }
 
 /// Before a network is built for a file: its architecture is within bounds, and the file holds
@@ -463,8 +424,8 @@ pub(super) fn check_holds_weights(
     Ok(())
 }
 
-/// Load weights from bytes (the web page's "Load weights…"): nvnet `.bpk` or a MONAI
-/// `.safetensors`. PyTorch's `.pt` needs a file (see [`load_file`]).
+/// Load weights from bytes (the web page's "Load weights…"): nvnet `.bpk`, or a MONAI
+/// checkpoint as `.safetensors` or PyTorch's `.pt` (read by `io::torch`, here and in the page).
 pub fn load_any_bytes<B: Backend>(
     bytes: &[u8],
     file: &str,
@@ -483,12 +444,7 @@ pub fn load_any_bytes<B: Backend>(
     }
     match WeightsFormat::sniff(bytes) {
         Some(WeightsFormat::Burnpack) => load_bytes(bytes, file, device),
-        Some(WeightsFormat::Pytorch) => Err(WeightsError::Format {
-            file: file.to_string(),
-            why: "a PyTorch .pt checkpoint is read by the nvnet command only: convert it with \
-                  `nvnet import FILE.pt --out FILE.bpk`, or save it as .safetensors"
-                .into(),
-        }),
+        Some(WeightsFormat::Pytorch) => import_pytorch(bytes, file, modalities, device),
         Some(WeightsFormat::Safetensors) => import_safetensors(bytes, file, modalities, device),
         None => Err(WeightsError::Format {
             file: file.to_string(),

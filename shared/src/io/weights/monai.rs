@@ -13,6 +13,12 @@ use super::{LoadedModel, Manifest, Provenance, WeightsError, check_holds_weights
 use crate::data::modality::Modality;
 use crate::nn::model::NvNetConfig;
 
+/// The input channels of MONAI's `brats_mri_segmentation` bundle (its `model.pt`): T1ce, T1,
+/// T2, FLAIR, in that order (nvnet's own order is T1, T1ce, T2, FLAIR). Its outputs are TC, WT,
+/// ET, as nvnet's.
+pub const MONAI_BRATS_BUNDLE_ORDER: [Modality; 4] =
+    [Modality::T1ce, Modality::T1, Modality::T2, Modality::Flair];
+
 /// Import a MONAI checkpoint in safetensors format from its bytes (works without a file system).
 pub fn import_safetensors<B: Backend>(
     bytes: &[u8],
@@ -28,6 +34,31 @@ pub fn import_safetensors<B: Backend>(
             why: format!("cannot read the safetensors file: {e}"),
         })?
         .clone();
+    import_monai(tensors, file, bytes, modalities, device)
+}
+
+/// Import a MONAI checkpoint saved by `torch.save` (`.pt`) from its bytes (works without a file
+/// system: the page reads it too).
+pub fn import_pytorch<B: Backend>(
+    bytes: &[u8],
+    file: &str,
+    modalities: Option<&[Modality]>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, WeightsError> {
+    let tensors = crate::io::torch::read(bytes, super::MAX_WEIGHTS_BYTES).map_err(|why| {
+        WeightsError::Format {
+            file: file.to_string(),
+            why,
+        }
+    })?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, data)| {
+            let stack = name.split('.').map(String::from).collect();
+            let snapshot = TensorSnapshot::from_data(data, stack, Vec::new(), ParamId::new());
+            (name, snapshot)
+        })
+        .collect();
     import_monai(tensors, file, bytes, modalities, device)
 }
 
