@@ -69,6 +69,25 @@ fn import_writes_weights_that_info_reads_back() {
         "{t}"
     );
     assert!(t.contains("parameters:                 1,176,843"), "{t}");
+
+    // The MONAI BraTS bundle's preset: its channel order and a name.
+    let bundle = dir.path().join("bundle.bpk");
+    let out = nvnet(&[
+        "import",
+        testdata("reference/segresnet_f8/model.pt")
+            .to_str()
+            .unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+        "--preset",
+        "monai-brats",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("inputs:   t1ce, t1, t2, flair"), "{t}");
+    let out = nvnet(&["info", "--weights", bundle.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(t.contains("MONAI brats_mri_segmentation"), "{t}");
 }
 
 #[test]
