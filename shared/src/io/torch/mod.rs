@@ -517,6 +517,19 @@ mod tests {
     }
 
     #[test]
+    fn a_tar_archive_and_other_files_are_refused_by_what_they_are() {
+        let mut tar = vec![0u8; 600];
+        tar[0] = 0x80;
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(read(&tar, 1 << 30).unwrap_err().contains("tar archive"));
+        // A pickle, but not a checkpoint's: its first object is not the magic number.
+        let e = read(b"\x80\x02K\x07.", 1 << 30).unwrap_err();
+        assert!(e.contains("not a torch.save checkpoint"), "{e}");
+        let e = read(b"PK\x03\x04 cut short", 1 << 30).unwrap_err();
+        assert!(e.contains("broken zip archive"), "{e}");
+    }
+
+    #[test]
     fn strided_tensors_are_read_in_row_major_order() {
         // A 2×3 tensor stored transposed (stride 1, 2), from offset 1 of a storage of 7.
         let layout = Layout::new(&[2, 3], &[1, 2], 1, 7).unwrap();
