@@ -84,6 +84,7 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, TensorData)>, String> {
     next("the system facts")?;
     let object = next("the checkpoint's object")?;
     let keys = next("the storages' keys")?;
+    let sizes = storage_sizes(&object);
     let mut storages: HashMap<String, (String, &[u8])> = HashMap::new();
     for &key in keys
         .items(keys.root)
@@ -95,7 +96,8 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, TensorData)>, String> {
             .ok_or_else(|| format!("the file ends before storage {key}"))?;
         let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
         // The element size is the tensor's: the count is checked against it when it is read.
-        let size = storage_size(&object, key)
+        let size = *sizes
+            .get(key)
             .ok_or_else(|| format!("storage {key} is not used by any tensor"))?;
         let end = count
             .checked_mul(size as u64)
@@ -116,15 +118,18 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, TensorData)>, String> {
     })
 }
 
-/// The element size of the storage `key`, from the first persistent id naming it.
-fn storage_size(p: &Pickle, key: &str) -> Option<usize> {
-    p.objects.iter().find_map(|v| {
-        let Value::Persistent(id) = v else {
-            return None;
-        };
-        let s = Storage::of(p, *id).ok()?;
-        (s.key == key).then_some(s.dtype.size())
-    })
+/// The element size of each storage the pickle names, by key (the first persistent id naming a
+/// key says it), in one pass over the objects.
+fn storage_sizes(p: &Pickle) -> HashMap<String, usize> {
+    let mut sizes = HashMap::new();
+    for v in &p.objects {
+        if let Value::Persistent(id) = v
+            && let Ok(s) = Storage::of(p, *id)
+        {
+            sizes.entry(s.key).or_insert(s.dtype.size());
+        }
+    }
+    sizes
 }
 
 /// The tensors reachable from the pickle's root through dicts, each read from the storage
