@@ -179,7 +179,9 @@ fn tensors<'a>(
     }
     if out.is_empty() {
         return Err(format!(
-            "it holds no tensors (its object is {}, not a state dict of tensors)",
+            "it holds no tensors (its object is {}, not a state dict of tensors); a whole \
+             model saved with torch.save(model) is read by PyTorch only: save \
+             model.state_dict() instead",
             describe(p, p.root)
         ));
     }
@@ -187,9 +189,10 @@ fn tensors<'a>(
 }
 
 fn describe(p: &Pickle, id: Id) -> String {
+    let items = |n: usize| format!("{n} item{}", if n == 1 { "" } else { "s" });
     match p.get(id) {
-        Value::Dict(items) => format!("a dict of {} items", items.len()),
-        Value::List(items) => format!("a list of {} items", items.len()),
+        Value::Dict(v) => format!("a dict of {}", items(v.len())),
+        Value::List(v) => format!("a list of {}", items(v.len())),
         Value::Call { .. } => match p.call(id) {
             Some((name, _)) => format!("a {name}"),
             None => "an object".into(),
