@@ -466,6 +466,7 @@ mod tests {
 
     /// Progress is told once per network pass, in order, windows × flips in all: a case of two
     /// windows with the eight flips is sixteen steps.
+    #[cfg(feature = "flex")]
     #[test]
     fn progress_counts_each_network_pass() {
         use crate::data::case::{Case, Layout};
