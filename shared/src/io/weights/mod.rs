@@ -354,7 +354,7 @@ pub fn default_model() -> Option<&'static [u8]> {
 }
 
 /// A static, not a constant in `default_model`'s body: a small function is inlined into other
-/// crates, and with it a constant's bytes, so the page's wasm held the model twice.
+/// crates, and with it a constant's bytes: each crate would keep its own copy of the model.
 static DEFAULT_MODEL: [u8; include_bytes!("../../../models/default.bpk").len()] =
     *include_bytes!("../../../models/default.bpk");
 
