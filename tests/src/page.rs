@@ -25,6 +25,25 @@ pub fn sample_files() -> Vec<PathBuf> {
     case_files(&repo_root().join("www/sample"), CASE_ID)
 }
 
+/// A phantom case `nvnet synth` makes in `dir`: `shape` voxels around its tumour (`i,j,k`), its
+/// four files (T1 T1ce T2 FLAIR), named as the sample's. For tests whose property does not need
+/// the sample's size: on SwiftShader a window's time grows with its voxels.
+pub fn phantom_files(dir: &Path, shape: &str, seed: u64) -> Vec<PathBuf> {
+    let out = Command::new(nvnet_binary())
+        .args(["synth", "--cases", "1", "--window", shape, "--seed"])
+        .arg(seed.to_string())
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .expect("run nvnet synth");
+    assert!(
+        out.status.success(),
+        "nvnet synth: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    case_files(&dir.join(CASE_ID), CASE_ID)
+}
+
 /// What one segmentation in the page gave.
 pub struct PageRun {
     pub download: PathBuf,

@@ -5,24 +5,46 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, Page, WEBGPU_FLAGS};
 use nvnet_e2e::page::{
-    CASE_ID, assert_matches_native, native_prediction, native_prediction_with, sample_files,
-    segment_files, wait_ready,
+    CASE_ID, assert_matches_native, native_prediction, native_prediction_with, phantom_files,
+    sample_files, segment_files, wait_ready,
 };
 use nvnet_e2e::server::StaticServer;
 use nvnet_e2e::{dist, repo_root};
 
-/// One browser at a time: there are two cores, and SwiftShader uses them all.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Browsers side by side where the cores allow: the CPU fallback computes in one thread (the
+/// page's wasm has one), so two such pages share the two cores; a page with WebGPU runs alone,
+/// as SwiftShader uses every core.
+static BROWSERS: RwLock<()> = RwLock::new(());
 
-/// One test's page: the lock that keeps it the only browser, the server of `site`, Chromium with
-/// `flags`, its downloads folder, and the page at `/<query>`, ready.
+/// A test's turn at the browsers: shared with one other CPU-fallback page, or alone.
+enum Turn {
+    Shared {
+        _guard: RwLockReadGuard<'static, ()>,
+    },
+    Alone {
+        _guard: RwLockWriteGuard<'static, ()>,
+    },
+}
+
+fn turn(flags: &[&str]) -> Turn {
+    if flags == NO_WEBGPU_FLAGS {
+        let _guard = BROWSERS.read().unwrap_or_else(|e| e.into_inner());
+        Turn::Shared { _guard }
+    } else {
+        let _guard = BROWSERS.write().unwrap_or_else(|e| e.into_inner());
+        Turn::Alone { _guard }
+    }
+}
+
+/// One test's page: its turn at the browsers, the server of `site`, Chromium with `flags`, its
+/// downloads folder, and the page at `/<query>`, ready.
 struct Session {
-    _one: MutexGuard<'static, ()>,
+    _one: Turn,
     server: StaticServer,
     b: Browser,
     downloads: tempfile::TempDir,
@@ -30,7 +52,7 @@ struct Session {
 }
 
 fn open(site: &Path, flags: &[&str], query: &str) -> Session {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = turn(flags);
     let server = StaticServer::start(site);
     let mut b = Browser::launch(flags).expect("Chromium");
     let downloads = tempfile::tempdir().unwrap();
@@ -457,11 +479,13 @@ fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
     );
 }
 
-/// With the adapter's limits capped so low that the sample needs at least 8 windows, the page
-/// still segments, and matches native with the same window.
+/// With the adapter's limits capped so low that a case needs windows along each axis (8 or
+/// more), the page still segments, and matches native with the same window. A 48³ phantom, not
+/// the sample: 8 windows of 32³ where the sample takes 18.
 #[test]
 fn capped_gpu_limits_use_many_windows_and_still_match_native() {
-    let sample = sample_files();
+    let case = tempfile::tempdir().unwrap();
+    let sample = phantom_files(case.path(), "48,48,48", 1);
     // 1 MiB: a window of 8 filters × 32,768 voxels.
     let Session {
         _one,
@@ -660,10 +684,12 @@ fn cancel_stops_a_segmentation_and_the_next_one_completes() {
 /// a real loss of the device (destroyed, as a driver reset loses it; the engine traps reading
 /// back from it). After each the page starts a fresh engine and segments again: with smaller
 /// windows after running out of memory, with the same after losing the device. It says what
-/// happened, and matches native with the window it used.
+/// happened, and matches native with the window it used. A 48³ phantom, not the sample: the
+/// windows of a quarter of the memory are fewer and smaller.
 #[test]
 fn gpu_faults_are_caught_and_the_page_segments_again() {
-    let sample = sample_files();
+    let case = tempfile::tempdir().unwrap();
+    let sample = phantom_files(case.path(), "48,48,48", 2);
     let Session {
         _one,
         server: _server,
@@ -682,7 +708,7 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
     let status = page.text(&mut b, "status").unwrap();
     eprintln!("gpu-fault=oom,lose: {status}");
     assert_eq!(run.backend, "webgpu");
-    // Without a fault the sample is one window (the first test).
+    // Without a fault the case is one window (it is smaller than the sample, which is one).
     assert!(
         run.windows > 1,
         "{} window(s) of {:?} after running out of memory: {status}",
