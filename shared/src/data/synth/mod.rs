@@ -635,22 +635,41 @@ fn cut_window<T: Copy>(v: &[T], dims: [usize; 3], start: [usize; 3], size: [usiz
 /// BraTS's orientation: x and y flipped (LPS-like), diag(−sx, −sy, sz), as qform and sform.
 fn brats_like_geometry(dims: [usize; 3], spacing: [f64; 3]) -> Geometry {
     // As stored (float32), so that the geometry in memory is the one written.
-    let spacing = spacing.map(|s| s as f32 as f64);
-    let offset = [0.0, (dims[1] as f64 - 1.0) * spacing[1], 0.0];
-    let srow = [
-        [-spacing[0], 0.0, 0.0, offset[0]],
-        [0.0, -spacing[1], 0.0, offset[1]],
-        [0.0, 0.0, spacing[2], offset[2]],
-    ];
-    Geometry {
+    let [x, y, z] = spacing.map(|s| s as f32 as f64);
+    Geometry::from_affine(
         dims,
-        pixdim: [1.0, spacing[0], spacing[1], spacing[2], 1.0, 0.0, 0.0, 0.0],
-        qform_code: 1,
-        sform_code: 1,
-        // A rotation of 180° about z: quaternion (b, c, d) = (0, 0, 1).
-        quatern: [0.0, 0.0, 1.0, offset[0], offset[1], offset[2]],
-        srow,
-        xyzt_units: 2, // mm
-        affine: [srow[0], srow[1], srow[2], [0.0, 0.0, 0.0, 1.0]],
+        [
+            [-x, 0.0, 0.0, 0.0],
+            [0.0, -y, 0.0, (dims[1] as f64 - 1.0) * y],
+            [0.0, 0.0, z, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The phantoms' header is BraTS's own, field for field: qfac 1, a rotation of 180° about z
+    /// (quaternion b, c, d = 0, 0, 1), the y axis running from 239 mm down, qform and sform both
+    /// set. The committed sample and test cases carry it.
+    #[test]
+    fn the_phantom_grid_is_bratss() {
+        let g = super::brats_like_geometry([240, 240, 155], [1.0; 3]);
+        assert_eq!(g.pixdim, [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(g.quatern, [0.0, 0.0, 1.0, 0.0, 239.0, 0.0]);
+        assert_eq!(
+            g.srow,
+            [
+                [-1.0, 0.0, 0.0, 0.0],
+                [0.0, -1.0, 0.0, 239.0],
+                [0.0, 0.0, 1.0, 0.0]
+            ]
+        );
+        assert_eq!((g.qform_code, g.sform_code, g.xyzt_units), (1, 1, 2));
+        // Other spacings exactly as float32 stores them.
+        let s = [0.9f32, 1.1, 3.0].map(f64::from);
+        let g = super::brats_like_geometry([64, 48, 20], [0.9, 1.1, 3.0]);
+        assert_eq!(g.pixdim[..4], [1.0, s[0], s[1], s[2]]);
+        assert_eq!(g.quatern, [0.0, 0.0, 1.0, 0.0, 47.0 * s[1], 0.0]);
     }
 }
