@@ -393,7 +393,8 @@ impl Backward<Flex, 3> for GroupNormOp {
     type State = GroupNormState;
 
     /// dβ_c = Σ dy, dγ_c = Σ dy·x̂, and per group, with g = dy·γ:
-    /// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ.
+    /// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ. The same formula as `norm_grad`'s, in one pass
+    /// over memory for the CPU (why twice: docs/DESIGN.md §6).
     fn backward(
         self,
         ops: Ops<Self::State, 3>,

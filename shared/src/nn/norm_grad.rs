@@ -132,7 +132,9 @@ impl<I: Backend> Backward<I, 3> for GroupNormOp {
 
     /// With dy the gradient at the affine map's output (through the ReLU: zero where
     /// γ·x̂ + β ≤ 0): dβ_c = Σ dy, dγ_c = Σ dy·x̂, and per group, with g = dy·γ:
-    /// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ, the group means taken from the channel sums.
+    /// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ, the group means taken from the channel sums. The
+    /// same formula as `cpu_grad`'s, in tensor operations that stay on the GPU (why twice:
+    /// docs/DESIGN.md §6).
     fn backward(
         self,
         ops: Ops<Self::State, 3>,
