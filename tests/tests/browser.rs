@@ -485,7 +485,7 @@ fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
 #[test]
 fn capped_gpu_limits_use_many_windows_and_still_match_native() {
     let case = tempfile::tempdir().unwrap();
-    let sample = phantom_files(case.path(), "48,48,48", 1);
+    let phantom = phantom_files(case.path(), "48,48,48", 1);
     // 1 MiB: a window of 8 filters × 32,768 voxels.
     let Session {
         _one,
@@ -502,7 +502,7 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
         &mut b,
         &page,
         downloads.path(),
-        (&sample, CASE_ID),
+        (&phantom, CASE_ID),
         false,
         "capped",
     );
@@ -522,7 +522,7 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
         &run.download,
         &native_prediction(
             native_dir.path(),
-            (&sample, CASE_ID),
+            (&phantom, CASE_ID),
             "cpu",
             false,
             Some(run.roi),
@@ -689,7 +689,7 @@ fn cancel_stops_a_segmentation_and_the_next_one_completes() {
 #[test]
 fn gpu_faults_are_caught_and_the_page_segments_again() {
     let case = tempfile::tempdir().unwrap();
-    let sample = phantom_files(case.path(), "48,48,48", 2);
+    let phantom = phantom_files(case.path(), "48,48,48", 2);
     let Session {
         _one,
         server: _server,
@@ -701,7 +701,7 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
         &mut b,
         &page,
         downloads.path(),
-        (&sample, CASE_ID),
+        (&phantom, CASE_ID),
         false,
         "gpu-faults",
     );
@@ -732,7 +732,7 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
         &run.download,
         &native_prediction(
             native_dir.path(),
-            (&sample, CASE_ID),
+            (&phantom, CASE_ID),
             "cpu",
             false,
             Some(run.roi),
