@@ -44,7 +44,7 @@ fn turn(flags: &[&str]) -> Turn {
 /// One test's page: its turn at the browsers, the server of `site`, Chromium with `flags`, its
 /// downloads folder, and the page at `/<query>`, ready.
 struct Session {
-    _one: Turn,
+    _turn: Turn,
     server: StaticServer,
     b: Browser,
     downloads: tempfile::TempDir,
@@ -52,7 +52,7 @@ struct Session {
 }
 
 fn open(site: &Path, flags: &[&str], query: &str) -> Session {
-    let _one = turn(flags);
+    let _turn = turn(flags);
     let server = StaticServer::start(site);
     let mut b = Browser::launch(flags).expect("Chromium");
     let downloads = tempfile::tempdir().unwrap();
@@ -61,7 +61,7 @@ fn open(site: &Path, flags: &[&str], query: &str) -> Session {
         .expect("navigate");
     wait_ready(&page, &mut b);
     Session {
-        _one,
+        _turn,
         server,
         b,
         downloads,
@@ -76,7 +76,7 @@ fn open(site: &Path, flags: &[&str], query: &str) -> Session {
 fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
     let sample = sample_files();
     let Session {
-        _one,
+        _turn,
         server,
         mut b,
         downloads,
@@ -200,7 +200,7 @@ fn first_load_gzip(site: &Path, served: &[(String, String)]) -> (usize, BTreeMap
 fn without_webgpu_the_cpu_fallback_segments_like_native() {
     let sample = sample_files();
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -262,7 +262,7 @@ fn a_pytorch_checkpoint_loads_in_the_page_and_segments_like_native() {
     let sample = sample_files();
     let checkpoint = repo_root().join("testdata/reference/segresnet_f8/model.pt");
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -355,7 +355,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
     files.sort();
     assert!(files.len() > 4 * 20, "{} files", files.len());
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -456,7 +456,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
 #[test]
 fn webgpu_that_does_not_answer_in_time_gives_way_to_the_cpu() {
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads: _downloads,
@@ -488,7 +488,7 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
     let phantom = phantom_files(case.path(), "48,48,48", 1);
     // 1 MiB: a window of 8 filters × 32,768 voxels.
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -540,7 +540,7 @@ fn capped_gpu_limits_use_many_windows_and_still_match_native() {
 fn bad_files_give_clear_errors_and_the_page_keeps_working() {
     let sample = sample_files();
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -631,7 +631,7 @@ fn bad_files_give_clear_errors_and_the_page_keeps_working() {
 fn cancel_stops_a_segmentation_and_the_next_one_completes() {
     let sample = sample_files();
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -691,7 +691,7 @@ fn gpu_faults_are_caught_and_the_page_segments_again() {
     let case = tempfile::tempdir().unwrap();
     let phantom = phantom_files(case.path(), "48,48,48", 2);
     let Session {
-        _one,
+        _turn,
         server: _server,
         mut b,
         downloads,
@@ -773,7 +773,7 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
     let site = site.path();
     copy_dir(&dist(), site);
     let Session {
-        _one,
+        _turn,
         server,
         mut b,
         downloads,
