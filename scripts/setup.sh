@@ -18,9 +18,11 @@ fi
 
 # System packages: Vulkan on the CPU (llvmpipe) for the native wgpu tests; Chromium for the
 # browser tests (WebGPU on SwiftShader), with its driver for WebDriver users; jq, with which
-# scripts/test.sh reads the list of test binaries that cargo built.
+# scripts/test.sh reads the list of test binaries that cargo built; MRIcron's templates, whose
+# Colin 27 head (a real T1 with its skull, and BET's brain of it) the skull-stripping and
+# registration tests read.
 need=()
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver jq; do
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver jq mricron-data; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -13,6 +13,7 @@ mod matmul_bounds;
 mod model_reference;
 mod nifti_bad_input;
 mod nifti_reference;
+mod real_anatomy;
 mod registration;
 mod skull_strip;
 mod volumes;
