@@ -175,6 +175,53 @@ fn flips_ensembles_uncertainty_and_the_2023_labels() {
     }
 }
 
+/// An exam in which skull stripping finds no brain (beads in noise: no part of them survives the
+/// cut between brain and scalp) is refused by name, by `predict` and `prepare`, with no output.
+#[test]
+fn an_exam_without_a_brain_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("Beads");
+    std::fs::create_dir(&case).unwrap();
+    let dims = [40, 40, 32];
+    let mut affine = [[0.0; 4]; 4];
+    for d in 0..4 {
+        affine[d][d] = 1.0;
+    }
+    let grid = nifti::Geometry::from_affine(dims, affine);
+    let beads: Vec<u8> = (0..40 * 40 * 32)
+        .map(|v: usize| {
+            let d2: usize = [v % 40, (v / 40) % 40, v / 1600]
+                .iter()
+                .map(|x| (x % 8).abs_diff(4).pow(2))
+                .sum();
+            if d2 <= 4 { 200 } else { 5 + (v % 7) as u8 }
+        })
+        .collect();
+    for m in ["t1", "t1ce", "t2", "flair"] {
+        nifti::write_on_grid(
+            &case.join(format!("Beads_{m}.nii.gz")),
+            &grid,
+            OutputData::Labels(&beads),
+        )
+        .unwrap();
+    }
+    let pred = dir.path().join("pred");
+    for command in ["predict", "prepare"] {
+        let mut args = vec![command, "--input", s(&case), "--output", s(&pred)];
+        if command == "predict" {
+            args.extend(["--weights", "default", "--no-tta", "--prepare", "always"]);
+        }
+        let out = nvnet(&args);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("Beads") && t.contains("found no brain"), "{t}");
+        assert!(
+            !pred.exists() || std::fs::read_dir(&pred).unwrap().next().is_none(),
+            "{command} wrote an output: {t}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_case_is_reported_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();

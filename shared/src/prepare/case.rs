@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use super::motion::{Rigid, apply3};
 use super::register::{Options, Registration, register};
 use super::resample::{Volume, invert, resample};
-use super::skull::{already_stripped, brain_mask};
+use super::skull::{NoBrain, already_stripped, find_brain};
 use crate::data::case::{AFFINE_TOLERANCE, Case, CaseError, CaseFiles, Layout};
 use crate::data::modality::Modality;
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
@@ -370,7 +370,10 @@ pub fn prepare(
                 .iter()
                 .find(|(m, _)| *m == reference)
                 .map(|(_, image)| image.to_f32());
-            let (how, mask) = strip(&mut prepared, &grid);
+            let (how, mask) = strip(&mut prepared, &grid).map_err(|e| CaseError::Invalid {
+                case: id.to_string(),
+                problem: e.to_string(),
+            })?;
             (how, mask, with_skull)
         }
     };
@@ -388,7 +391,10 @@ pub fn prepare(
 }
 
 /// The brain's mask of series on one 1 mm grid, and the series with zero outside it.
-fn strip(series: &mut [(Modality, Image)], grid: &Geometry) -> (Stripping, Option<Vec<u8>>) {
+fn strip(
+    series: &mut [(Modality, Image)],
+    grid: &Geometry,
+) -> Result<(Stripping, Option<Vec<u8>>), NoBrain> {
     let values: Vec<(Modality, &[f32])> = series
         .iter()
         .filter_map(|(m, image)| match &image.voxels {
@@ -396,7 +402,7 @@ fn strip(series: &mut [(Modality, Image)], grid: &Geometry) -> (Stripping, Optio
             _ => None,
         })
         .collect();
-    let mask = brain_mask(&values, grid.dims, grid.spacing());
+    let mask = find_brain(&values, grid.dims, grid.spacing())?;
     for (_, image) in series.iter_mut() {
         if let Voxels::F32(v) = &mut image.voxels {
             for (x, inside) in v.iter_mut().zip(&mask) {
@@ -408,10 +414,10 @@ fn strip(series: &mut [(Modality, Image)], grid: &Geometry) -> (Stripping, Optio
     }
     let voxel_ml = grid.spacing().iter().product::<f64>() / 1000.0;
     let brain_ml = mask.iter().filter(|&&b| b).count() as f64 * voxel_ml;
-    (
+    Ok((
         Stripping::Stripped { brain_ml },
         Some(mask.iter().map(|&b| b as u8).collect()),
-    )
+    ))
 }
 
 /// For each voxel of `to`, the voxel of `from` nearest to its centre (None outside `from`): the

@@ -67,9 +67,63 @@ pub fn already_stripped(values: &[f32], dims: [usize; 3], spacing: [f64; 3]) -> 
     median(&mut outline) >= MIN_OUTLINE_RATIO * median(&mut tissue)
 }
 
+/// The least share of the head's foreground a brain found in it holds: a whole head with its
+/// neck holds about a quarter brain, a window around a tumour more. Below it, what the method
+/// found is not a brain (an exam of another body part, or an image the method cannot read).
+const MIN_BRAIN_OF_HEAD: f64 = 0.1;
+
+/// Stripping found no brain: the mask's and the head's volumes (mL).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoBrain {
+    pub brain_ml: f64,
+    pub head_ml: f64,
+}
+
+impl std::fmt::Display for NoBrain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skull stripping found no brain (a brain of {:.0} mL in a head of {:.0} mL; at least \
+             {:.0} % expected): not an MRI of a head, or a contrast the stripping cannot read; \
+             if the series are skull-stripped already, say so (--skull-stripped)",
+            self.brain_ml,
+            self.head_ml,
+            100.0 * MIN_BRAIN_OF_HEAD
+        )
+    }
+}
+
+/// The brain's mask as [`brain_mask`] finds it, refused when it is too small a part of the head
+/// (or empty) to be one.
+pub fn find_brain(
+    series: &[(Modality, &[f32])],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+) -> Result<Vec<bool>, NoBrain> {
+    let (brain, head) = brain_in_head(series, dims, spacing);
+    let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+    let voxels = brain.iter().filter(|&&b| b).count();
+    if voxels == 0 || (voxels as f64) < MIN_BRAIN_OF_HEAD * head as f64 {
+        return Err(NoBrain {
+            brain_ml: voxels as f64 * voxel_ml,
+            head_ml: head as f64 * voxel_ml,
+        });
+    }
+    Ok(brain)
+}
+
 /// The brain's mask from the case's series on one grid (`dims`, `spacing` mm), in file order.
 /// T2 is left out: CSF is bright on it, as brain tissue is.
 pub fn brain_mask(series: &[(Modality, &[f32])], dims: [usize; 3], spacing: [f64; 3]) -> Vec<bool> {
+    brain_in_head(series, dims, spacing).0
+}
+
+/// The brain's mask, and how many voxels the head's foreground holds.
+fn brain_in_head(
+    series: &[(Modality, &[f32])],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+) -> (Vec<bool>, usize) {
     let n: usize = dims.iter().product();
     // Each series on a common scale: its values over its 99th percentile.
     let mut feature = vec![0f32; n];
@@ -93,7 +147,7 @@ pub fn brain_mask(series: &[(Modality, &[f32])], dims: [usize; 3], spacing: [f64
         used += 1;
     }
     if used == 0 {
-        return vec![false; n];
+        return (vec![false; n], 0);
     }
     // The head (above a tenth of the bright end, as the registration's foreground) in three
     // classes: CSF, bone and air at its edge; grey matter and muscle; white matter and fat. The
@@ -113,7 +167,7 @@ pub fn brain_mask(series: &[(Modality, &[f32])], dims: [usize; 3], spacing: [f64
     let brain = largest_component(&brain, dims);
     let brain = fill_holes(&close(&brain, dims, spacing, CLOSE_MM), dims);
     // The threshold leaves out the CSF on the brain's surface, which is the brain's.
-    dilate(&brain, dims, spacing, SURFACE_MM)
+    (dilate(&brain, dims, spacing, SURFACE_MM), head.len())
 }
 
 /// Otsu's threshold: the value that splits `values` into two classes of least within-class
@@ -249,5 +303,47 @@ mod tests {
         assert!(!already_stripped(&raw, dims, [1.0; 3]));
         // A region the size of a head (7 L at 8 mm voxels) is not a brain.
         assert!(!already_stripped(&stripped, dims, [8.0; 3]));
+    }
+
+    #[test]
+    fn a_brain_is_found_in_a_head_and_none_in_beads_or_nothing() {
+        let dims = [40, 40, 40];
+        let at = |v: usize| [v % 40, (v / 40) % 40, v / 1600].map(|x| x as f64);
+        // A head in layers, in noise: white matter, grey matter (to 12 mm: 7.2 mL), CSF, bone,
+        // scalp. Its brain is found, with the CSF on its surface.
+        let head: Vec<f32> = (0..64_000)
+            .map(|v| {
+                let r: f64 = at(v).iter().map(|x| (x - 19.5).powi(2)).sum::<f64>().sqrt();
+                match r {
+                    r if r < 8.0 => 600.0,
+                    r if r < 12.0 => 400.0,
+                    r if r < 14.0 => 100.0,
+                    r if r < 16.0 => 20.0,
+                    r if r < 18.0 => 450.0,
+                    _ => 5.0 + (v % 7) as f32,
+                }
+            })
+            .collect();
+        let brain = find_brain(&[(Modality::T1ce, &head)], dims, [1.0; 3]).unwrap();
+        let ml = brain.iter().filter(|&&b| b).count() as f64 / 1000.0;
+        assert!((7.0..11.0).contains(&ml), "{ml} mL for a brain of 7.2 mL");
+        // Beads of 2 mm radius every 8 mm: no part survives the cut between brain and scalp.
+        let beads: Vec<f32> = (0..64_000)
+            .map(|v| {
+                let d2: f64 = at(v).iter().map(|x| (x % 8.0 - 4.0).powi(2)).sum();
+                if d2 <= 4.0 {
+                    500.0
+                } else {
+                    5.0 + (v % 7) as f32
+                }
+            })
+            .collect();
+        let none = find_brain(&[(Modality::T1ce, &beads)], dims, [1.0; 3]).unwrap_err();
+        assert_eq!(none.brain_ml, 0.0);
+        assert!(none.head_ml > 1.0, "{none:?}");
+        assert!(none.to_string().contains("found no brain"), "{none}");
+        // Nothing at all.
+        let zeros = vec![0f32; 64_000];
+        assert!(find_brain(&[(Modality::T1ce, &zeros)], dims, [1.0; 3]).is_err());
     }
 }
