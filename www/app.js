@@ -264,7 +264,12 @@ function formatBytes(n) {
 function request() {
   const used = files.filter((f) => f.role !== 'ignore' && f.role !== 'seg');
   // A DICOM file's path in its folder names it in messages (its name alone, IM0001, says little).
-  return { files: used.map((f) => f.file), names: used.map((f) => (f.role === 'dicom' && f.file.webkitRelativePath) || f.file.name), roles: used.map((f) => f.role) };
+  return { files: used.map((f) => f.file), names: used.map((f) => (f.role === 'dicom' && f.file.webkitRelativePath) || f.file.name), roles: used.map((f) => f.role), reference: $('reference').value };
+}
+
+// A modality as radiologists write it: T1, T1ce, T2, FLAIR.
+function seriesName(m) {
+  return { t1: 'T1', t1ce: 'T1ce', t2: 'T2', flair: 'FLAIR' }[m] || m;
 }
 
 // What registration did, in words a reader can check: each series' rotation and shift.
@@ -274,9 +279,57 @@ function registrationText(r) {
     const shift = Math.hypot(...g.translation);
     return `${g.modality} ${angle.toFixed(1)}° and ${shift.toFixed(1)} mm (NMI ${g.nmi.toFixed(3)})`;
   });
-  return `the series were registered to the T1ce (${moved.join('; ') || 'none moved'}) and resampled `
-    + `onto this 1 mm grid; ${r.skull}; the download lies on the T1ce's grid (${r.referenceDims.join(' × ')}).`;
+  const name = seriesName(r.reference);
+  return `the series were registered to the ${name} (${moved.join('; ') || 'none moved'}) and resampled `
+    + `onto this 1 mm grid; ${r.skull}; the download lies on the ${name}'s grid (${r.referenceDims.join(' × ')}).`;
 }
+
+// The stages of an exam the page prepares (reading each series, registering, resampling,
+// stripping the skull, then segmenting and carrying the labels onto the reference's grid),
+// each with its time: done, running (its time counting) or failed.
+const stages = {
+  list: [],
+  // How many of them the check made (the rest are a segmentation's).
+  checked: 0,
+  timer: null,
+  reset() {
+    this.list = [];
+    this.checked = 0;
+    $('stages').replaceChildren();
+    $('stages').hidden = true;
+  },
+  start(name) {
+    this.settle('done');
+    const li = document.createElement('li');
+    li.className = 'running';
+    const stage = { name, li, started: performance.now() };
+    this.list.push(stage);
+    $('stages').append(li);
+    $('stages').hidden = false;
+    this.render(stage, '…');
+    this.timer ??= setInterval(() => {
+      const last = this.list.at(-1);
+      if (last?.li.className === 'running') this.render(last, '…');
+    }, 1000);
+  },
+  truncate(n) {
+    this.settle('done');
+    while (this.list.length > n) this.list.pop().li.remove();
+  },
+  // The running stage, if any, ends as `how`: 'done', 'failed' or 'cancelled'.
+  settle(how) {
+    const last = this.list.at(-1);
+    if (!last || last.li.className !== 'running') return;
+    last.li.className = how === 'done' ? 'done' : 'failed';
+    this.render(last, how === 'done' ? '' : `: ${how}`);
+    clearInterval(this.timer);
+    this.timer = null;
+  },
+  render(stage, suffix) {
+    const s = (performance.now() - stage.started) / 1000;
+    stage.li.textContent = `${stage.name} — ${s.toFixed(1)} s${suffix}`;
+  },
+};
 
 // Each check has a number: only the latest one's answer is shown (an earlier one can finish
 // later, and must not show another case or re-enable Segment over a newer error).
@@ -305,12 +358,17 @@ async function check() {
     }
   }
   setStatus('checking the files…');
+  stages.reset();
   try {
     // An exam to prepare says each stage as it starts (reading a series, registering, stripping).
     const r = await call('check', request(), (stage) => {
-      if (mine === checkNumber) setStatus(`checking the files: ${stage}…`);
+      if (mine !== checkNumber) return;
+      setStatus(`checking the files: ${stage}…`);
+      stages.start(stage);
     });
     if (mine !== checkNumber) return;
+    stages.settle('done');
+    stages.checked = stages.list.length;
     checked = r;
     $('check').textContent = `${r.id}: ${r.dims.join(' × ')} voxels of ${r.spacing.map((s) => s.toFixed(2)).join(' × ')} mm; `
       + (r.resampled || r.registered.length ? registrationText(r) : 'the four modalities share one grid.')
@@ -321,11 +379,13 @@ async function check() {
     $('segment').disabled = busy;
   } catch (err) {
     if (mine !== checkNumber) return;
+    stages.settle('failed');
     $('check').textContent = '';
     setStatus(`error: ${err.message}`);
   }
 }
 
+$('reference').addEventListener('change', () => { if (files.length) check(); });
 $('file-input').addEventListener('change', (e) => { addFilesReporting(e.target.files); e.target.value = ''; });
 $('folder-input').addEventListener('change', (e) => { addFilesReporting(e.target.files); e.target.value = ''; });
 
@@ -414,6 +474,12 @@ $('segment').addEventListener('click', async () => {
     if (!$('progress').dataset.done) $('progress').textContent = `preparing… ${s.toFixed(0)} s`;
   }, 1000);
   delete $('progress').dataset.done;
+  // An exam the page prepared goes on in its list of stages (a case on one grid has none); a
+  // second segmentation of it replaces the last one's.
+  const prepared = stages.checked > 0;
+  stages.truncate(stages.checked);
+  if (prepared) stages.start('segmenting');
+  const referenceName = seriesName(checked.reference);
   // What the GPU reported on earlier tries, for the status.
   const faults = [];
   try {
@@ -435,6 +501,7 @@ $('segment').addEventListener('click', async () => {
           // Network passes (windows × flips), so that a case of one window still moves.
           $('progress').textContent = `${done}/${total} network passes, ${s.toFixed(0)} s${eta}`;
           bar.value = done / total;
+          if (prepared && done === total) stages.start(`post-processing, the labels onto the ${referenceName}'s own grid`);
         });
         break;
       } catch (err) {
@@ -470,6 +537,7 @@ $('segment').addEventListener('click', async () => {
     // After a fault the time is the whole wait since the click (fresh engines included), and
     // the last try's own time is given beside it.
     const seconds = faults.length ? (performance.now() - started) / 1000 : r.seconds;
+    stages.settle('done');
     result = r;
     showResult(r);
     // Files dropped meanwhile were checked: their status stays; the result is still shown.
@@ -478,6 +546,7 @@ $('segment').addEventListener('click', async () => {
       ? `; the last try took ${r.seconds.toFixed(1)} s; ${faults.join('; ')}, so it was segmented again` : '';
     setStatus(`${r.id}: segmented in ${seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${retried}): done`);
   } catch (err) {
+    stages.settle(err.message === 'cancelled' ? 'cancelled' : 'failed');
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
   } finally {
     clearInterval(tick);
@@ -512,7 +581,9 @@ function showResult(r) {
   $('vol-wt').textContent = `${r.volumes.WT.toFixed(1)} mL`;
   $('vol-tc').textContent = `${r.volumes.TC.toFixed(1)} mL`;
   $('vol-et').textContent = `${r.volumes.ET.toFixed(1)} mL`;
-  $('result-details').textContent = `Labels: BraTS (${r.labelConvention}); model ${r.model}; post-processing: ${r.postprocessing}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
+  const grid = `${r.dims.join(' × ')} voxels of ${r.spacing.map((x) => x.toFixed(2)).join(' × ')} mm`;
+  $('result-details').textContent = `Shown on ${r.native ? `the ${seriesName(r.reference)}'s own grid (as read; the other series where registration put them)` : 'the case\'s grid'}: ${grid}. `
+    + `Labels: BraTS (${r.labelConvention}); model ${r.model}; post-processing: ${r.postprocessing}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
 }
 
 $('view-modality').addEventListener('change', (e) => viewer.setModality(Number(e.target.value)));

@@ -3,7 +3,12 @@
 // quality views for an exam the page prepared: the chosen series and the reference in a
 // checkerboard (misregistration breaks edges at the tiles' borders), and the reference with its
 // skull under the brain mask's outline.
-// Volumes are in NIfTI file order (i fastest): index = i + nx * (j + ny * k).
+// Volumes are in NIfTI file order (i fastest): index = i + nx * (j + ny * k), on a grid in any
+// orientation (an exam's reference series may be sagittal or oblique). The views show the
+// grid's own voxels in the planes nearest to the body's: the display axes are the world's (x
+// to the patient's right, y anterior, z superior; radiological convention: the patient's
+// right on the left of the axial and coronal views, anterior up in the axial view and to the
+// left in the sagittal one), each taken by the grid axis nearest to it.
 'use strict';
 
 const TILE = 12;  // voxels per checkerboard tile
@@ -35,35 +40,31 @@ class Viewer {
   // result: {dims, spacing, affine, images[], modalities[], labels, uncertainty?}
   show(result) {
     this.r = result;
-    const [nx, ny, nz] = result.dims;
-    this.cursor = [nx >> 1, ny >> 1, nz >> 1];
+    this.o = orientation(result.affine, result.dims);
+    const o = this.o;
+    const [wx, wy, wz] = o.extent;
+    this.cursor = [wx >> 1, wy >> 1, wz >> 1];
     // Start the crosshair in the tumour when there is one.
-    let best = -1;
-    for (let idx = 0; idx < result.labels.length; idx++) {
-      if (result.labels[idx] !== 0) { best = idx; break; }
+    let sum = [0, 0, 0], count = 0;
+    for (let uz = 0; uz < wz; uz++) for (let uy = 0; uy < wy; uy++) for (let ux = 0; ux < wx; ux++) {
+      if (result.labels[o.index(ux, uy, uz)] !== 0) { sum[0] += ux; sum[1] += uy; sum[2] += uz; count++; }
     }
-    if (best >= 0) {
-      let sum = [0, 0, 0], count = 0;
-      for (let k = 0; k < nz; k++) for (let j = 0; j < ny; j++) for (let i = 0; i < nx; i++) {
-        if (result.labels[i + nx * (j + ny * k)] !== 0) { sum[0] += i; sum[1] += j; sum[2] += k; count++; }
-      }
-      this.cursor = sum.map((s) => Math.round(s / count));
-    }
+    if (count) this.cursor = sum.map((s) => Math.round(s / count));
     this.windows = result.images.map((img) => robustRange(img));
     this.reference = Math.max(0, result.modalities.indexOf(result.reference));
     this.skullWindow = result.referenceWithSkull ? robustRange(result.referenceWithSkull) : null;
     this.mode = 'labels';
     this.modality = 0;
-    const [sx, sy, sz] = result.spacing;
-    const scale = Math.max(1, Math.min(3, 300 / Math.max(nx * sx, ny * sy, nz * sz)));
-    const sizes = { axial: [nx, ny, sx, sy], coronal: [nx, nz, sx, sz], sagittal: [ny, nz, sy, sz] };
+    const [sx, sy, sz] = o.spacing;
+    const scale = Math.max(1, Math.min(3, 300 / Math.max(wx * sx, wy * sy, wz * sz)));
+    const sizes = { axial: [wx, wy, sx, sy], coronal: [wx, wz, sx, sz], sagittal: [wy, wz, sy, sz] };
     for (const v of this.views) {
       const [w, h, px, py] = sizes[v.name];
       v.canvas.width = w; v.canvas.height = h;
       v.canvas.style.width = `${Math.round(w * px * scale)}px`;
       v.canvas.style.height = `${Math.round(h * py * scale)}px`;
       v.image = new ImageData(w, h);
-      v.slider.max = String({ axial: nz, coronal: ny, sagittal: nx }[v.name] - 1);
+      v.slider.max = String(o.extent[this.axisOf(v)] - 1);
     }
     this.draw();
   }
@@ -86,14 +87,22 @@ class Viewer {
 
   axisOf(v) { return { axial: 2, coronal: 1, sagittal: 0 }[v.name]; }
 
-  // Canvas pixel (x, y) of view v → voxel [i, j, k]. Rows run bottom-up (superior / anterior up).
-  voxelAt(v, x, y) {
-    const [nx, ny, nz] = this.r.dims;
+  // Canvas pixel (x, y) of view v → display position [ux, uy, uz] (see `orientation`).
+  displayAt(v, x, y) {
+    const [wx, wy, wz] = this.o.extent;
     const c = this.cursor.slice();
-    if (v.name === 'axial') { c[0] = x; c[1] = ny - 1 - y; }
-    else if (v.name === 'coronal') { c[0] = x; c[2] = nz - 1 - y; }
-    else { c[1] = x; c[2] = nz - 1 - y; }
-    return [clamp(c[0], 0, nx - 1), clamp(c[1], 0, ny - 1), clamp(c[2], 0, nz - 1)];
+    if (v.name === 'axial') { c[0] = wx - 1 - x; c[1] = wy - 1 - y; }
+    else if (v.name === 'coronal') { c[0] = wx - 1 - x; c[2] = wz - 1 - y; }
+    else { c[1] = wy - 1 - x; c[2] = wz - 1 - y; }
+    return [clamp(c[0], 0, wx - 1), clamp(c[1], 0, wy - 1), clamp(c[2], 0, wz - 1)];
+  }
+
+  // Display position → canvas pixel (x, y) in view v.
+  pixelOf(v, [ux, uy, uz]) {
+    const [wx, wy, wz] = this.o.extent;
+    if (v.name === 'axial') return [wx - 1 - ux, wy - 1 - uy];
+    if (v.name === 'coronal') return [wx - 1 - ux, wz - 1 - uz];
+    return [wy - 1 - uy, wz - 1 - uz];
   }
 
   bind(v) {
@@ -112,7 +121,7 @@ class Viewer {
       if (!drag) return;
       if (!drag.moved && e.target === v.canvas) {
         const [x, y] = pixel(e);
-        this.cursor = this.voxelAt(v, x, y);
+        this.cursor = this.displayAt(v, x, y);
         this.draw();
         this.readout(this.cursor);
       }
@@ -133,13 +142,13 @@ class Viewer {
         }
       }
       const [x, y] = pixel(e);
-      this.readout(this.voxelAt(v, x, y));
+      this.readout(this.displayAt(v, x, y));
     });
     v.canvas.addEventListener('wheel', (e) => {
       if (!this.r) return;
       e.preventDefault();
       const a = this.axisOf(v);
-      this.cursor[a] = clamp(this.cursor[a] + (e.deltaY > 0 ? -1 : 1), 0, this.r.dims[a] - 1);
+      this.cursor[a] = clamp(this.cursor[a] + (e.deltaY > 0 ? -1 : 1), 0, this.o.extent[a] - 1);
       this.draw();
     }, { passive: false });
     v.slider.addEventListener('input', () => {
@@ -149,17 +158,17 @@ class Viewer {
     });
   }
 
-  readout([i, j, k]) {
+  readout(u) {
     const r = this.r;
-    const [nx, ny] = r.dims;
-    const idx = i + nx * (j + ny * k);
+    const idx = this.o.index(...u);
+    const [i, j, k] = this.o.voxel(u);
     const a = r.affine;
     const mm = [0, 1, 2].map((row) => a[row][0] * i + a[row][1] * j + a[row][2] * k + a[row][3]);
     const value = r.images[this.modality][idx];
     const label = r.labels[idx];
-    const u = r.uncertainty ? `  flip variance ${r.uncertainty[idx].toFixed(3)}` : '';
+    const u2 = r.uncertainty ? `  flip variance ${r.uncertainty[idx].toFixed(3)}` : '';
     this.onReadout(`voxel (${i}, ${j}, ${k})  ${mm.map((x) => x.toFixed(1)).join(', ')} mm  `
-      + `${r.modalities[this.modality]} ${formatValue(value)}  label ${label}${u}`);
+      + `${r.modalities[this.modality]} ${formatValue(value)}  label ${label}${u2}`);
   }
 
   draw() {
@@ -169,7 +178,8 @@ class Viewer {
 
   drawView(v) {
     const r = this.r;
-    const [nx, ny, nz] = r.dims;
+    const o = this.o;
+    const [wx, wy, wz] = o.extent;
     const brainView = this.mode === 'brain' && r.brainMask;
     const checker = this.mode === 'checkerboard';
     const img = brainView ? r.referenceWithSkull : r.images[this.modality];
@@ -179,19 +189,17 @@ class Viewer {
     const [rlo, rhi] = this.windows[this.reference];
     const rspan = rhi - rlo || 1;
     // Beyond the grid counts as brain: the outline is the mask's, not the field of view's.
-    const inMask = (i, j, k) => i < 0 || j < 0 || k < 0 || i >= nx || j >= ny || k >= nz
-      || r.brainMask[i + nx * (j + ny * k)] !== 0;
+    const inMask = (u) => u[0] < 0 || u[1] < 0 || u[2] < 0 || u[0] >= wx || u[1] >= wy || u[2] >= wz
+      || r.brainMask[o.index(u[0], u[1], u[2])] !== 0;
+    // The display axes along the view's rows and columns (for the outline's neighbours).
+    const inPlane = v.name === 'axial' ? [0, 1] : v.name === 'coronal' ? [0, 2] : [1, 2];
     const w = v.canvas.width, h = v.canvas.height;
     const px = v.image.data;
-    const [ci, cj, ck] = this.cursor;
     const alpha = this.opacity;
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
-        let i, j, k;
-        if (v.name === 'axial') { i = x; j = ny - 1 - y; k = ck; }
-        else if (v.name === 'coronal') { i = x; j = cj; k = nz - 1 - y; }
-        else { i = ci; j = x; k = nz - 1 - y; }
-        const idx = i + nx * (j + ny * k);
+        const u = this.displayAt(v, x, y);
+        const idx = o.index(u[0], u[1], u[2]);
         let g = clamp((img[idx] - lo) / span * 255, 0, 255);
         if (checker && (Math.floor(x / TILE) + Math.floor(y / TILE)) % 2 === 1) {
           g = clamp((ref[idx] - rlo) / rspan * 255, 0, 255);
@@ -200,10 +208,11 @@ class Viewer {
         if (brainView) {
           // The outline: brain voxels with a neighbour outside in this view's plane.
           if (r.brainMask[idx] !== 0) {
-            const [a, b] = v.name === 'axial' ? [[1, 0, 0], [0, 1, 0]]
-              : v.name === 'coronal' ? [[1, 0, 0], [0, 0, 1]] : [[0, 1, 0], [0, 0, 1]];
-            const edge = [a, b].some((d) => !inMask(i + d[0], j + d[1], k + d[2])
-              || !inMask(i - d[0], j - d[1], k - d[2]));
+            const edge = inPlane.some((a) => [-1, 1].some((d) => {
+              const n = u.slice();
+              n[a] += d;
+              return !inMask(n);
+            }));
             if (edge) rgb = OUTLINE.slice();
           }
         } else if (this.showLabels && !checker) {
@@ -215,8 +224,8 @@ class Viewer {
           const t = Math.min(1, Math.sqrt(r.uncertainty[idx] / 0.25)) * 0.9;
           rgb = [rgb[0] * (1 - t) + 255 * t, rgb[1] * (1 - t), rgb[2] * (1 - t) + 255 * t];
         }
-        const o = 4 * (y * w + x);
-        px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
+        const p = 4 * (y * w + x);
+        px[p] = rgb[0]; px[p + 1] = rgb[1]; px[p + 2] = rgb[2]; px[p + 3] = 255;
       }
     }
     const ctx = v.canvas.getContext('2d');
@@ -224,16 +233,42 @@ class Viewer {
     // Crosshair.
     ctx.strokeStyle = 'rgba(80, 160, 255, 0.8)';
     ctx.lineWidth = 1;
-    let cx, cy;
-    if (v.name === 'axial') { cx = ci; cy = ny - 1 - cj; }
-    else if (v.name === 'coronal') { cx = ci; cy = nz - 1 - ck; }
-    else { cx = cj; cy = nz - 1 - ck; }
+    const [cx, cy] = this.pixelOf(v, this.cursor);
     ctx.beginPath();
     ctx.moveTo(cx + 0.5, 0); ctx.lineTo(cx + 0.5, h);
     ctx.moveTo(0, cy + 0.5); ctx.lineTo(w, cy + 0.5);
     ctx.stroke();
     v.slider.value = String(this.cursor[this.axisOf(v)]);
   }
+}
+
+// How a grid is shown: for each world axis (x, y, z), the grid axis nearest to it (of the six
+// assignments, the one whose axes lie closest to the world's) and its direction. Returns the
+// display extent and spacing along x, y, z, the voxel index of a display position (each
+// display coordinate growing with its world coordinate) and the grid voxel [i, j, k] of one.
+function orientation(affine, dims) {
+  const norm = [0, 1, 2].map((d) => Math.hypot(affine[0][d], affine[1][d], affine[2][d]) || 1);
+  const cos = (w, d) => Math.abs(affine[w][d]) / norm[d];
+  let best = null;
+  for (const p of [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]) {
+    const score = cos(0, p[0]) + cos(1, p[1]) + cos(2, p[2]);
+    if (!best || score > best.score) best = { p, score };
+  }
+  const axis = best.p;  // axis[w]: the grid axis shown along world axis w
+  const sign = axis.map((d, w) => (affine[w][d] < 0 ? -1 : 1));
+  const stride = [1, dims[0], dims[0] * dims[1]];
+  const step = axis.map((d, w) => sign[w] * stride[d]);
+  const base = axis.reduce((b, d, w) => b + (sign[w] < 0 ? stride[d] * (dims[d] - 1) : 0), 0);
+  return {
+    extent: axis.map((d) => dims[d]),
+    spacing: axis.map((d) => norm[d]),
+    index: (ux, uy, uz) => base + ux * step[0] + uy * step[1] + uz * step[2],
+    voxel: (u) => {
+      const v = [0, 0, 0];
+      axis.forEach((d, w) => { v[d] = sign[w] > 0 ? u[w] : dims[d] - 1 - u[w]; });
+      return v;
+    },
+  };
 }
 
 // The 0.5th and 99.5th percentiles of the nonzero voxels: a window that ignores outliers.

@@ -67,13 +67,13 @@ const handlers = {
   },
   async check(m) {
     const files = await bytesOf(m.files);
-    return JSON.parse(nv.check_case(m.names, files, m.roles, (stage) => {
+    return JSON.parse(nv.check_case(m.names, files, m.roles, m.reference, (stage) => {
       postMessage({ id: m.id, type: 'stage', stage });
     }));
   },
   async segment(m) {
     const files = await bytesOf(m.files);
-    const result = await nv.segment(m.names, files, m.roles, m.tta, m.budget ?? undefined,
+    const result = await nv.segment(m.names, files, m.roles, m.reference, m.tta, m.budget ?? undefined,
       m.gpuFault ?? undefined, (done, total, roi, windowBytes) => {
         postMessage({ id: m.id, type: 'progress', done, total, roi, windowBytes });
       });

@@ -406,7 +406,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
         )
         .unwrap();
     assert_eq!(options, "labels,checkerboard,brain");
-    let outline_pixels = |page: &nvnet_e2e::cdp::Page, b: &mut nvnet_e2e::cdp::Browser| {
+    let outline_pixels = |page: &Page, b: &mut Browser| {
         page.eval(
             b,
             "(() => { const c = document.getElementById('view-axial'); \
@@ -448,6 +448,184 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
     assert_matches_native(
         &run.download,
         &native_dir.path().join("Phantom-00000.nii.gz"),
+    );
+    // Each stage of the exam listed with its time, all done.
+    assert_stages_done(
+        &page,
+        &mut b,
+        &[
+            "reading the t1ce, series 2",
+            "registering the flair to the t1ce",
+            "resampling onto one 1 mm grid",
+            "stripping the skull",
+            "segmenting",
+            "post-processing, the labels onto the T1ce's own grid",
+        ],
+    );
+
+    // The viewer on the T1ce's grid (BraTS's orientation: i and j run to the patient's left and
+    // back).
+    assert_viewer_shows(
+        &page,
+        &mut b,
+        &nvnet::io::nifti::read_path(&run.download).unwrap(),
+    );
+
+    // The same exam registered to the FLAIR (5 mm slices): the download on the FLAIR's own
+    // grid, as `nvnet predict --reference flair` writes it, and the viewer on that grid too
+    // (whose i and j run to the patient's right and front).
+    std::fs::remove_file(&run.download).unwrap();
+    page.eval(
+        &mut b,
+        "(() => { const s = document.getElementById('reference'); s.value = 'flair'; \
+                  s.dispatchEvent(new Event('change')); return s.value; })()",
+    )
+    .unwrap();
+    let status = page
+        .wait_for(
+            &mut b,
+            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                      return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(status, "ready to segment");
+    page.click(&mut b, "segment").unwrap();
+    nvnet_e2e::page::wait_done(&page, &mut b, Duration::from_secs(600));
+    let on_flair = nvnet_e2e::page::download(&page, &mut b, downloads.path(), "Phantom-00000");
+    let native_flair = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(nvnet_e2e::nvnet_binary())
+        .args([
+            "predict",
+            "--weights",
+            "default",
+            "--no-tta",
+            "--reference",
+            "flair",
+        ])
+        .arg("--input")
+        .arg(&exam)
+        .arg("--output")
+        .arg(native_flair.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = native_flair.path().join("Phantom-00000.nii.gz");
+    assert_matches_native(&on_flair, &expected);
+    let flair_grid = nvnet::io::nifti::read_path(&expected).unwrap();
+    assert_eq!(
+        flair_grid.geometry.spacing()[2],
+        5.0,
+        "not the 5 mm FLAIR's grid"
+    );
+    let details = page.text(&mut b, "result-details").unwrap_or_default();
+    assert!(
+        details.contains("Shown on the FLAIR's own grid") && details.contains("× 5.00 mm"),
+        "{details}"
+    );
+    assert_stages_done(
+        &page,
+        &mut b,
+        &[
+            "registering the t1ce to the flair",
+            "resampling onto one 1 mm grid",
+            "segmenting",
+            "post-processing, the labels onto the FLAIR's own grid",
+        ],
+    );
+    assert_viewer_shows(&page, &mut b, &flair_grid);
+}
+
+/// The page's list of stages: every stage done (✓, its time given), these among them, in order.
+fn assert_stages_done(page: &Page, b: &mut Browser, expected: &[&str]) {
+    let items = page
+        .eval(
+            b,
+            "[...document.querySelectorAll('#stages li')].map((li) => li.className + ': ' + li.textContent)",
+        )
+        .unwrap();
+    let items: Vec<String> = serde_json::from_value(items).unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|i| i.starts_with("done: ") && i.contains(" s")),
+        "{items:#?}"
+    );
+    let mut at = 0;
+    for stage in expected {
+        let found = items[at..].iter().position(|i| i.contains(stage));
+        let Some(n) = found else {
+            panic!("no '{stage}' after item {at} in {items:#?}");
+        };
+        at += n + 1;
+    }
+}
+
+/// The viewer shows `labels`' grid: its axial view is that grid's slice nearest the body's axial
+/// plane, drawn as `www/viewer.js` says (the patient's right on the left, anterior up), each
+/// label where the label map has it.
+fn assert_viewer_shows(page: &Page, b: &mut Browser, labels: &nvnet::io::nifti::Image) {
+    let g = &labels.geometry;
+    // For each world axis, the grid axis nearest to it and whether it runs the same way (the
+    // grids of this test lie within 15° of the world's axes: the nearest axis is unambiguous).
+    let axes: Vec<(usize, bool)> = (0..3)
+        .map(|w| {
+            let d = (0..3)
+                .max_by(|&a, &c| g.affine[w][a].abs().total_cmp(&g.affine[w][c].abs()))
+                .unwrap();
+            (d, g.affine[w][d] > 0.0)
+        })
+        .collect();
+    let extent: Vec<usize> = axes.iter().map(|&(d, _)| g.dims[d]).collect();
+    let shown = page
+        .eval(
+            b,
+            "(() => { const m = document.getElementById('view-mode'); m.value = 'labels'; \
+                      m.dispatchEvent(new Event('change')); \
+                      const o = document.getElementById('opacity'); o.value = '1'; \
+                      o.dispatchEvent(new Event('input')); \
+                      const c = document.getElementById('view-axial'); \
+                      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+                      const colours = { '230,40,40': 1, '40,190,60': 2, '255,220,0': 4 }; \
+                      const labels = []; \
+                      for (let p = 0; p < d.length; p += 4) \
+                        labels.push(colours[`${d[p]},${d[p + 1]},${d[p + 2]}`] || 0); \
+                      return { extent: viewer.o.extent, cursor: viewer.cursor, \
+                               width: c.width, height: c.height, labels }; })()",
+        )
+        .unwrap();
+    let seen: Vec<usize> = serde_json::from_value(shown["extent"].clone()).unwrap();
+    assert_eq!(seen, extent, "the viewer's extent along x, y, z");
+    let cursor: Vec<usize> = serde_json::from_value(shown["cursor"].clone()).unwrap();
+    let (w, h) = (extent[0], extent[1]);
+    assert_eq!(
+        (shown["width"].as_u64(), shown["height"].as_u64()),
+        (Some(w as u64), Some(h as u64))
+    );
+    let pixels: Vec<u8> = serde_json::from_value(shown["labels"].clone()).unwrap();
+    // The crosshair's row and column are drawn over: left out.
+    let (cx, cy) = (w - 1 - cursor[0], h - 1 - cursor[1]);
+    let mut compared = [0usize; 2];
+    for y in (0..h).filter(|&y| y != cy) {
+        for x in (0..w).filter(|&x| x != cx) {
+            let u = [w - 1 - x, h - 1 - y, cursor[2]];
+            let mut v = [0usize; 3];
+            for (world, &(d, same)) in axes.iter().enumerate() {
+                v[d] = if same {
+                    u[world]
+                } else {
+                    g.dims[d] - 1 - u[world]
+                };
+            }
+            let label = labels.at(v[0], v[1], v[2]) as u8;
+            assert_eq!(pixels[y * w + x], label, "pixel ({x}, {y}), voxel {v:?}");
+            compared[(label != 0) as usize] += 1;
+        }
+    }
+    assert!(
+        compared[1] > 20,
+        "only {} tumour pixels in the axial view",
+        compared[1]
     );
 }
 

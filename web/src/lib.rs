@@ -248,8 +248,8 @@ pub fn detect_role(name: &str) -> String {
 }
 
 /// What identifies a check's input: every file's name, role and bytes.
-fn files_key(names: &Array, files: &Array, roles: &Array) -> u64 {
-    let mut keys = Vec::new();
+fn files_key(names: &Array, files: &Array, roles: &Array, reference: Modality) -> u64 {
+    let mut keys = reference.name().as_bytes().to_vec();
     for i in 0..names.length() {
         let name = names.get(i).as_string().unwrap_or_default();
         let role = roles.get(i).as_string().unwrap_or_default();
@@ -271,26 +271,32 @@ fn checked_or_read(
     names: &Array,
     files: &Array,
     roles: &Array,
+    reference: Modality,
 ) -> Result<(Prepared, Option<String>), JsError> {
-    let key = files_key(names, files, roles);
+    let key = files_key(names, files, roles, reference);
     let cached = STATE.with(|s| s.borrow_mut().checked.take());
     match cached {
         Some((k, prepared, series)) if k == key => Ok((prepared, series)),
-        _ => read_case(names, files, roles, None),
+        _ => read_case(names, files, roles, reference, None),
     }
 }
 
 /// Read the files (`names[i]` with bytes `files[i]`, as role `roles[i]`: a modality, `seg`,
 /// `dicom` or `ignore`) and check them as one case, with the library's checks. The files of
 /// role `dicom` are one exam, its series chosen by their names as `nvnet predict` chooses them.
-/// Series on grids of their own are registered to the T1ce and resampled onto one grid, as
-/// `nvnet predict` does.
+/// Series on grids of their own are registered to the `reference` series and resampled onto
+/// one grid, as `nvnet predict --reference` does.
 fn read_case(
     names: &Array,
     files: &Array,
     roles: &Array,
+    reference: Modality,
     progress: Option<&Function>,
 ) -> Result<(Prepared, Option<String>), JsError> {
+    let steps = Steps {
+        reference,
+        ..Steps::default()
+    };
     // Each stage told to the page as it starts: a worker busy in wasm can still post messages.
     let mut on_stage = |stage: Stage| {
         if let Some(f) = progress {
@@ -325,7 +331,7 @@ fn read_case(
             .load_case_within(
                 &exam_files,
                 &[],
-                Steps::default(),
+                steps,
                 nifti::PAGE_MAX_VOXELS,
                 &mut on_stage,
             )
@@ -357,32 +363,29 @@ fn read_case(
         used_names.push(name);
     }
     let id = case::case_id_of_names(&used_names);
-    let prepared = prepare_images_reporting(
-        &id,
-        Layout::Loose,
-        images,
-        seg,
-        Steps::default(),
-        &mut on_stage,
-    )
-    .map_err(error)?;
+    let prepared = prepare_images_reporting(&id, Layout::Loose, images, seg, steps, &mut on_stage)
+        .map_err(error)?;
     Ok((prepared, None))
 }
 
 /// Read and check a case without segmenting it: JSON `{id, dims, spacing, warnings}`, or an
-/// error naming the file and the problem. `progress(stage)` is told each stage of preparing an
-/// exam as it starts (reading a series, registering one, resampling, stripping the skull).
+/// error naming the file and the problem. `reference` (t1, t1ce, t2 or flair; T1ce when not
+/// given) is the series an exam is registered to, on whose grid the label map lies.
+/// `progress(stage)` is told each stage of preparing an exam as it starts (reading a series,
+/// registering one, resampling, stripping the skull).
 #[wasm_bindgen]
 pub fn check_case(
     names: Array,
     files: Array,
     roles: Array,
+    reference: Option<String>,
     progress: Option<Function>,
 ) -> Result<String, JsError> {
     // A new check replaces the last one's case.
     STATE.with(|s| s.borrow_mut().checked = None);
-    let key = files_key(&names, &files, &roles);
-    let (prepared, series) = read_case(&names, &files, &roles, progress.as_ref())?;
+    let reference = reference_of(reference)?;
+    let key = files_key(&names, &files, &roles, reference);
+    let (prepared, series) = read_case(&names, &files, &roles, reference, progress.as_ref())?;
     let case = &prepared.case;
     let registered: Vec<_> = prepared
         .registrations
@@ -402,6 +405,7 @@ pub fn check_case(
         "registered": registered,
         "skull": prepared.stripping.to_string(),
         "referenceDims": prepared.native.dims,
+        "reference": prepared.reference.to_string(),
         "id": case.id,
         "dims": case.dims(),
         "spacing": case.geometry().spacing(),
@@ -410,6 +414,12 @@ pub fn check_case(
     .to_string();
     STATE.with(|s| s.borrow_mut().checked = Some((key, prepared, series)));
     Ok(report)
+}
+
+/// The reference series the page names (T1ce when it names none).
+fn reference_of(name: Option<String>) -> Result<Modality, JsError> {
+    name.filter(|n| !n.is_empty())
+        .map_or(Ok(Modality::T1ce), |n| n.parse().map_err(error))
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> Result<(), JsError> {
@@ -440,8 +450,10 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
     Ok((loaded.model, loaded.manifest))
 }
 
-/// Segment a case. Returns an object:
-/// `id`, `dims`, `spacing`, `affine` (4×4, rows), `images` (the four modalities as
+/// Segment a case (an exam registered to `reference`, as [`check_case`] says). Returns an object:
+/// `id`, `dims`, `spacing`, `affine` (4×4, rows) of the grid everything below lies on: the
+/// reference series' own (`native`: true where the case was resampled; the reference as read,
+/// the other series carried there from the prepared grid); `images` (the four modalities as
 /// Float32Arrays in file order, T1 T1ce T2 FLAIR), `modalities`, `labels` (Uint8Array),
 /// `uncertainty` (Float32Array: the largest flip variance over the regions, with TTA),
 /// `reference` (the series the others were registered to), `registered` (whether any was moved
@@ -462,11 +474,14 @@ fn load_model<B: Backend>(device: &B::Device) -> Result<(NvNet<B>, Manifest), Js
 ///
 /// A fault the GPU reports rejects with an Error whose `gpuFault` says what happened, with
 /// the window's `roi` and `windowBytes`: nothing computed after a fault is returned.
+// The worker calls it with plain values, one per setting.
+#[allow(clippy::too_many_arguments)]
 #[wasm_bindgen]
 pub async fn segment(
     names: Array,
     files: Array,
     roles: Array,
+    reference: Option<String>,
     tta: bool,
     budget: Option<f64>,
     fault_test: Option<String>,
@@ -484,7 +499,7 @@ pub async fn segment(
     {
         return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
     }
-    let (prepared, _) = checked_or_read(&names, &files, &roles)?;
+    let (prepared, _) = checked_or_read(&names, &files, &roles, reference_of(reference)?)?;
     let case = &prepared.case;
     enum Which {
         Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),
@@ -572,30 +587,39 @@ pub async fn segment(
             (seg, manifest, "cpu")
         }
     };
-    let grid = case.geometry();
-    // The download lies on the reference series' own grid, as `nvnet predict` writes it; the
-    // viewer shows the grid the case was segmented on.
+    // The download lies on the reference series' own grid, as `nvnet predict` writes it, and
+    // the viewer shows that grid: the reference as read, the other series where the
+    // registration put them.
     let native_labels = prepared.to_native(&seg.labels, 1, 0u8);
     let nifti_bytes = nifti::encode_on_grid(&prepared.native, OutputData::Labels(&native_labels))
         .map_err(|e| error(format!("{}: writing the label map: {e}", case.id)))?;
     let counts = RegionCounts::of(&native_labels, options.labels);
     let [wt, tc, et] = counts.millilitres(prepared.native.spacing());
     let n: usize = case.dims().iter().product();
+    let grid = &prepared.native;
 
     let out = Object::new();
     set(&out, "id", case.id.as_str())?;
-    set(&out, "dims", serde_to_js(&case.dims())?)?;
+    set(&out, "dims", serde_to_js(&grid.dims)?)?;
     set(&out, "spacing", serde_to_js(&grid.spacing())?)?;
     set(&out, "affine", serde_to_js(&grid.affine)?)?;
+    set(&out, "native", prepared.resampled())?;
+    let shown = prepared.series_on_native().unwrap_or_else(|| {
+        case.images
+            .iter()
+            .map(|(_, image)| image.to_f32())
+            .collect()
+    });
     let images = Array::new();
     let modalities = Array::new();
-    for (m, image) in &case.images {
-        images.push(&Float32Array::from(image.to_f32().as_slice()));
+    for ((m, _), values) in case.images.iter().zip(&shown) {
+        images.push(&Float32Array::from(values.as_slice()));
         modalities.push(&m.to_string().into());
     }
+    drop(shown);
     set(&out, "images", images)?;
     set(&out, "modalities", modalities)?;
-    set(&out, "labels", Uint8Array::from(seg.labels.as_slice()))?;
+    set(&out, "labels", Uint8Array::from(native_labels.as_slice()))?;
     // The quality view's: the series registered to, and the brain's mask over it with its skull.
     set(&out, "reference", prepared.reference.to_string())?;
     set(
@@ -604,18 +628,22 @@ pub async fn segment(
         prepared.resampled() || !prepared.registrations.is_empty(),
     )?;
     if let (Some(mask), Some(with_skull)) = (&prepared.brain_mask, &prepared.reference_with_skull) {
+        let mask = prepared.to_native(mask, 1, 0u8);
         set(&out, "brainMask", Uint8Array::from(mask.as_slice()))?;
-        set(
-            &out,
-            "referenceWithSkull",
-            Float32Array::from(with_skull.as_slice()),
-        )?;
+        // On the native grid the reference as read has its skull.
+        let with_skull = prepared
+            .reference_native
+            .as_deref()
+            .filter(|_| prepared.resampled())
+            .unwrap_or(with_skull);
+        set(&out, "referenceWithSkull", Float32Array::from(with_skull))?;
     }
     if let Some(u) = &seg.uncertainty {
         let c = seg.outputs.len();
         let max: Vec<f32> = (0..n)
             .map(|v| (0..c).map(|ch| u[ch * n + v]).fold(0f32, f32::max))
             .collect();
+        let max = prepared.to_native(&max, 1, 0f32);
         set(&out, "uncertainty", Float32Array::from(max.as_slice()))?;
     }
     set(&out, "nifti", Uint8Array::from(nifti_bytes.as_slice()))?;

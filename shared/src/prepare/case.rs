@@ -33,6 +33,9 @@ pub struct Prepared {
     /// The reference series on the prepared grid before stripping, where the skull was stripped
     /// here: what a reader checks the mask against.
     pub reference_with_skull: Option<Vec<f32>>,
+    /// The reference series as read, on its own grid, where the case was resampled: what a
+    /// reader sees the label map over.
+    pub reference_native: Option<Vec<f32>>,
     /// For each native voxel, the prepared voxel nearest to it: made once, when first needed.
     native_map: OnceLock<Vec<Option<usize>>>,
 }
@@ -48,6 +51,7 @@ impl Prepared {
             stripping: Stripping::NotPrepared,
             brain_mask: None,
             reference_with_skull: None,
+            reference_native: None,
             native_map: OnceLock::new(),
         }
     }
@@ -73,6 +77,34 @@ impl Prepared {
                 map.iter().map(move |i| i.map_or(fill, |i| block[i]))
             })
             .collect()
+    }
+
+    /// The case's series on the native grid, in the case's order, where it was resampled: the
+    /// reference as read, the others carried from the prepared grid (trilinear; 0 outside it).
+    pub fn series_on_native(&self) -> Option<Vec<Vec<f32>>> {
+        let reference = self
+            .reference_native
+            .as_ref()
+            .filter(|_| self.resampled())?;
+        let grid = self.case.geometry();
+        let still = Rigid::identity([0.0; 3]);
+        Some(
+            self.case
+                .images
+                .iter()
+                .map(|(m, image)| {
+                    if *m == self.reference {
+                        reference.clone()
+                    } else {
+                        resample(
+                            &Volume::new(image.to_f32(), grid.clone()),
+                            &still,
+                            &self.native,
+                        )
+                    }
+                })
+                .collect(),
+        )
     }
 }
 
@@ -309,46 +341,46 @@ pub fn prepare(
         }
         Skull::Auto => None,
     };
-    on_stage(Stage::Resampling);
     let grid = prepared_grid(&native);
+    // Each series registered to the reference, then all resampled: the stages in the order a
+    // reader expects them.
     let mut registrations = Vec::new();
-    let mut prepared = Vec::new();
+    let mut motions = Vec::new();
     for (m, image) in &images {
-        // Each series' values read once, for its registration and its resampling.
-        let other;
-        let source = if *m == reference {
-            &fixed
-        } else {
-            other = volume(image);
-            &other
-        };
-        let motion = if *m == reference || same_grid(&image.geometry, &native) {
-            Rigid::identity([0.0; 3])
-        } else {
-            on_stage(Stage::Registering {
-                series: *m,
-                to: reference,
+        if *m == reference || same_grid(&image.geometry, &native) {
+            motions.push(Rigid::identity([0.0; 3]));
+            continue;
+        }
+        on_stage(Stage::Registering {
+            series: *m,
+            to: reference,
+        });
+        let r = register(&fixed, &volume(image), options);
+        // A series that does not cover the reference's head once registered is another head,
+        // another body part, or a slab too thin to place: not a case.
+        if r.overlap < MIN_OVERLAP {
+            return Err(CaseError::Invalid {
+                case: id.to_string(),
+                problem: format!(
+                    "{} ({m}) covers {:.0} % of the {reference}'s foreground once registered \
+                     (at least {:.0} % needed): not the same head, or too small a field of view",
+                    image.source,
+                    100.0 * r.overlap,
+                    100.0 * MIN_OVERLAP
+                ),
             });
-            let r = register(&fixed, source, options);
-            // A series that does not cover the reference's head once registered is another
-            // head, another body part, or a slab too thin to place: not a case.
-            if r.overlap < MIN_OVERLAP {
-                return Err(CaseError::Invalid {
-                    case: id.to_string(),
-                    problem: format!(
-                        "{} ({m}) covers {:.0} % of the {reference}'s foreground once registered \
-                         (at least {:.0} % needed): not the same head, or too small a field of view",
-                        image.source,
-                        100.0 * r.overlap,
-                        100.0 * MIN_OVERLAP
-                    ),
-                });
-            }
-            let motion = r.motion;
-            registrations.push((*m, r));
-            motion
+        }
+        motions.push(r.motion);
+        registrations.push((*m, r));
+    }
+    on_stage(Stage::Resampling);
+    let mut prepared = Vec::new();
+    for ((m, image), motion) in images.iter().zip(&motions) {
+        let values = if *m == reference {
+            resample(&fixed, motion, &grid)
+        } else {
+            resample(&volume(image), motion, &grid)
         };
-        let values = resample(source, &motion, &grid);
         prepared.push((
             *m,
             Image {
@@ -378,6 +410,7 @@ pub fn prepare(
         }
     };
     let case = Case::from_images(id, Layout::Loose, prepared, None)?;
+    let reference_native = (!same_grid(&grid, &native)).then_some(fixed.values);
     Ok(Prepared {
         case,
         native,
@@ -386,6 +419,7 @@ pub fn prepare(
         stripping,
         brain_mask: brain,
         reference_with_skull: with_skull,
+        reference_native,
         native_map: OnceLock::new(),
     })
 }
