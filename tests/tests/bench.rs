@@ -91,3 +91,87 @@ fn page_against_native() {
         eprintln!("| {name} | {s:.1} | {:.2} |", s / cpu);
     }
 }
+
+/// The page preparing a full-size exam (reading its DICOM files, registering three series,
+/// resampling, stripping the skull) against `nvnet prepare` on the same folder (not a test: run
+/// it by hand):
+///
+/// ```sh
+/// trunk build --release
+/// cargo test -p nvnet-e2e --test bench -- --ignored --nocapture page_prepares
+/// ```
+///
+/// The exam: `nvnet synth --head --seed 5 --dicom DIR --moved`, a whole phantom head of
+/// 240×240×155 (the T1ce) acquired as four series. The page's time runs from the files given to
+/// "ready to segment" (its check, on the CPU fallback: reading and registering are the same
+/// wasm whatever the backend); native's is the whole `nvnet prepare` command.
+#[test]
+#[ignore = "a benchmark: a minute or more; run by hand (see its comment)"]
+fn page_prepares_an_exam_against_native() {
+    let work = tempfile::tempdir().unwrap();
+    let (nifti_root, exams) = (work.path().join("nifti"), work.path().join("dicom"));
+    let o = Command::new(nvnet_binary())
+        .args(["synth", "--head", "--cases", "1", "--seed", "5", "--out"])
+        .arg(&nifti_root)
+        .arg("--dicom")
+        .arg(&exams)
+        .arg("--moved")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exam = exams.join("Phantom-00000");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&exam)
+        .unwrap()
+        .flat_map(|series| std::fs::read_dir(series.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+
+    let t = std::time::Instant::now();
+    let o = Command::new(nvnet_binary())
+        .args(["prepare", "--input"])
+        .arg(&exam)
+        .arg("--output")
+        .arg(work.path().join("prepared"))
+        .output()
+        .unwrap();
+    let native = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!(
+        "nvnet prepare: {native:.1} s\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    let server = StaticServer::start(&dist());
+    let mut b = Browser::launch(NO_WEBGPU_FLAGS).expect("Chromium");
+    let downloads = tempfile::tempdir().unwrap();
+    let page = b.new_page(downloads.path()).expect("page");
+    page.navigate(&mut b, &format!("{}/", server.url)).unwrap();
+    wait_ready(&page, &mut b);
+    let t = std::time::Instant::now();
+    page.set_files(&mut b, "file-input", &files)
+        .expect("file input");
+    let status = page
+        .wait_for(
+            &mut b,
+            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                      return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
+            std::time::Duration::from_secs(900),
+        )
+        .expect("the exam is checked");
+    let in_page = t.elapsed().as_secs_f64();
+    assert_eq!(status, "ready to segment");
+    let stages = page
+        .eval(
+            &mut b,
+            "[...document.querySelectorAll('#stages li')].map((li) => li.textContent).join('\\n')",
+        )
+        .unwrap();
+    eprintln!("the page's stages:\n{}", stages.as_str().unwrap_or(""));
+    eprintln!(
+        "\n| preparing the exam | seconds | × native |\n|---|---|---|\n\
+         | page, CPU fallback (one thread) | {in_page:.1} | {:.2} |\n\
+         | `nvnet prepare` | {native:.1} | 1.00 |",
+        in_page / native
+    );
+}
