@@ -194,7 +194,7 @@ fn each_bad_exam_is_refused_naming_the_series_or_file() {
     )
     .unwrap();
     let cases = expected.as_object().unwrap();
-    assert_eq!(cases.len(), 8);
+    assert_eq!(cases.len(), 9);
     for (name, words) in cases {
         let path = testdata(&format!("dicom/bad/{name}"));
         let files = Folder::walk(&path).unwrap();
@@ -210,4 +210,21 @@ fn each_bad_exam_is_refused_naming_the_series_or_file() {
             assert!(message.contains(w), "{name}: '{w}' not in: {message}");
         }
     }
+}
+
+/// An enhanced multi-frame image (every slice a frame of one file, stored out of order, each
+/// with its own rescale) reads as dcm2niix reads it, voxel by voxel in world space, and is
+/// taken for the T1ce its name says.
+#[test]
+fn an_enhanced_multi_frame_image_matches_dcm2niix() {
+    let (exam, files) = exam("dicom/enhanced");
+    assert_eq!(files.len(), 1);
+    assert_eq!(exam.scan.series.len(), 1, "{}", exam.listing());
+    let series = &exam.scan.series[0];
+    assert_eq!(series.slices.len(), 12);
+    assert_eq!(exam.kinds[0], Kind::Modality(Modality::T1ce));
+    let image = series.load(&files).unwrap();
+    assert_eq!(image.dims(), [18, 16, 12]);
+    let reference = nifti::read_path(&testdata("dicom/expected/enhanced.nii")).unwrap();
+    same_in_world(&image, &reference);
 }

@@ -1,7 +1,7 @@
 """Small DICOM exams written by pydicom (an implementation independent of nvnet's dicom-rs), and
 dcm2niix's conversion of the good series, the field's reference for DICOM → NIfTI.
 
-    python testdata/dicom/make.py    # needs pydicom, numpy; dcm2niix on the PATH
+    python testdata/dicom/make.py    # needs pydicom, numpy, nibabel; dcm2niix on the PATH
 
 Writes, in this folder:
 - exam/: one patient's exam as a PACS export: files named IM0001..., in two sub-folders, in a
@@ -19,6 +19,9 @@ Writes, in this folder:
 - bad/<case>/: exams that must be refused, each named by what is wrong with it; expected.json
   says which words the refusal must hold.
 - single/IM0001: one 2-D image (a series of one slice).
+- enhanced/IM0001: an Enhanced MR Image (all slices as frames of one file, out of order, each
+  with its own rescale), and expected/enhanced.nii: dcm2niix's NIfTI of it, its values set to
+  each frame's own rescale (dcm2niix applies the first frame's to all).
 
 Everything is seeded: the same files each run (pydicom writes no time stamps here).
 """
@@ -258,6 +261,106 @@ def main():
 
     [(ds, ts)] = series(9, "T1 single slice", AXIAL, (1.0, 1.0, 2.0), (16, 12, 1), (0, 0, 0))
     write(HERE / "single" / "IM0001", ds, ts)
+
+    enhanced_series()
+
+
+def enhanced_series():
+    """enhanced/IM0001: an Enhanced MR Image (one file, all slices as frames), and dcm2niix's
+    NIfTI of it in expected/enhanced.nii. An oblique (tilted 12 deg about y, 20 about x) T1
+    post-contrast volume; its frames stored out of order, each with a PlanePositionSequence and
+    its own RescaleSlope (PixelValueTransformationSequence), the orientation and the pixel
+    spacing shared."""
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedMRImageStorage
+
+    frame = rot("y", 12) @ rot("x", 20)
+    spacing, dims, center = (0.8, 0.9, 1.5), (18, 16, 12), (3.0, -2.0, 1.0)
+    cols, rows, n = dims
+    offsets = (np.array(dims) - 1) / 2.0 * np.array(spacing)
+    origin = np.asarray(center, float) - frame @ offsets
+    uid = f"{ROOT_UID}2.20"
+    ds = base()
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.SeriesInstanceUID = uid
+    ds.SOPInstanceUID = uid + ".1"
+    ds.SeriesNumber = 20
+    ds.SeriesDescription = "t1_mprage_tra_p2 POST"
+    ds.ProtocolName = "t1_mprage_tra_p2 POST"
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.ContrastBolusAgent = "GADOBUTROL"
+    ds.Rows, ds.Columns = rows, cols
+    ds.NumberOfFrames = n
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    measures, orientation = Dataset(), Dataset()
+    measures.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
+    measures.SliceThickness = f"{spacing[2]:.6g}"
+    orientation.ImageOrientationPatient = [f"{v:.10f}" for v in
+                                           np.concatenate([frame[:, 0], frame[:, 1]])]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    order = [3, 0, 7, 11, 1, 5, 9, 2, 10, 4, 6, 8]
+    per_frame, pixels = [], []
+    for stack_position, k in enumerate(order):
+        p0 = origin + k * spacing[2] * frame[:, 2]
+        ii, jj = np.meshgrid(np.arange(cols), np.arange(rows))
+        world = (p0[None, None, :] + ii[..., None] * spacing[0] * frame[:, 0]
+                 + jj[..., None] * spacing[1] * frame[:, 1])
+        slope, intercept = 0.25 + 0.05 * k, -20.0
+        pixels.append(np.round((intensity(world) - intercept) / slope).astype("<u2"))
+        position, transform, content = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in p0]
+        transform.RescaleSlope = f"{slope:.6g}"
+        transform.RescaleIntercept = f"{intercept:.6g}"
+        transform.RescaleType = "US"
+        content.InStackPositionNumber = k + 1
+        content.StackID = "1"
+        content.DimensionIndexValues = [1, k + 1]
+        group = Dataset()
+        group.PlanePositionSequence = Sequence([position])
+        group.PixelValueTransformationSequence = Sequence([transform])
+        group.FrameContentSequence = Sequence([content])
+        per_frame.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.stack(pixels).tobytes()
+    shutil.rmtree(HERE / "enhanced", ignore_errors=True)
+    write(HERE / "enhanced" / "IM0001", ds, ExplicitVRLittleEndian)
+    tmp = HERE / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    subprocess.run(["dcm2niix", "-b", "n", "-z", "n", "-f", "enhanced", "-o", str(tmp),
+                    str(HERE / "enhanced")], check=True, stdout=subprocess.DEVNULL)
+    # dcm2niix (v1.0.20220720) places the frames right but applies the first frame's rescale to
+    # every frame of an enhanced image: its grid is kept, and each voxel's value is the stored
+    # value at that place times its own frame's slope, plus the intercept.
+    import nibabel
+    converted = nibabel.load(tmp / "enhanced.nii")
+    ijk = np.indices(converted.shape).reshape(3, -1)
+    ras = converted.affine[:3, :3] @ ijk + converted.affine[:3, 3:4]
+    lps = ras * np.array([[-1.0], [-1.0], [1.0]])
+    ours = np.rint((frame.T @ (lps - origin[:, None])) / np.array(spacing)[:, None]).astype(int)
+    stack = np.stack(pixels)[np.argsort(order)]  # [slice k, row, column]
+    slopes = 0.25 + 0.05 * ours[2]
+    values = stack[ours[2], ours[1], ours[0]] * slopes - 20.0
+    truth = nibabel.Nifti1Image(values.reshape(converted.shape).astype(np.float32),
+                                converted.affine, converted.header)
+    truth.header.set_data_dtype(np.float32)
+    truth.header.set_slope_inter(1.0, 0.0)
+    nibabel.save(truth, HERE / "expected" / "enhanced.nii")
+    shutil.rmtree(tmp)
+
+    # The same image without its per-frame functional groups: frames nothing places in space.
+    del ds.PerFrameFunctionalGroupsSequence
+    ds.SOPInstanceUID = uid + ".2"
+    write(HERE / "bad" / "enhanced_unplaced" / "DICOM" / "IM0001", ds, ExplicitVRLittleEndian)
+    refusals = json.loads((HERE / "bad" / "expected.json").read_text())
+    refusals["enhanced_unplaced"] = ["IM0001", "12 frames", "dcm2niix"]
+    (HERE / "bad" / "expected.json").write_text(json.dumps(refusals, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 //!
 //! - `slice`: one file's header fields and its pixels (Part 10; uncompressed little/big endian,
 //!   explicit/implicit VR, deflated, RLE and JPEG: dicom-rs's pure-Rust codecs, which build
-//!   for wasm; another compression is refused by its name);
+//!   for wasm; another compression is refused by its name), one image or the frames of an
+//!   enhanced multi-frame image;
 //! - `series`: the images of one series sorted along the slice normal into a volume and its grid;
 //! - `write`: a volume written as a series (the phantoms' exams).
 
@@ -224,7 +225,11 @@ pub fn scan(files: &dyn Files, folder: &str) -> Result<Scan, DicomError> {
             continue;
         }
         match slice::read_header(i, &bytes).map_err(file_err)? {
-            slice::Parsed::Slice(s) => by_uid.entry(s.series_uid.clone()).or_default().push(*s),
+            slice::Parsed::Slices(images) => {
+                for s in images {
+                    by_uid.entry(s.series_uid.clone()).or_default().push(s);
+                }
+            }
             slice::Parsed::NotImage(why) => notices.push(format!("{name} left out: {why}")),
         }
     }

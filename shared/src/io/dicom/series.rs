@@ -2,7 +2,7 @@
 //! with the grid that DICOM's geometry gives it (ImageOrientationPatient, PixelSpacing, the
 //! slice positions), in NIfTI's world (RAS: DICOM's LPS with x and y negated).
 
-use super::slice::{Slice, read_pixels};
+use super::slice::{Slice, read_frames};
 use super::{DicomError, Files};
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
 
@@ -101,13 +101,6 @@ impl Series {
 
     fn sorted(&self) -> Result<Stack, String> {
         let first = self.first();
-        if let Some(s) = self.slices.iter().find(|s| s.frames != 1) {
-            return Err(format!(
-                "its images hold {} frames each (enhanced multi-frame DICOM), which nvnet does \
-                 not read yet: convert the series with dcm2niix and give the NIfTI file",
-                s.frames
-            ));
-        }
         if first.samples_per_pixel != 1 {
             return Err(format!(
                 "{} samples per pixel (a colour image, not an MR magnitude image)",
@@ -215,18 +208,30 @@ impl Series {
                 series: self.label(),
                 problem: format!("not enough memory for {nx} × {ny} × {nz} voxels"),
             })?;
-        for s in &stack.slices {
-            let name = files.name(s.file);
-            let bytes = files.read(s.file).map_err(|problem| DicomError::File {
+        values.resize(nx * ny * nz, 0.0);
+        // Each file read and decoded once: one image, or (enhanced) every frame of the series.
+        let mut by_file: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+        for (k, s) in stack.slices.iter().enumerate() {
+            match by_file.iter_mut().find(|(f, _)| *f == s.file) {
+                Some((_, frames)) => frames.push((k, s.frame)),
+                None => by_file.push((s.file, vec![(k, s.frame)])),
+            }
+        }
+        for (file, frames) in by_file {
+            let name = files.name(file);
+            let bytes = files.read(file).map_err(|problem| DicomError::File {
                 file: name.to_string(),
                 problem,
             })?;
+            let wanted: Vec<usize> = frames.iter().map(|&(_, f)| f).collect();
             let pixels =
-                read_pixels(&bytes, s.rows, s.columns).map_err(|problem| DicomError::File {
+                read_frames(&bytes, ny, nx, &wanted).map_err(|problem| DicomError::File {
                     file: name.to_string(),
                     problem: format!("{} (in {})", problem, self.label()),
                 })?;
-            values.extend_from_slice(&pixels);
+            for ((k, _), slice) in frames.iter().zip(pixels) {
+                values[k * nx * ny..(k + 1) * nx * ny].copy_from_slice(&slice);
+            }
         }
         let warnings = if self.slices.len() < 2 {
             vec![format!(

@@ -1,23 +1,27 @@
-//! One DICOM file: the header fields that place its image in a series and in space, and its
-//! pixels as the modality's values (RescaleSlope/Intercept applied).
+//! One DICOM file: the header fields that place its images in a series and in space, and their
+//! pixels as the modality's values (RescaleSlope/Intercept applied). A file holds one image, or
+//! (an enhanced multi-frame image) every slice of a series as frames, each placed by its own
+//! functional groups.
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-/// The largest image nvnet decodes from one file (rows × columns × frames): far above any MR
-/// slice, and a bound on what a corrupt header can make it allocate.
-const MAX_PIXELS: u64 = 1 << 26;
+/// The largest image nvnet decodes from one file (rows × columns × frames): a whole enhanced
+/// volume of 512 × 512 × 1024, and a bound on what a corrupt header can make it allocate.
+const MAX_PIXELS: u64 = 1 << 28;
 
 /// What nvnet reads from one file's header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slice {
     /// The file (for messages, and to read its pixels later).
     pub file: usize,
+    /// Which of the file's frames this image is (0 but in a multi-frame image).
+    pub frame: usize,
     pub series_uid: String,
     pub series_number: Option<i64>,
     pub series_description: String,
@@ -50,7 +54,8 @@ pub struct Slice {
 
 /// What one file is.
 pub(super) enum Parsed {
-    Slice(Box<Slice>),
+    /// Its images: one, or one per frame.
+    Slices(Vec<Slice>),
     /// A DICOM file without an image (DICOMDIR, a report, a presentation state): the reason.
     NotImage(String),
 }
@@ -82,21 +87,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn text(obj: &DefaultDicomObject, tag: Tag) -> String {
+fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
         .unwrap_or_default()
 }
 
-fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
 }
 
-fn floats<const N: usize>(obj: &DefaultDicomObject, tag: Tag) -> Option<[f64; N]> {
+fn floats<const N: usize>(obj: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
     let v = obj.get(tag)?.to_multi_float64().ok()?;
     let a: [f64; N] = v.get(..N)?.try_into().ok()?;
     a.iter().all(|x| x.is_finite()).then_some(a)
+}
+
+/// The first item of a sequence.
+fn first_item(obj: &InMemDicomObject, sequence: Tag) -> Option<&InMemDicomObject> {
+    obj.get(sequence)?.items()?.first()
+}
+
+/// A value from a frame's functional groups: its own (per frame), else the shared ones'.
+/// (`group`: the functional group's sequence; `tag`: the attribute in its item.)
+fn grouped<T>(
+    frame: Option<&InMemDicomObject>,
+    shared: Option<&InMemDicomObject>,
+    group: Tag,
+    read: impl Fn(&InMemDicomObject) -> Option<T>,
+) -> Option<T> {
+    [frame, shared]
+        .into_iter()
+        .flatten()
+        .find_map(|g| first_item(g, group).and_then(&read))
 }
 
 /// Read one file's header (its pixel data is not read).
@@ -135,8 +159,9 @@ pub(super) fn read_header(file: usize, bytes: &[u8]) -> Result<Parsed, String> {
         .and_then(|e| e.to_multi_str().ok())
         .map(|v| v.iter().map(|s| s.trim().to_uppercase()).collect())
         .unwrap_or_default();
-    Ok(Parsed::Slice(Box::new(Slice {
+    let slice = Slice {
         file,
+        frame: 0,
         series_uid,
         series_number: int(&obj, tags::SERIES_NUMBER),
         series_description: text(&obj, tags::SERIES_DESCRIPTION),
@@ -159,7 +184,61 @@ pub(super) fn read_header(file: usize, bytes: &[u8]) -> Result<Parsed, String> {
         echo_number: int(&obj, tags::ECHO_NUMBERS),
         transfer_syntax,
         decodable,
-    })))
+    };
+    if frames == 1 {
+        return Ok(Parsed::Slices(vec![slice]));
+    }
+    Ok(Parsed::Slices(frames_of(&obj, slice)?))
+}
+
+/// The frames of an enhanced multi-frame image, each placed as its functional groups say
+/// (PlanePosition, PlaneOrientation, PixelMeasures: its own, else the shared ones).
+fn frames_of(obj: &InMemDicomObject, first: Slice) -> Result<Vec<Slice>, String> {
+    let frames = first.frames;
+    let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .unwrap_or_default();
+    if per_frame.len() != frames {
+        return Err(format!(
+            "{frames} frames, and {} per-frame functional groups to place them \
+             (PerFrameFunctionalGroupsSequence): not an enhanced image nvnet can read; convert \
+             the series with dcm2niix",
+            per_frame.len()
+        ));
+    }
+    per_frame
+        .iter()
+        .enumerate()
+        .map(|(f, groups)| {
+            let g = Some(groups);
+            let position = grouped(g, shared, tags::PLANE_POSITION_SEQUENCE, |i| {
+                floats(i, tags::IMAGE_POSITION_PATIENT)
+            })
+            .ok_or_else(|| format!("frame {} has no ImagePositionPatient", f + 1))?;
+            let orientation = grouped(g, shared, tags::PLANE_ORIENTATION_SEQUENCE, |i| {
+                floats(i, tags::IMAGE_ORIENTATION_PATIENT)
+            })
+            .or(first.orientation);
+            let pixel_spacing = grouped(g, shared, tags::PIXEL_MEASURES_SEQUENCE, |i| {
+                floats(i, tags::PIXEL_SPACING)
+            })
+            .or(first.pixel_spacing);
+            let slice_thickness = grouped(g, shared, tags::PIXEL_MEASURES_SEQUENCE, |i| {
+                i.get(tags::SLICE_THICKNESS)?.to_float64().ok()
+            })
+            .or(first.slice_thickness);
+            Ok(Slice {
+                frame: f,
+                position: Some(position),
+                orientation,
+                pixel_spacing,
+                slice_thickness,
+                ..first.clone()
+            })
+        })
+        .collect()
 }
 
 fn positive(v: i64, what: &str) -> Result<usize, String> {
@@ -170,8 +249,14 @@ fn positive(v: i64, what: &str) -> Result<usize, String> {
     }
 }
 
-/// The pixels of a one-frame, one-sample image as the modality's values, row by row.
-pub(super) fn read_pixels(bytes: &[u8], rows: usize, columns: usize) -> Result<Vec<f32>, String> {
+/// The pixels of `frames` of a one-sample image as the modality's values (each frame's own
+/// rescale), row by row: the file decoded once, whatever the number of frames.
+pub(super) fn read_frames(
+    bytes: &[u8],
+    rows: usize,
+    columns: usize,
+    frames: &[usize],
+) -> Result<Vec<Vec<f32>>, String> {
     let obj = open(bytes, None)?;
     let decoded = obj.decode_pixel_data().map_err(|e| error_chain(&e))?;
     if decoded.rows() as usize != rows || decoded.columns() as usize != columns {
@@ -181,12 +266,27 @@ pub(super) fn read_pixels(bytes: &[u8], rows: usize, columns: usize) -> Result<V
             decoded.columns()
         ));
     }
-    let values: Vec<f32> = decoded.to_vec_frame(0).map_err(|e| error_chain(&e))?;
-    if values.len() != rows * columns {
-        return Err(format!(
-            "{} pixel values where {rows} × {columns} were expected",
-            values.len()
-        ));
-    }
-    Ok(values)
+    frames
+        .iter()
+        .map(|&f| {
+            if f >= decoded.number_of_frames() as usize {
+                return Err(format!(
+                    "frame {} asked for, {} in the pixel data",
+                    f + 1,
+                    decoded.number_of_frames()
+                ));
+            }
+            let values: Vec<f32> = decoded
+                .to_vec_frame(f as u32)
+                .map_err(|e| error_chain(&e))?;
+            if values.len() != rows * columns {
+                return Err(format!(
+                    "{} pixel values in frame {} where {rows} × {columns} were expected",
+                    values.len(),
+                    f + 1
+                ));
+            }
+            Ok(values)
+        })
+        .collect()
 }
