@@ -183,11 +183,8 @@ fn an_exam_without_a_brain_is_refused_by_name() {
     let case = dir.path().join("Beads");
     std::fs::create_dir(&case).unwrap();
     let dims = [40, 40, 32];
-    let mut affine = [[0.0; 4]; 4];
-    for d in 0..4 {
-        affine[d][d] = 1.0;
-    }
-    let grid = nifti::Geometry::from_affine(dims, affine);
+    let identity = std::array::from_fn(|r| std::array::from_fn(|c| (r == c) as u8 as f64));
+    let grid = nifti::Geometry::from_affine(dims, identity);
     let beads: Vec<u8> = (0..40 * 40 * 32)
         .map(|v: usize| {
             let d2: usize = [v % 40, (v / 40) % 40, v / 1600]

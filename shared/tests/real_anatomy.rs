@@ -94,7 +94,9 @@ fn a_real_head_on_three_grids_registers_within_a_millimetre() {
     };
     // A sagittal grid: i along y, j along −z, k along x.
     let sagittal = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]];
-    let cases: [(&str, fn(f32) -> f32, Geometry, [f64; 3], [f64; 3]); 3] = [
+    // (name, contrast, grid, the head's rotation in degrees, its translation in mm)
+    type Acquisition = (&'static str, fn(f32) -> f32, Geometry, [f64; 3], [f64; 3]);
+    let cases: [Acquisition; 3] = [
         (
             "T1 sagittal 1.2 mm",
             |v| v,
