@@ -50,6 +50,15 @@ pub(crate) fn same<T: 'static, U: 'static>(value: T) -> U {
 
 /// The gradients of a convolution `y = conv3d(x, w)` given dL/dy, for one backend.
 pub trait ConvGrads: Backend {
+    /// y itself (the backend's own convolution unless it has a faster one).
+    fn forward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: Option<FloatTensor<Self>>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Self> {
+        Self::conv3d(x, w, b, options)
+    }
     /// dL/dx.
     fn input_grad(
         x: FloatTensor<Self>,
@@ -78,6 +87,34 @@ pub fn try_conv3d<B: Backend>(
         Err(x) => x,
     };
     crate::nn::grads::on_gpu(ConvOn { conv, x }).map_err(|op| op.x)
+}
+
+/// `conv.forward(x)` for inference on flex: the 3×3×3 convolutions computed directly
+/// (`direct_conv`); `Err(x)` back for another backend or a convolution it does not take.
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+pub fn try_flex_forward<B: Backend>(
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    use burn::backend::Flex;
+    let padding = match conv.padding {
+        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
+        PaddingConfig3d::Valid => [0, 0, 0],
+        PaddingConfig3d::Same => return Err(x),
+    };
+    let x: Tensor<Flex, 5> = cast(x)?;
+    let w: Tensor<Flex, 5> = same(conv.weight.val());
+    let b: Option<Tensor<Flex, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    let y = crate::nn::direct_conv::conv3d(
+        x.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        b.map(|b| b.into_primitive().tensor()),
+        options,
+    );
+    Ok(same(Tensor::<Flex, 5>::from_primitive(
+        TensorPrimitive::Float(y),
+    )))
 }
 
 /// A convolution waiting for its backend (`grads::on_gpu`; unread without a GPU backend).
@@ -138,10 +175,10 @@ fn conv3d_ad<I: ConvGrads>(
                 let ws = prep.checkpoint(&w);
                 prep.finish(
                     (xs, ws, options.clone()),
-                    I::conv3d(x.primitive, w.primitive, Some(b.primitive), options),
+                    I::forward(x.primitive, w.primitive, Some(b.primitive), options),
                 )
             }
-            OpsKind::UnTracked(prep) => prep.finish(I::conv3d(
+            OpsKind::UnTracked(prep) => prep.finish(I::forward(
                 x.primitive,
                 w.primitive,
                 Some(b.primitive),
@@ -158,11 +195,11 @@ fn conv3d_ad<I: ConvGrads>(
                 let ws = prep.checkpoint(&w);
                 prep.finish(
                     (xs, ws, options.clone()),
-                    I::conv3d(x.primitive, w.primitive, None, options),
+                    I::forward(x.primitive, w.primitive, None, options),
                 )
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(I::conv3d(x.primitive, w.primitive, None, options))
+                prep.finish(I::forward(x.primitive, w.primitive, None, options))
             }
         },
     };

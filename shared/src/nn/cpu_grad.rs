@@ -27,6 +27,15 @@ use crate::nn::conv_grad::{ConvGrads, cast, same};
 type Ad = Autodiff<Flex>;
 
 impl ConvGrads for Flex {
+    #[cfg(target_arch = "x86_64")]
+    fn forward(
+        x: FloatTensor<Flex>,
+        w: FloatTensor<Flex>,
+        b: Option<FloatTensor<Flex>>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Flex> {
+        crate::nn::direct_conv::conv3d(x, w, b, options)
+    }
     fn input_grad(
         x: FloatTensor<Flex>,
         w: FloatTensor<Flex>,
@@ -65,7 +74,11 @@ fn input_grad(
     }
     let flipped = flex::<5>(w).swap_dims(0, 1).flip([2, 3, 4]);
     let padding = [0, 1, 2].map(|a| k[a] - 1 - options.padding[a]);
-    Flex::conv3d(
+    #[cfg(target_arch = "x86_64")]
+    let conv3d = crate::nn::direct_conv::conv3d;
+    #[cfg(not(target_arch = "x86_64"))]
+    let conv3d = Flex::conv3d;
+    conv3d(
         grad,
         flipped.into_primitive().tensor(),
         None,

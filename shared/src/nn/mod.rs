@@ -5,6 +5,9 @@
 pub mod conv_grad;
 #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
 pub mod cpu_grad;
+// Native x86-64 builds with flex (rayon comes with `autodiff`, as for `cpu_grad`).
+#[cfg(all(feature = "flex", feature = "autodiff", target_arch = "x86_64"))]
+pub mod direct_conv;
 #[cfg(feature = "autodiff")]
 #[cfg_attr(
     not(all(any(feature = "wgpu", feature = "cuda"), not(test))),

@@ -242,10 +242,16 @@ fn conv1<B: Backend>(cin: usize, cout: usize, bias: bool, device: &B::Device) ->
 }
 
 /// `conv.forward(x)`; training takes nvnet's own backward (`conv_grad`): faster on the CPU, a
-/// correct weight gradient on the GPU backends.
+/// correct weight gradient on the GPU backends. On flex (x86-64) the 3×3×3 convolutions are
+/// computed directly (`direct_conv`).
 pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(feature = "autodiff")]
     let x = match crate::nn::conv_grad::try_conv3d(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(all(feature = "flex", feature = "autodiff", target_arch = "x86_64"))]
+    let x = match crate::nn::conv_grad::try_flex_forward(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
