@@ -287,6 +287,12 @@ pub fn group_norm_relu<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tens
         Ok(y) => return y,
         Err(x) => x,
     };
+    // Inference on flex: both in one pass, in place.
+    #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
+    let x = match crate::nn::cpu_grad::group_norm_inference(norm, x, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     relu(group_norm(norm, x))
 }
 
