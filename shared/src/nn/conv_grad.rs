@@ -13,8 +13,6 @@
 //!
 //! Other backends (inference, the web page) never come here.
 
-use std::any::Any;
-
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,26 +25,7 @@ use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{Slice, TensorPrimitive};
 
-/// Move a value to another type when the two are the same type (a checked, safe cast).
-pub(crate) fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("just filled")),
-        None => Err(slot.expect("untouched")),
-    }
-}
-
-/// `cast` between types known to be the same (a parameter of the module whose input was cast).
-pub(crate) fn same<T: 'static, U: 'static>(value: T) -> U {
-    match cast(value) {
-        Ok(u) => u,
-        Err(_) => unreachable!(
-            "{} is not {}",
-            std::any::type_name::<T>(),
-            std::any::type_name::<U>()
-        ),
-    }
-}
+pub(crate) use crate::nn::typecast::{cast, same};
 
 /// The gradients of a convolution `y = conv3d(x, w)` given dL/dy, for one backend.
 pub trait ConvGrads: Backend {
@@ -87,34 +66,6 @@ pub fn try_conv3d<B: Backend>(
         Err(x) => x,
     };
     crate::nn::grads::on_gpu(ConvOn { conv, x }).map_err(|op| op.x)
-}
-
-/// `conv.forward(x)` for inference on flex: the 3×3×3 convolutions computed directly
-/// (`direct_conv`); `Err(x)` back for another backend or a convolution it does not take.
-#[cfg(all(feature = "flex", target_arch = "x86_64"))]
-pub fn try_flex_forward<B: Backend>(
-    conv: &Conv3d<B>,
-    x: Tensor<B, 5>,
-) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    use burn::backend::Flex;
-    let padding = match conv.padding {
-        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
-        PaddingConfig3d::Valid => [0, 0, 0],
-        PaddingConfig3d::Same => return Err(x),
-    };
-    let x: Tensor<Flex, 5> = cast(x)?;
-    let w: Tensor<Flex, 5> = same(conv.weight.val());
-    let b: Option<Tensor<Flex, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    let y = crate::nn::direct_conv::conv3d(
-        x.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        b.map(|b| b.into_primitive().tensor()),
-        options,
-    );
-    Ok(same(Tensor::<Flex, 5>::from_primitive(
-        TensorPrimitive::Float(y),
-    )))
 }
 
 /// A convolution waiting for its backend (`grads::on_gpu`; unread without a GPU backend).

@@ -5,22 +5,78 @@
 //!
 //! Here the input is laid out channels-last with a border of zeros, so that the 3 taps along x
 //! of one (z, y) kernel row read one contiguous run of 3·Cin values per output voxel; a block of
-//! voxels along x keeps its output channels in AVX registers (6 voxels × 16 channels, or 12 × 8)
-//! while each input value is broadcast against a row of the kernel (a register-tiled matrix
-//! product whose left operand is read in place). x86-64 with AVX2 and FMA only (checked at run
-//! time); any other case goes to flex.
+//! voxels along x keeps its output channels in SIMD registers while each input value is
+//! broadcast against a row of the kernel (a register-tiled matrix product whose left operand is
+//! read in place). Natively on x86-64 with AVX2 and FMA (checked at run time: 6 voxels × 16
+//! channels, or 12 × 8), on both cores; in the page's wasm with SIMD (4 voxels × 8 channels, one
+//! thread). Any other case goes to flex.
 
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::nn::PaddingConfig3d;
+use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+#[cfg(not(target_arch = "wasm32"))]
 use rayon::prelude::*;
+
+use crate::nn::typecast::{cast, same};
+
+/// `conv.forward(x)` for inference on flex, the 3×3×3 convolutions computed here; `Err(x)` back
+/// for another backend.
+pub fn try_forward<B: Backend>(
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    let padding = match conv.padding {
+        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
+        PaddingConfig3d::Valid => [0, 0, 0],
+        PaddingConfig3d::Same => return Err(x),
+    };
+    let x: Tensor<Flex, 5> = cast(x)?;
+    let w: Tensor<Flex, 5> = same(conv.weight.val());
+    let b: Option<Tensor<Flex, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    let y = conv3d(
+        x.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        b.map(|b| b.into_primitive().tensor()),
+        options,
+    );
+    Ok(same(Tensor::<Flex, 5>::from_primitive(
+        TensorPrimitive::Float(y),
+    )))
+}
 
 /// Whether this CPU runs the direct kernel.
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(target_arch = "wasm32")]
+    return true;
+}
+
+/// Output channels per register block, and voxels per block, for `cout` output channels.
+fn blocking(cout: usize) -> (usize, usize) {
+    if cfg!(target_arch = "wasm32") {
+        (8, 4)
+    } else if cout.is_multiple_of(16) {
+        (16, 6)
+    } else {
+        (8, 12)
+    }
+}
+
+/// `f(i)` for every i < n: on both cores natively, in turn in the page (one thread).
+fn each(n: usize, f: impl Fn(usize) + Send + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    (0..n).into_par_iter().for_each(f);
+    #[cfg(target_arch = "wasm32")]
+    (0..n).for_each(f);
 }
 
 /// `Flex::conv3d`, with 3×3×3 kernels at stride 1 and padding 1 computed directly where the CPU
@@ -38,7 +94,7 @@ pub fn conv3d(
         && options.padding == [1, 1, 1]
         && options.dilation == [1, 1, 1]
         && options.groups == 1
-        && cout % 8 == 0
+        && cout.is_multiple_of(8)
         && available();
     if !direct {
         return Flex::conv3d(x, w, b, options);
@@ -55,7 +111,7 @@ pub fn conv3d(
         b.map(|b| values(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(b)).into_data()));
     let y = conv3x3x3(xv, dims, &wv, cout, bv.as_deref());
     let [n, _, d, h, w] = dims;
-    burn_flex::FlexTensor::from_data(TensorData::new(y, [n, cout, d, h, w]))
+    FlexTensor::from_data(TensorData::new(y, [n, cout, d, h, w]))
 }
 
 /// y = x ⊛ w + b: `x` [n, cin, d, h, w] and the result [n, cout, d, h, w] (NCDHW), `w` [cout,
@@ -67,12 +123,10 @@ pub fn conv3x3x3(
     cout: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    assert!(available() && cout % 8 == 0 && cout > 0);
+    assert!(available() && cout.is_multiple_of(8) && cout > 0);
     assert_eq!(x.len(), n * cin * d * h * w);
     assert_eq!(weight.len(), cout * cin * 27);
-    // Output channels in blocks of 16 (two registers a voxel) where they divide, else 8.
-    let lanes = if cout % 16 == 0 { 16 } else { 8 };
-    let voxels = if lanes == 16 { 6 } else { 12 };
+    let (lanes, voxels) = blocking(cout);
     let (hp, wp) = (h + 2, w + 2);
     let plane = hp * wp * cin;
     // The kernel as [block][tap][cin][lanes].
@@ -94,23 +148,23 @@ pub fn conv3x3x3(
     for b in 0..n {
         // Channels last, a border of zeros, and room past the end for the last block's overrun.
         let mut xp = vec![0f32; (d + 2) * plane + (voxels + 2) * cin];
-        xp[plane..(d + 1) * plane]
-            .par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(z, dst)| {
-                for c in 0..cin {
-                    for y in 0..h {
-                        let src = &x[(((b * cin + c) * d + z) * h + y) * w..][..w];
-                        let row = ((y + 1) * wp + 1) * cin + c;
-                        for (i, v) in src.iter().enumerate() {
-                            dst[row + i * cin] = *v;
-                        }
+        let padded = SendPtr(xp.as_mut_ptr());
+        each(d, |z| {
+            let padded = &padded;
+            for c in 0..cin {
+                for y in 0..h {
+                    let src = &x[(((b * cin + c) * d + z) * h + y) * w..][..w];
+                    let row = (((z + 1) * hp + y + 1) * wp + 1) * cin + c;
+                    for (i, v) in src.iter().enumerate() {
+                        // SAFETY: plane z + 1 of `xp` is written by this task only.
+                        unsafe { padded.0.add(row + i * cin).write(*v) };
                     }
                 }
-            });
+            }
+        });
         let outb = &mut out[b * cout * spatial..(b + 1) * cout * spatial];
         let dst = SendPtr(outb.as_mut_ptr());
-        (0..d).into_par_iter().for_each(|z| {
+        each(d, |z| {
             let dst = &dst;
             let mut line = vec![0f32; width * cout];
             for y in 0..h {
@@ -125,11 +179,14 @@ pub fn conv3x3x3(
                         // SAFETY: `available()` was checked; every read lies in `xp` (the
                         // rows end within its border and slack), every write in `line`.
                         unsafe {
+                            #[cfg(target_arch = "x86_64")]
                             if lanes == 16 {
                                 block::<2, 6>(&xp, &rows, cin, wk, bias, at, cout);
                             } else {
                                 block::<1, 12>(&xp, &rows, cin, wk, bias, at, cout);
                             }
+                            #[cfg(target_arch = "wasm32")]
+                            block_wasm::<2, 4>(&xp, &rows, cin, wk, bias, at, cout);
                         }
                     }
                 }
@@ -150,9 +207,11 @@ pub fn conv3x3x3(
 struct SendPtr(*mut f32);
 // SAFETY: the tasks write disjoint parts of the buffer.
 unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
 
 /// MV voxels along x × NB·8 output channels: the sum over the 27 taps and the input channels,
 /// kept in registers, then stored at `out` (voxel v's channels at `out[v·cout..]`).
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block<const NB: usize, const MV: usize>(
     xp: &[f32],
@@ -184,8 +243,8 @@ unsafe fn block<const NB: usize, const MV: usize>(
                 });
                 for (v, acc) in acc.iter_mut().enumerate() {
                     let a = unsafe { _mm256_broadcast_ss(&*from.add(v * cin + ci)) };
-                    for nb in 0..NB {
-                        acc[nb] = _mm256_fmadd_ps(a, wv[nb], acc[nb]);
+                    for (acc, w) in acc.iter_mut().zip(&wv) {
+                        *acc = _mm256_fmadd_ps(a, *w, *acc);
                     }
                 }
             }
@@ -193,8 +252,57 @@ unsafe fn block<const NB: usize, const MV: usize>(
     }
     let out = out.as_mut_ptr();
     for (v, acc) in acc.iter().enumerate() {
-        for nb in 0..NB {
-            unsafe { _mm256_storeu_ps(out.add(v * cout + nb * 8), acc[nb]) };
+        for (nb, acc) in acc.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(out.add(v * cout + nb * 8), *acc) };
+        }
+    }
+}
+
+/// As `block`, with wasm's 128-bit SIMD: MV voxels × NB·4 output channels (a multiply and an
+/// add: wasm's baseline SIMD has no fused multiply-add).
+#[cfg(target_arch = "wasm32")]
+unsafe fn block_wasm<const NB: usize, const MV: usize>(
+    xp: &[f32],
+    rows: &[usize; 9],
+    cin: usize,
+    wk: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    cout: usize,
+) {
+    use core::arch::wasm32::*;
+    let lanes = NB * 4;
+    debug_assert!(rows.iter().all(|&r| r + (MV + 2) * cin <= xp.len()));
+    debug_assert!(wk.len() == 27 * cin * lanes);
+    debug_assert!(out.len() >= (MV - 1) * cout + lanes);
+    let init: [v128; NB] = std::array::from_fn(|nb| match bias {
+        Some(b) => unsafe { v128_load(b.as_ptr().add(nb * 4) as *const v128) },
+        None => f32x4_splat(0.0),
+    });
+    let mut acc = [init; MV];
+    let xp = xp.as_ptr();
+    let wk = wk.as_ptr();
+    for (r, &row) in rows.iter().enumerate() {
+        for kw in 0..3 {
+            let taps = unsafe { wk.add((r * 3 + kw) * cin * lanes) };
+            let from = unsafe { xp.add(row + kw * cin) };
+            for ci in 0..cin {
+                let wv: [v128; NB] = std::array::from_fn(|nb| unsafe {
+                    v128_load(taps.add(ci * lanes + nb * 4) as *const v128)
+                });
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    let a = f32x4_splat(unsafe { *from.add(v * cin + ci) });
+                    for (acc, w) in acc.iter_mut().zip(&wv) {
+                        *acc = f32x4_add(*acc, f32x4_mul(a, *w));
+                    }
+                }
+            }
+        }
+    }
+    let out = out.as_mut_ptr();
+    for (v, acc) in acc.iter().enumerate() {
+        for (nb, acc) in acc.iter().enumerate() {
+            unsafe { v128_store(out.add(v * cout + nb * 4) as *mut v128, *acc) };
         }
     }
 }

@@ -5,8 +5,15 @@
 pub mod conv_grad;
 #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
 pub mod cpu_grad;
-// Native x86-64 builds with flex (rayon comes with `autodiff`, as for `cpu_grad`).
-#[cfg(all(feature = "flex", feature = "autodiff", target_arch = "x86_64"))]
+// Flex natively on x86-64 (AVX2 and FMA, checked at run time; rayon comes with `autodiff`),
+// and in the page's wasm with SIMD.
+#[cfg(all(
+    feature = "flex",
+    any(
+        all(feature = "autodiff", target_arch = "x86_64"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )
+))]
 pub mod direct_conv;
 #[cfg(feature = "autodiff")]
 #[cfg_attr(
@@ -24,4 +31,5 @@ pub mod model;
     allow(dead_code)
 )]
 pub mod norm_grad;
+pub(crate) mod typecast;
 pub mod upsample;

@@ -250,8 +250,14 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
         Ok(y) => return y,
         Err(x) => x,
     };
-    #[cfg(all(feature = "flex", feature = "autodiff", target_arch = "x86_64"))]
-    let x = match crate::nn::conv_grad::try_flex_forward(conv, x) {
+    #[cfg(all(
+        feature = "flex",
+        any(
+            all(feature = "autodiff", target_arch = "x86_64"),
+            all(target_arch = "wasm32", target_feature = "simd128")
+        )
+    ))]
+    let x = match crate::nn::direct_conv::try_forward(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };

@@ -86,7 +86,10 @@ fn on_flex<B: Backend>(x: Tensor<B, 5>) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
             linear_x2(&along_d, &mut along_h, 2 * d, h, w);
             linear_x2(&along_h, dst, 4 * d * h, w, 1);
         });
-    let y = burn_flex::FlexTensor::from_data(TensorData::new(out, [n, c, 2 * d, 2 * h, 2 * w]));
+    let y = burn::backend::flex::FlexTensor::from_data(TensorData::new(
+        out,
+        [n, c, 2 * d, 2 * h, 2 * w],
+    ));
     Ok(same(Tensor::<Flex, 5>::from_primitive(
         TensorPrimitive::Float(y),
     )))
