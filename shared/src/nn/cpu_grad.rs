@@ -266,7 +266,7 @@ pub fn group_norm<B: Backend>(
     let x: Tensor<Ad, 5> = match cast(x) {
         Ok(x) => x,
         // Inference on flex: the same normalisation, in place.
-        Err(x) => return group_norm_inference(norm, x, false),
+        Err(x) => return crate::nn::flex_infer::group_norm(norm, x, false),
     };
     let gamma: Tensor<Ad, 1> = same(gamma.val());
     let beta: Tensor<Ad, 1> = same(beta.val());
@@ -306,63 +306,6 @@ pub fn group_norm<B: Backend>(
     Ok(same(Tensor::<Ad, 5>::from_primitive(
         TensorPrimitive::Float(out),
     )))
-}
-
-/// `group_norm` (then ReLU, when `relu`) for inference on flex, written over the input's
-/// buffer where no other tensor shares it: one read and one write of the feature map, where
-/// Burn's composition and a separate ReLU take several, each into a new buffer.
-pub fn group_norm_inference<B: Backend>(
-    norm: &GroupNorm<B>,
-    x: Tensor<B, 5>,
-    relu: bool,
-) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
-        return Err(x);
-    };
-    let x: Tensor<Flex, 5> = cast(x)?;
-    let dims = x.dims();
-    let mut t = x.into_primitive().tensor().to_contiguous();
-    if t.dtype() != burn::tensor::DType::F32 {
-        return Err(same(flex::<5>(t)));
-    }
-    let gamma = floats(
-        same::<_, Tensor<Flex, 1>>(gamma.val())
-            .into_primitive()
-            .tensor(),
-    );
-    let beta = floats(
-        same::<_, Tensor<Flex, 1>>(beta.val())
-            .into_primitive()
-            .tensor(),
-    );
-    let [_, c, d, h, w] = dims;
-    let groups = norm.num_groups;
-    let per_channel = d * h * w;
-    let per_group = c / groups * per_channel;
-    // Copies first only if another tensor shares the buffer.
-    let buf: &mut [f32] = t.storage_mut::<f32>();
-    let stats: Vec<(f64, f64)> = buf
-        .par_chunks(per_group)
-        .map(|xs| {
-            let n = xs.len() as f64;
-            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-            (mean, 1.0 / (var + norm.epsilon).sqrt())
-        })
-        .collect();
-    let cg = c / groups;
-    buf.par_chunks_mut(per_channel)
-        .enumerate()
-        .for_each(|(sc, xs)| {
-            let (s, k) = (sc / c, sc % c);
-            let (mean, inv) = stats[s * groups + k / cg];
-            let (g, bt) = (gamma[k], beta[k]);
-            for x in xs.iter_mut() {
-                let y = ((*x as f64 - mean) * inv) as f32 * g + bt;
-                *x = if relu { y.max(0.0) } else { y };
-            }
-        });
-    Ok(same(flex::<5>(t)))
 }
 
 #[derive(Debug)]
@@ -645,7 +588,9 @@ mod tests {
         // With the ReLU; the input, still held here, is not written over.
         let before = x.to_data();
         close(
-            group_norm_inference(&norm, x.clone(), true).ok().unwrap(),
+            crate::nn::flex_infer::group_norm(&norm, x.clone(), true)
+                .ok()
+                .unwrap(),
             burn::tensor::activation::relu(norm.forward(x.clone())),
             "output with ReLU",
         );

@@ -14,6 +14,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use crate::nn::parallel::each;
+use crate::nn::typecast::{cast, same};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::nn::PaddingConfig3d;
@@ -21,10 +23,6 @@ use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
-use crate::nn::typecast::{cast, same};
 
 /// `conv.forward(x)` for inference on flex, the 3×3×3 convolutions computed here; `Err(x)` back
 /// for another backend.
@@ -69,14 +67,6 @@ fn blocking(cout: usize) -> (usize, usize) {
     } else {
         (8, 12)
     }
-}
-
-/// `f(i)` for every i < n: on both cores natively, in turn in the page (one thread).
-fn each(n: usize, f: impl Fn(usize) + Send + Sync) {
-    #[cfg(not(target_arch = "wasm32"))]
-    (0..n).into_par_iter().for_each(f);
-    #[cfg(target_arch = "wasm32")]
-    (0..n).for_each(f);
 }
 
 /// `Flex::conv3d`, with 3×3×3 kernels at stride 1 and padding 1 computed directly where the CPU

@@ -15,6 +15,8 @@ pub mod cpu_grad;
     )
 ))]
 pub mod direct_conv;
+#[cfg(all(feature = "flex", any(feature = "autodiff", target_arch = "wasm32")))]
+pub mod flex_infer;
 #[cfg(feature = "autodiff")]
 #[cfg_attr(
     not(all(any(feature = "wgpu", feature = "cuda"), not(test))),
@@ -31,5 +33,7 @@ pub mod model;
     allow(dead_code)
 )]
 pub mod norm_grad;
+#[cfg(any(feature = "autodiff", target_arch = "wasm32"))]
+pub(crate) mod parallel;
 pub(crate) mod typecast;
 pub mod upsample;

@@ -273,6 +273,12 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B,
         Ok(y) => return y,
         Err(x) => x,
     };
+    // Inference on flex in the page (natively `cpu_grad` came first).
+    #[cfg(all(feature = "flex", target_arch = "wasm32"))]
+    let x = match crate::nn::flex_infer::group_norm(norm, x, false) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     #[cfg(feature = "autodiff")]
     let x = match crate::nn::norm_grad::try_group_norm(norm, x, false) {
         Ok(y) => return y,
@@ -294,8 +300,8 @@ pub fn group_norm_relu<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tens
         Err(x) => x,
     };
     // Inference on flex: both in one pass, in place.
-    #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
-    let x = match crate::nn::cpu_grad::group_norm_inference(norm, x, true) {
+    #[cfg(all(feature = "flex", any(feature = "autodiff", target_arch = "wasm32")))]
+    let x = match crate::nn::flex_infer::group_norm(norm, x, true) {
         Ok(y) => return y,
         Err(x) => x,
     };
