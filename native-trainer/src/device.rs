@@ -190,7 +190,8 @@ pub trait DeviceFromSpec: Sized {
     ) -> Result<(Self, Option<nvnet::device::gpu::GpuLimits>), String>;
 }
 
-/// The device number `n` of the `--devices` entry `prefix:n`.
+/// The device number `n` of the `--devices` entry `prefix:n` (GPU backends only).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn index(n: &str, prefix: &str) -> Result<usize, String> {
     n.parse()
         .map_err(|_| format!("'{prefix}:{n}': expected a device number, as in {prefix}:0"))

@@ -12,7 +12,8 @@
 //!
 //! Chromium's WebGPU (SwiftShader here), the page's CPU fallback (flex in wasm), `nvnet predict
 //! --device wgpu` (llvmpipe here) and `--device cpu` (flex), one after the other on the same
-//! case with the same options; seconds as each reports them, and the ratios.
+//! case with the same options; seconds as each reports them, and the ratios. Each page segments
+//! the case twice: in a fresh profile, then again with its engine warm.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,6 +67,22 @@ fn page_against_native() {
             run.seconds, run.backend, run.roi, run.windows
         );
         rows.push((name.to_string(), run.seconds));
+        // The same case again in the same page: a warm engine (its shaders compiled, its
+        // buffers allocated once already), as a user's second case meets it.
+        page.eval(
+            &mut b,
+            "document.querySelector('[data-testid=status]').textContent = ''",
+        )
+        .unwrap();
+        page.click(&mut b, "segment").unwrap();
+        nvnet_e2e::page::wait_done(&page, &mut b, std::time::Duration::from_secs(1500));
+        let warm = page
+            .eval(&mut b, "result.seconds")
+            .unwrap()
+            .as_f64()
+            .unwrap_or(0.0);
+        eprintln!("{name}, warm engine: {warm:.1} s");
+        rows.push((format!("{name}, warm engine"), warm));
         downloads_kept.push((run.download, downloads));
     }
     for device in ["wgpu", "cpu"].into_iter().skip(cpu_only as usize) {
