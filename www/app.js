@@ -90,6 +90,12 @@ function startWorker() {
     if (settings.notice) r.info.notice = settings.notice;
     if (userWeights) r.model = await call('weights', userWeights);
     showEngine(r);
+    // After "ready": a case dropped meanwhile waits for it in the worker's queue.
+    if (r.info.backend === 'cpu') {
+      call('warmUp').then((seconds) => {
+        if (seconds > 0) $('adapter').textContent = `(its loops compiled in ${seconds.toFixed(2)} s)`;
+      }, () => { /* a replaced worker: its successor warms up */ });
+    }
     return r;
   }, (err) => {
     if (!err.webgpuTimeout) throw err;

@@ -55,6 +55,10 @@ const handlers = {
     const info = JSON.parse(await opened);
     return { info, model: JSON.parse(nv.model_info()) };
   },
+  // The CPU engine's hot loops compiled before the user's first case (under a second).
+  async warmUp() {
+    return nv.warm_up();
+  },
   async detect(m) {
     return m.names.map((n) => nv.detect_role(n));
   },
