@@ -44,6 +44,18 @@ pub fn phantom_files(dir: &Path, shape: &str, seed: u64) -> Vec<PathBuf> {
     case_files(&dir.join(CASE_ID), CASE_ID)
 }
 
+/// The files of a DICOM exam `nvnet synth --dicom` wrote (`<exam>/<modality>/IM0001...`), in
+/// name order.
+pub fn exam_files(exam: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(exam)
+        .expect("the exam's folder")
+        .flat_map(|series| std::fs::read_dir(series.expect("a series").path()).expect("a series"))
+        .map(|f| f.expect("a file").path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// What one segmentation in the page gave.
 pub struct PageRun {
     pub download: PathBuf,

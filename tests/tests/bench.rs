@@ -137,12 +137,7 @@ fn page_prepares_an_exam_against_native() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let exam = exams.join("Phantom-00000");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&exam)
-        .unwrap()
-        .flat_map(|series| std::fs::read_dir(series.unwrap().path()).unwrap())
-        .map(|f| f.unwrap().path())
-        .collect();
-    files.sort();
+    let files = nvnet_e2e::page::exam_files(&exam);
 
     let t = std::time::Instant::now();
     let o = Command::new(nvnet_binary())

@@ -353,12 +353,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
         String::from_utf8_lossy(&out.stderr)
     );
     let exam = exams.join("Phantom-00000");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&exam)
-        .unwrap()
-        .flat_map(|series| std::fs::read_dir(series.unwrap().path()).unwrap())
-        .map(|f| f.unwrap().path())
-        .collect();
-    files.sort();
+    let files = nvnet_e2e::page::exam_files(&exam);
     assert!(files.len() > 4 * 20, "{} files", files.len());
     let Session {
         _turn,

@@ -23,6 +23,7 @@ use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use rayon::prelude::*;
 
 use crate::nn::conv_grad::{ConvGrads, cast, same};
+use crate::nn::flex_infer::floats;
 
 type Ad = Autodiff<Flex>;
 
@@ -313,14 +314,6 @@ struct GroupNormOp;
 
 /// Saved for the backward: the normalised input x̂, 1/σ per (sample, group), γ, the groups.
 type GroupNormState = (Vec<f32>, Vec<f32>, FloatTensor<Flex>, usize);
-
-fn floats(t: FloatTensor<Flex>) -> Vec<f32> {
-    Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("float32 data")
-}
 
 fn tensor5(values: Vec<f32>, dims: [usize; 5]) -> FloatTensor<Flex> {
     Tensor::<Flex, 5>::from_data(TensorData::new(values, dims), &Default::default())

@@ -301,16 +301,15 @@ unsafe fn block_wasm<const NB: usize, const MV: usize>(
 mod tests {
     use super::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+    fn random(n: usize) -> Vec<f32> {
+        Tensor::<Flex, 1>::random(
+            [n],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &Default::default(),
+        )
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
     }
 
     /// Against flex's own convolution, on shapes that exercise both register blocks, a batch
@@ -328,9 +327,9 @@ mod tests {
             (1, 8, 32, [3, 5, 6], true),
             (1, 3, 24, [2, 3, 4], false),
         ] {
-            let x = random(n * cin * d * h * w, 1);
-            let wt = random(cout * cin * 27, 2);
-            let bias = random(cout, 3);
+            let x = random(n * cin * d * h * w);
+            let wt = random(cout * cin * 27);
+            let bias = random(cout);
             let ours = conv3x3x3(
                 &x,
                 [n, cin, d, h, w],

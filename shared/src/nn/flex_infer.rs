@@ -13,7 +13,8 @@ use burn::tensor::ops::FloatTensor;
 use crate::nn::parallel::{each_chunk_mut, map_chunks};
 use crate::nn::typecast::{cast, same};
 
-fn floats(t: FloatTensor<Flex>) -> Vec<f32> {
+/// A float tensor's values as float32.
+pub(crate) fn floats(t: FloatTensor<Flex>) -> Vec<f32> {
     Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(t))
         .into_data()
         .convert::<f32>()
