@@ -19,7 +19,6 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
@@ -90,10 +89,8 @@ fn on<B: Backend, I: ConvGrads>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let padding = match conv.padding {
-        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
-        PaddingConfig3d::Valid => [0, 0, 0],
-        PaddingConfig3d::Same => return Err(x),
+    let Some(padding) = crate::nn::model::explicit_padding(conv) else {
+        return Err(x);
     };
     if conv.groups != 1 || conv.dilation != [1, 1, 1] {
         return Err(x);
@@ -309,6 +306,7 @@ pub fn weight_grad_by_taps<I: Backend>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3dConfig;
     use burn::tensor::Distribution;
 

@@ -18,7 +18,6 @@ use crate::nn::parallel::each;
 use crate::nn::typecast::{cast, same};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
@@ -30,10 +29,8 @@ pub fn try_forward<B: Backend>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let padding = match conv.padding {
-        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
-        PaddingConfig3d::Valid => [0, 0, 0],
-        PaddingConfig3d::Same => return Err(x),
+    let Some(padding) = crate::nn::model::explicit_padding(conv) else {
+        return Err(x);
     };
     let x: Tensor<Flex, 5> = cast(x)?;
     let w: Tensor<Flex, 5> = same(conv.weight.val());

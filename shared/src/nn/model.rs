@@ -264,6 +264,16 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     conv.forward(x)
 }
 
+/// A convolution's padding in voxels per axis (`None` for "same", which nvnet's own kernels do
+/// not take).
+pub fn explicit_padding<B: Backend>(conv: &Conv3d<B>) -> Option<[usize; 3]> {
+    match conv.padding {
+        PaddingConfig3d::Explicit(d, h, w) => Some([d, h, w]),
+        PaddingConfig3d::Valid => Some([0, 0, 0]),
+        PaddingConfig3d::Same => None,
+    }
+}
+
 /// `norm.forward(x)` computed with the statistics summed one axis at a time (`normalise`). On
 /// flex (native) `cpu_grad` takes over with a fused kernel (statistics in float64); when training
 /// on a GPU backend `norm_grad` records it as one operation with its own backward.
