@@ -75,6 +75,18 @@ pub fn wait_ready(page: &Page, b: &mut Browser) {
     .expect("the page starts");
 }
 
+/// Wait for the page's check of the files given: the status, "ready to segment" or an
+/// `error:` (what `wait_for` says if neither comes within `timeout`).
+pub fn wait_checked(page: &Page, b: &mut Browser, timeout: Duration) -> crate::cdp::Result<String> {
+    let status = page.wait_for(
+        b,
+        "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
+                  return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
+        timeout,
+    )?;
+    Ok(status.as_str().unwrap_or("").to_string())
+}
+
 /// Wait for `done` (or fail on `error:`); the status text.
 pub fn wait_done(page: &Page, b: &mut Browser, timeout: Duration) -> String {
     let status = page
@@ -126,14 +138,7 @@ pub fn segment_files(
     page.screenshot(b, &artifacts().join(format!("{shots}-before.png")))
         .expect("screenshot");
     page.set_files(b, "file-input", files).expect("file input");
-    let status = page
-        .wait_for(
-            b,
-            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
-                      return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
-            Duration::from_secs(120),
-        )
-        .expect("the files are checked");
+    let status = wait_checked(page, b, Duration::from_secs(120)).expect("the files are checked");
     assert_eq!(status, "ready to segment", "console: {:?}", b.console);
     page.eval(
         b,

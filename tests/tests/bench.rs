@@ -163,13 +163,7 @@ fn page_prepares_an_exam_against_native() {
     let t = std::time::Instant::now();
     page.set_files(&mut b, "file-input", &files)
         .expect("file input");
-    let status = page
-        .wait_for(
-            &mut b,
-            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
-                      return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
-            std::time::Duration::from_secs(900),
-        )
+    let status = nvnet_e2e::page::wait_checked(&page, &mut b, std::time::Duration::from_secs(900))
         .expect("the exam is checked");
     let in_page = t.elapsed().as_secs_f64();
     assert_eq!(status, "ready to segment");

@@ -482,14 +482,7 @@ fn a_moved_dicom_exam_is_registered_and_segments_like_nvnet_predict() {
                   s.dispatchEvent(new Event('change')); return s.value; })()",
     )
     .unwrap();
-    let status = page
-        .wait_for(
-            &mut b,
-            "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
-                      return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
-            Duration::from_secs(120),
-        )
-        .unwrap();
+    let status = nvnet_e2e::page::wait_checked(&page, &mut b, Duration::from_secs(120)).unwrap();
     assert_eq!(status, "ready to segment");
     page.click(&mut b, "segment").unwrap();
     nvnet_e2e::page::wait_done(&page, &mut b, Duration::from_secs(600));
@@ -756,15 +749,8 @@ fn bad_files_give_clear_errors_and_the_page_keeps_working() {
         page.set_files(&mut b, "file-input", &set)
             .expect("file input");
         // Roles: the bad file's name may not say FLAIR; the page fills the missing one.
-        let status = page
-            .wait_for(
-                &mut b,
-                "(() => { const s = document.querySelector('[data-testid=status]').textContent; \
-                          return s === 'ready to segment' || s.startsWith('error:') ? s : ''; })()",
-                Duration::from_secs(60),
-            )
+        let status = nvnet_e2e::page::wait_checked(&page, &mut b, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let status = status.as_str().unwrap_or("").to_string();
         if status.starts_with("error:") {
             refused.push(name.clone());
             eprintln!("{name}: {status}");

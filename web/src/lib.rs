@@ -652,11 +652,7 @@ pub async fn segment(
         let mask = prepared.to_native(mask, 1, 0u8);
         set(&out, "brainMask", Uint8Array::from(mask.as_slice()))?;
         // On the native grid the reference as read has its skull.
-        let with_skull = prepared
-            .reference_native
-            .as_deref()
-            .filter(|_| prepared.resampled())
-            .unwrap_or(with_skull);
+        let with_skull = prepared.reference_native.as_deref().unwrap_or(with_skull);
         set(&out, "referenceWithSkull", Float32Array::from(with_skull))?;
     }
     if let Some(u) = &seg.uncertainty {

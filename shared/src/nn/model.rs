@@ -275,16 +275,17 @@ pub fn explicit_padding<B: Backend>(conv: &Conv3d<B>) -> Option<[usize; 3]> {
 }
 
 /// `norm.forward(x)` computed with the statistics summed one axis at a time (`normalise`). On
-/// flex (native) `cpu_grad` takes over with a fused kernel (statistics in float64); when training
-/// on a GPU backend `norm_grad` records it as one operation with its own backward.
+/// flex, fused kernels take over (statistics in float64): `cpu_grad` when training, `flex_infer`
+/// for inference; when training on a GPU backend `norm_grad` records it as one operation with
+/// its own backward.
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
     let x = match crate::nn::cpu_grad::group_norm(norm, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
-    // Inference on flex in the page (natively `cpu_grad` came first).
-    #[cfg(all(feature = "flex", target_arch = "wasm32"))]
+    // Inference on flex: in place.
+    #[cfg(all(feature = "flex", any(feature = "autodiff", target_arch = "wasm32")))]
     let x = match crate::nn::flex_infer::group_norm(norm, x, false) {
         Ok(y) => return y,
         Err(x) => x,

@@ -82,10 +82,8 @@ impl Prepared {
     /// The case's series on the native grid, in the case's order, where it was resampled: the
     /// reference as read, the others carried from the prepared grid (trilinear; 0 outside it).
     pub fn series_on_native(&self) -> Option<Vec<Vec<f32>>> {
-        let reference = self
-            .reference_native
-            .as_ref()
-            .filter(|_| self.resampled())?;
+        // Held exactly when the case was resampled.
+        let reference = self.reference_native.as_ref()?;
         let grid = self.case.geometry();
         let still = Rigid::identity([0.0; 3]);
         Some(

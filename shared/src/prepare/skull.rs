@@ -68,8 +68,9 @@ pub fn already_stripped(values: &[f32], dims: [usize; 3], spacing: [f64; 3]) -> 
 }
 
 /// The least share of the head's foreground a brain found in it holds: a whole head holds about
-/// half brain (Colin 27: 1.8 L in 3.9 L), less with its neck, a window around a tumour more. Below it, what the method
-/// found is not a brain (an exam of another body part, or an image the method cannot read).
+/// half brain (Colin 27: 1.8 L in 3.9 L), less with its neck, a window around a tumour more.
+/// Below it, what the method found is not a brain (an exam of another body part, or an image
+/// the method cannot read).
 const MIN_BRAIN_OF_HEAD: f64 = 0.1;
 
 /// Stripping found no brain: the mask's and the head's volumes (mL).

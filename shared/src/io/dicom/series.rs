@@ -2,6 +2,8 @@
 //! with the grid that DICOM's geometry gives it (ImageOrientationPatient, PixelSpacing, the
 //! slice positions), in NIfTI's world (RAS: DICOM's LPS with x and y negated).
 
+use std::collections::BTreeMap;
+
 use super::slice::{Slice, read_frames};
 use super::{DicomError, Files};
 use crate::io::nifti::{DataType, Geometry, Image, Voxels};
@@ -210,12 +212,9 @@ impl Series {
             })?;
         values.resize(nx * ny * nz, 0.0);
         // Each file read and decoded once: one image, or (enhanced) every frame of the series.
-        let mut by_file: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+        let mut by_file: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
         for (k, s) in stack.slices.iter().enumerate() {
-            match by_file.iter_mut().find(|(f, _)| *f == s.file) {
-                Some((_, frames)) => frames.push((k, s.frame)),
-                None => by_file.push((s.file, vec![(k, s.frame)])),
-            }
+            by_file.entry(s.file).or_default().push((k, s.frame));
         }
         for (file, frames) in by_file {
             let name = files.name(file);
