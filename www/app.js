@@ -9,7 +9,8 @@ const ROLES = [['t1', 'T1'], ['t1ce', 'T1ce (contrast)'], ['t2', 'T2'], ['flair'
 const SAMPLE = ['Phantom-00000_t1.nii.gz', 'Phantom-00000_t1ce.nii.gz', 'Phantom-00000_t2.nii.gz',
   'Phantom-00000_flair.nii.gz'];
 
-// Test settings from the address: ?backend=cpu, ?max-binding=BYTES&max-buffer=BYTES (size the
+// Settings from the address: ?backend=cpu, ?precision=f32 (no float16 on a GPU that offers it),
+// ?max-binding=BYTES&max-buffer=BYTES (size the
 // inference windows as for an adapter with these limits), ?webgpu-timeout=SECONDS,
 // ?gpu-fault=oom|lose[,…] (the GPU runs out of memory, or loses its device, in the first window:
 // one fault a try, in order, from the first segmentation on; see `provoke` in web/src/lib.rs).
@@ -18,6 +19,7 @@ const settings = {
   backend: params.get('backend') === 'cpu' ? 'cpu' : 'webgpu',
   capBinding: params.has('max-binding') ? Number(params.get('max-binding')) : null,
   capBuffer: params.has('max-buffer') ? Number(params.get('max-buffer')) : null,
+  precision: params.get('precision'),
   // Opening WebGPU takes well under a second; a driver that never answers must not leave the
   // page waiting for ever.
   webgpuTimeout: params.has('webgpu-timeout') ? Number(params.get('webgpu-timeout')) : 20,
@@ -138,6 +140,7 @@ function call(type, message = {}, onProgress = null, transfer = []) {
 function showEngine({ info, model }) {
   $('backend').textContent = info.backend;
   $('adapter').textContent = info.adapter ? `(${info.adapter})` : '';
+  $('precision').textContent = info.backend === 'webgpu' ? `· ${info.precisionNote}` : '';
   const notice = $('backend-notice');
   notice.hidden = !info.notice;
   notice.textContent = info.notice || '';
@@ -550,7 +553,7 @@ $('segment').addEventListener('click', async () => {
     if (forCheck !== checkNumber) return;
     const retried = faults.length
       ? `; the last try took ${r.seconds.toFixed(1)} s; ${faults.join('; ')}, so it was segmented again` : '';
-    setStatus(`${r.id}: segmented in ${seconds.toFixed(1)} s on ${r.backend} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${retried}): done`);
+    setStatus(`${r.id}: segmented in ${seconds.toFixed(1)} s on ${r.backend}${r.precision === 'f16' ? ' in float16' : ''} (${r.windows} window${r.windows === 1 ? '' : 's'} of ${r.roi.join('×')}${retried}): done`);
   } catch (err) {
     stages.settle(err.message === 'cancelled' ? 'cancelled' : 'failed');
     setStatus(err.message === 'cancelled' ? 'cancelled' : `error: ${err.message}`);
@@ -589,7 +592,7 @@ function showResult(r) {
   $('vol-et').textContent = `${r.volumes.ET.toFixed(1)} mL`;
   const grid = `${r.dims.join(' × ')} voxels of ${r.spacing.map((x) => x.toFixed(2)).join(' × ')} mm`;
   $('result-details').textContent = `Shown on ${r.native ? `the ${seriesName(r.reference)}'s own grid (as read; the other series where registration put them)` : 'the case\'s grid'}: ${grid}. `
-    + `Labels: BraTS (${r.labelConvention}); model ${r.model}; post-processing: ${r.postprocessing}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend}.`;
+    + `Labels: BraTS (${r.labelConvention}); model ${r.model}; post-processing: ${r.postprocessing}; window ${r.roi.join('×')}, ${r.windows} window(s); ${r.backend} (${r.precision}).`;
 }
 
 $('view-modality').addEventListener('change', (e) => viewer.setModality(Number(e.target.value)));

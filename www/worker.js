@@ -50,7 +50,8 @@ function message(err) {
 
 const handlers = {
   async init(m) {
-    let opened = nv.init(m.backend, m.capBinding ?? undefined, m.capBuffer ?? undefined);
+    let opened = nv.init(m.backend, m.capBinding ?? undefined, m.capBuffer ?? undefined,
+      m.precision ?? undefined);
     if (m.backend === 'webgpu') opened = withTimeout(opened, m.webgpuTimeout);
     const info = JSON.parse(await opened);
     return { info, model: JSON.parse(nv.model_info()) };

@@ -347,6 +347,36 @@ fn bad_arguments_and_special_files_get_messages_not_panics() {
         ),
         (&["info", "--weights", fifo], &["pipe.bpk", "a named pipe"]),
         (&["export", d, "--out", "x.bpk"], &["a folder"]),
+        (
+            &[
+                "--device",
+                "cpu",
+                "predict",
+                "--weights",
+                "default",
+                "--input",
+                d,
+                "--output",
+                d,
+                "--precision",
+                "f16",
+            ],
+            &["--precision f16 is for GPUs"],
+        ),
+        (
+            &[
+                "predict",
+                "--weights",
+                "default",
+                "--input",
+                d,
+                "--output",
+                d,
+                "--precision",
+                "f8",
+            ],
+            &["unknown precision \"f8\""],
+        ),
     ];
     for (args, words) in cases {
         let out = nvnet(args);

@@ -92,6 +92,27 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
     );
     assert_eq!(run.backend, "webgpu");
     assert_eq!(page.text(&mut b, "backend").unwrap(), "webgpu");
+    // float16 where the adapter offers it, else float32 and saying why (SwiftShader offers none).
+    let f16 = page
+        .eval(
+            &mut b,
+            "navigator.gpu.requestAdapter().then(a => a.features.has('shader-f16'))",
+        )
+        .unwrap()
+        .as_bool()
+        .expect("a boolean");
+    let precision = page.text(&mut b, "precision").unwrap();
+    let expected = if f16 {
+        "· float16 (the adapter offers shader-f16)"
+    } else {
+        "· float32 (the adapter offers no shader-f16)"
+    };
+    assert_eq!(precision, expected);
+    assert!(
+        page.text(&mut b, "result-details")
+            .unwrap()
+            .contains(if f16 { "webgpu (f16)" } else { "webgpu (f32)" })
+    );
     // The embedded model's post-processing (its manifest) is named, and applied as natively.
     let details = page.text(&mut b, "result-details").unwrap();
     let manifest =

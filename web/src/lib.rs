@@ -17,6 +17,7 @@ use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
+use nvnet::nn::precision::{Precision, supports_f16, with_precision};
 use nvnet::prepare::{Prepared, Stage, Steps, prepare_images_reporting};
 use nvnet::{Modality, NvNet};
 use serde_json::json;
@@ -31,6 +32,8 @@ enum Engine {
         device: burn::backend::wgpu::WgpuDevice,
         limits: GpuLimits,
         raw: wgpu::Device,
+        /// float16 where the adapter offers `shader-f16` (unless the page asked for float32).
+        precision: Precision,
     },
     Cpu,
 }
@@ -92,14 +95,23 @@ fn has_webgpu() -> bool {
 
 /// Open the backend: `prefer` is `"webgpu"` (fall back to the CPU when WebGPU is missing or
 /// refuses) or `"cpu"`. `cap_binding` / `cap_buffer` lower the adapter's limits (a test
-/// setting: the windows are then sized as for a smaller GPU). Returns JSON:
-/// `{backend, adapter, limits, notice}`.
+/// setting: the windows are then sized as for a smaller GPU). `precision` `"f32"` keeps the GPU
+/// in float32 where it offers float16. Returns JSON: `{backend, adapter, limits, precision,
+/// precisionNote, notice}`.
 #[wasm_bindgen]
 pub async fn init(
     prefer: String,
     cap_binding: Option<f64>,
     cap_buffer: Option<f64>,
+    precision: Option<String>,
 ) -> Result<String, JsError> {
+    let f32_asked = match precision.as_deref() {
+        None | Some("") | Some("auto") => false,
+        Some("f32") => true,
+        Some(other) => {
+            return Err(error(format!("precision = {other}: expected f32 or auto")));
+        }
+    };
     // A test setting from the page's URL: anything but a positive size is refused.
     for (name, v) in [("max-binding", cap_binding), ("max-buffer", cap_buffer)] {
         if let Some(v) = v
@@ -140,10 +152,16 @@ pub async fn init(
                     report_gpu_fault(&message);
                 });
                 adapter = gpu.adapter;
+                let precision = if !f32_asked && supports_f16::<Gpu>(&gpu.device) {
+                    Precision::F16
+                } else {
+                    Precision::F32
+                };
                 Engine::Gpu {
                     device: gpu.device,
                     limits: gpu.limits,
                     raw: gpu.raw,
+                    precision,
                 }
             }
             Err(e) => {
@@ -153,15 +171,28 @@ pub async fn init(
             }
         }
     };
-    let (backend, limits) = match &engine {
-        Engine::Gpu { limits, .. } => ("webgpu", Some(*limits)),
-        Engine::Cpu => ("cpu", None),
+    let (backend, limits, precision, precision_note) = match &engine {
+        Engine::Gpu {
+            limits, precision, ..
+        } => (
+            "webgpu",
+            Some(*limits),
+            *precision,
+            match precision {
+                Precision::F16 => "float16 (the adapter offers shader-f16)",
+                Precision::F32 if f32_asked => "float32 (asked for)",
+                Precision::F32 => "float32 (the adapter offers no shader-f16)",
+            },
+        ),
+        Engine::Cpu => ("cpu", None, Precision::F32, "float32"),
     };
     STATE.with(|s| s.borrow_mut().engine = Some(engine));
     Ok(json!({
         "backend": backend,
         "adapter": adapter,
         "limits": limits,
+        "precision": precision.name(),
+        "precisionNote": precision_note,
         "notice": notice,
     })
     .to_string())
@@ -523,7 +554,12 @@ pub async fn segment(
     let (prepared, _) = checked_or_read(&names, &files, &roles, reference_of(reference)?)?;
     let case = &prepared.case;
     enum Which {
-        Gpu(burn::backend::wgpu::WgpuDevice, GpuLimits, wgpu::Device),
+        Gpu(
+            burn::backend::wgpu::WgpuDevice,
+            GpuLimits,
+            wgpu::Device,
+            Precision,
+        ),
         Cpu,
     }
     let which = STATE.with(|s| match &s.borrow().engine {
@@ -531,7 +567,8 @@ pub async fn segment(
             device,
             limits,
             raw,
-        }) => Ok(Which::Gpu(device.clone(), *limits, raw.clone())),
+            precision,
+        }) => Ok(Which::Gpu(device.clone(), *limits, raw.clone(), *precision)),
         Some(Engine::Cpu) => Ok(Which::Cpu),
         None => Err(error("the engine is not initialised (call init first)")),
     })?;
@@ -540,7 +577,7 @@ pub async fn segment(
         ..InferenceOptions::default()
     };
     let (seg, manifest, backend) = match which {
-        Which::Gpu(device, limits, raw) => {
+        Which::Gpu(device, limits, raw, precision) => {
             // Before the model is built on the GPU, whose allocator fails otherwise.
             let config = STATE.with(|s| {
                 s.borrow()
@@ -558,10 +595,12 @@ pub async fn segment(
                 return Err(fault_error(&f, None));
             }
             let (model, manifest) = loaded?;
+            let model = with_precision(model, precision);
             options.labels = manifest.labels;
             options.postprocessing = manifest.postprocessing;
             options.memory_budget = budget.map_or(GPU_BUDGET, |b| b as u64);
             options.max_buffer = Some(limits.max_tensor());
+            options.precision = precision;
             let on_window = |done: usize, total: usize, roi: [usize; 3], bytes: f64| {
                 let args = Array::new();
                 args.push(&(done as u32).into());
@@ -683,6 +722,7 @@ pub async fn segment(
     set(&out, "windows", seg.windows as u32)?;
     set(&out, "seconds", (js_sys::Date::now() - started) / 1000.0)?;
     set(&out, "backend", backend)?;
+    set(&out, "precision", options.precision.name())?;
     set(&out, "model", manifest.name.as_str())?;
     Ok(out.into())
 }
@@ -710,7 +750,7 @@ async fn segment_on_gpu(
     )
     .map_err(error)?;
     let roi = run.roi();
-    let window_bytes = nvnet::nn::info::summarize(&config, roi).inference_bytes;
+    let window_bytes = inference::window_bytes(&config, roi, options.precision);
     let models = [model];
     let per_window = inference::passes_per_window(models.len(), options.tta);
     let total = run.len() * per_window;

@@ -13,6 +13,7 @@ use nvnet::device::gpu::GpuLimits;
 use nvnet::inference::{self, InferenceOptions};
 use nvnet::io::nifti::{self, OutputData};
 use nvnet::io::weights::{self, Manifest};
+use nvnet::nn::precision::{Precision, supports_f16, with_precision};
 use nvnet::prepare::{Prepared, When};
 use nvnet::{Modality, NvNet};
 
@@ -77,6 +78,10 @@ pub struct Args {
     /// Device memory a window may use, e.g. 4G (default: cpu 6G, wgpu 2G, cuda 8G).
     #[arg(long, value_parser = parse_bytes)]
     memory_budget: Option<u64>,
+    /// The float type of the network on a GPU: f32, or f16 (weights and activations in float16,
+    /// GroupNorm and the blending in float32; half the memory per window).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Show the window size and its memory estimate.
     #[arg(long)]
     verbose: bool,
@@ -102,8 +107,14 @@ impl Args {
             save_probabilities,
             save_uncertainty,
             memory_budget,
+            precision,
             verbose,
         } = self;
+        if precision == Precision::F16 && device == DeviceKind::Cpu {
+            bail!(
+                "--precision f16 is for GPUs (--device wgpu or cuda): on the CPU float16 is not faster"
+            );
+        }
         if !(0.0..1.0).contains(&overlap) {
             bail!("--overlap must be in [0, 1)");
         }
@@ -138,6 +149,7 @@ impl Args {
                 ),
                 // Set from the opened device's limits (wgpu).
                 max_buffer: None,
+                precision,
             },
             labels_given: labels.is_some(),
             postprocess_from_model: !no_postprocess,
@@ -257,6 +269,16 @@ fn run<B: Backend>(
     let (cases, refused) = args.exam.collect()?;
     check_device_holds(&args, limits)?;
     let (models, manifest) = load_models::<B>(&args, device)?;
+    let precision = args.options.precision;
+    if precision == Precision::F16 && !supports_f16::<B>(device) {
+        bail!(
+            "--precision f16: this device does not compute in float16 (its adapter lacks the shader-f16 feature); use --precision f32"
+        );
+    }
+    let models: Vec<_> = models
+        .into_iter()
+        .map(|m| with_precision(m, precision))
+        .collect();
     if let Some(limits) = limits {
         args.options.max_buffer = Some(limits.max_tensor());
     }
@@ -366,14 +388,16 @@ fn predict_case<B: Backend>(
     )
     .map_err(anyhow::Error::msg)?;
     if args.verbose {
-        let est = nvnet::nn::info::summarize(&models[0].config(), seg.roi).inference_bytes;
+        let est =
+            nvnet::inference::window_bytes(&models[0].config(), seg.roi, args.options.precision);
         bar.suspend(|| {
             eprintln!(
-                "{}: window {:?} ({} windows), estimated {:.2} GiB of activations per window (budget {:.2} GiB), largest tensor {:.1} MiB (limit {})",
+                "{}: window {:?} ({} windows), estimated {:.2} GiB of {} activations per window (budget {:.2} GiB), largest tensor {:.1} MiB (limit {})",
                 case.id,
                 seg.roi,
                 seg.windows,
                 est / (1u64 << 30) as f64,
+                args.options.precision.name(),
                 args.options.memory_budget as f64 / (1u64 << 30) as f64,
                 nvnet::nn::info::largest_tensor_bytes(&models[0].config(), seg.roi) / (1u64 << 20) as f64,
                 args.options

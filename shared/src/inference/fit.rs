@@ -2,22 +2,30 @@
 //! checked before any work so that a window that does not fit is refused with a message.
 
 use super::{InferenceError, InferenceOptions};
+use crate::nn::precision::Precision;
+
+/// The estimated activation memory of one window in `precision` (`nn::info` counts float32).
+pub fn window_bytes(config: &crate::NvNetConfig, roi: [usize; 3], precision: Precision) -> f64 {
+    crate::nn::info::summarize(config, roi).inference_bytes * precision.bytes() as f64 / 4.0
+}
 
 /// The window size for a box: the whole box, rounded up to a multiple of the network's size
-/// multiple (8 for four levels), when its estimated activation memory fits `budget` and its
-/// largest tensor fits `max_buffer`; else the largest such window that does, shrinking the
-/// longest axis first.
+/// multiple (8 for four levels), when its estimated activation memory in `precision` fits
+/// `budget` and its largest tensor fits `max_buffer`; else the largest such window that does,
+/// shrinking the longest axis first. The largest tensor is counted in float32 whatever the
+/// precision: GroupNorm works in float32 (a hard limit is not left to a kernel fusion).
 pub fn choose_roi(
     config: &crate::NvNetConfig,
     box_size: [usize; 3],
     budget: u64,
     max_buffer: Option<u64>,
+    precision: Precision,
 ) -> [usize; 3] {
     // What the network can take: 8 for the paper's four levels, more for a deeper import.
     let m = config.size_multiple().max(1);
     let mut roi = box_size.map(|s| s.div_ceil(m).max(2) * m);
     loop {
-        let bytes = crate::nn::info::summarize(config, roi).inference_bytes;
+        let bytes = window_bytes(config, roi, precision);
         let largest = crate::nn::info::largest_tensor_bytes(config, roi);
         let fits = bytes <= budget as f64 && max_buffer.is_none_or(|b| largest <= b as f64);
         if fits || roi.iter().all(|&r| r <= 2 * m) {
@@ -40,7 +48,7 @@ pub fn check_roi(
     if roi.iter().any(|r| *r == 0 || r % k != 0) {
         return Err(InferenceError::WindowSize { roi, multiple: k });
     }
-    let bytes = crate::nn::info::summarize(config, roi).inference_bytes;
+    let bytes = window_bytes(config, roi, options.precision);
     if bytes > options.memory_budget as f64 {
         return Err(InferenceError::OverBudget {
             roi,
@@ -109,14 +117,23 @@ mod tests {
         let config = crate::NvNetConfig::default().with_init_filters(16);
         let whole = [144, 176, 112];
         let big = crate::nn::info::summarize(&config, whole).inference_bytes;
-        assert_eq!(choose_roi(&config, whole, big as u64 + 1, None), whole);
+        assert_eq!(
+            choose_roi(&config, whole, big as u64 + 1, None, Precision::F32),
+            whole
+        );
         let budget = (big / 4.0) as u64;
-        let roi = choose_roi(&config, whole, budget, None);
+        let roi = choose_roi(&config, whole, budget, None, Precision::F32);
         assert!(roi.iter().all(|r| r % 8 == 0), "{roi:?}");
         assert!(crate::nn::info::summarize(&config, roi).inference_bytes <= budget as f64);
         assert!(roi.iter().zip(whole).all(|(r, w)| *r <= w) && roi != whole);
         // The longest axis gave way first.
         assert!(roi[1] < whole[1]);
+        // In float16 the budget that halved the window takes the whole box again.
+        assert_eq!(
+            choose_roi(&config, whole, (big / 2.0) as u64 + 1, None, Precision::F16),
+            whole
+        );
+        assert!(window_bytes(&config, whole, Precision::F16) * 2.0 == big);
         // A five-level network halves four times: its windows are multiples of 16.
         let deep = crate::NvNetConfig {
             blocks_down: vec![1, 2, 2, 4, 4],
@@ -124,7 +141,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            choose_roi(&deep, [40, 44, 36], u64::MAX, None),
+            choose_roi(&deep, [40, 44, 36], u64::MAX, None, Precision::F32),
             [48, 48, 48]
         );
     }
@@ -157,7 +174,13 @@ mod tests {
         );
         assert_eq!(check_roi(&config, [32, 32, 32], &options(1 << 20)), Ok(()));
         // What the window chooser falls back to when nothing fits is refused the same way.
-        let roi = choose_roi(&config, [64, 64, 64], u64::MAX, Some(200 << 10));
+        let roi = choose_roi(
+            &config,
+            [64, 64, 64],
+            u64::MAX,
+            Some(200 << 10),
+            Precision::F32,
+        );
         assert_eq!(roi, [16, 16, 16]);
         assert!(check_buffer(&config, roi, Some(200 << 10), ("window", "x")).is_err());
         // Training's weights files carry the VAE: its encoder is 16·(160·192·128/16³)×256.

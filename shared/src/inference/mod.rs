@@ -15,7 +15,7 @@ pub mod postprocess;
 mod segment;
 mod window;
 
-pub use fit::{check_buffer, check_roi, check_weights_fit, choose_roi};
+pub use fit::{check_buffer, check_roi, check_weights_fit, choose_roi, window_bytes};
 pub use segment::{
     Segmentation, Segmenter, WindowPasses, WindowWork, finish, passes_per_window, read_async,
     segment, window_work,
@@ -26,6 +26,7 @@ use crate::data::case::Case;
 use crate::data::modality::{LabelConvention, Modality};
 use crate::data::preprocess::{Crop, normalize_nonzero};
 use crate::inference::postprocess::Postprocessing;
+use crate::nn::precision::Precision;
 
 /// The options of a prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +48,10 @@ pub struct InferenceOptions {
     /// and `maxBufferSize`, the smaller): no tensor of a window may exceed it.
     #[serde(default)]
     pub max_buffer: Option<u64>,
+    /// The float type the network runs in: float16 on GPUs that offer it halves a window's
+    /// activations (`nn::precision`).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for InferenceOptions {
@@ -60,6 +65,7 @@ impl Default for InferenceOptions {
             postprocessing: Postprocessing::NONE,
             memory_budget: 4 << 30,
             max_buffer: None,
+            precision: Precision::F32,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! read back, blended, then pasted back on the case's grid and thresholded into labels.
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
+use burn::tensor::{FloatDType, TensorData};
 
 use super::{
     InferenceError, InferenceOptions, Prepared, SlidingWindow, check_buffer, check_roi, choose_roi,
@@ -13,6 +13,7 @@ use crate::data::labels;
 use crate::data::modality::{Modality, Region};
 use crate::data::preprocess::Crop;
 use crate::nn::model::NvNet;
+use crate::nn::precision::{cast_to, precision_of};
 
 /// What a prediction gives, on the case's full grid, in file order (i fastest).
 pub struct Segmentation {
@@ -79,6 +80,9 @@ pub struct WindowPasses<'m, B: Backend> {
 impl<'m, B: Backend> WindowPasses<'m, B> {
     pub fn new(models: &'m [NvNet<B>], window: Tensor<B, 5>, tta: bool) -> Self {
         assert!(!models.is_empty(), "at least one model");
+        // A half-precision model takes its window in float16 and gives its logits back in
+        // float32, where the sigmoid, the flip statistics and the blending run.
+        let window = cast_to(window, precision_of(&models[0]).dtype());
         Self {
             models,
             window,
@@ -109,14 +113,12 @@ impl<'m, B: Backend> WindowPasses<'m, B> {
         self.done += 1;
         // A single model without TTA: its logits, which MONAI blends.
         if self.models.len() == 1 && !self.tta {
-            let logits = model.forward(self.window.clone());
+            let logits = cast_to(model.forward(self.window.clone()), FloatDType::F32);
             self.sum = Some(logits.clone());
             return logits;
         }
-        let p = burn::tensor::activation::sigmoid(flip(
-            model.forward(flip(self.window.clone(), axes)),
-            axes,
-        ));
+        let logits = model.forward(flip(self.window.clone(), axes));
+        let p = burn::tensor::activation::sigmoid(flip(cast_to(logits, FloatDType::F32), axes));
         self.sum_sq = Some(match self.sum_sq.take() {
             Some(s) => s + p.clone() * p.clone(),
             None => p.clone() * p.clone(),
@@ -179,6 +181,7 @@ impl Segmenter {
                     prepared.crop.size,
                     options.memory_budget,
                     options.max_buffer,
+                    options.precision,
                 );
                 // choose_roi gives its smallest window when none fits: refused here, before
                 // any device work, rather than by the device's allocator (a panic natively,

@@ -35,5 +35,6 @@ pub mod model;
 pub mod norm_grad;
 #[cfg(any(feature = "autodiff", target_arch = "wasm32"))]
 pub(crate) mod parallel;
+pub mod precision;
 pub(crate) mod typecast;
 pub mod upsample;

@@ -295,6 +295,9 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 5>) -> Tensor<B,
         Ok(y) => return y,
         Err(x) => x,
     };
+    if x.dtype() == burn::tensor::DType::F16 {
+        return crate::nn::precision::group_norm_f32(norm, x);
+    }
     let (normed, _) = normalise(x, norm.num_groups, norm.epsilon);
     match (&norm.gamma, &norm.beta) {
         (Some(gamma), Some(beta)) if norm.affine => affine(normed, gamma.val(), beta.val()),
