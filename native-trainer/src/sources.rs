@@ -29,7 +29,8 @@ pub struct ExamArgs {
     #[arg(long)]
     flair: Option<PathBuf>,
     /// A DICOM exam's series for a modality, by SeriesNumber or SeriesInstanceUID, where the
-    /// series' names do not say it: `--series t1ce=7` (repeat for others).
+    /// series' names do not say it: `--series t1ce=7` (repeat for others). One echo or time
+    /// point of a series that holds several: `--series t2=4_e2` (as `inspect` lists it).
     #[arg(long, value_parser = parse_series)]
     pub series: Vec<(Modality, String)>,
     /// The series the others are registered to, whose grid the label map is written on: t1,

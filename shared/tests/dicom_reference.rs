@@ -228,3 +228,56 @@ fn an_enhanced_multi_frame_image_matches_dcm2niix() {
     let reference = nifti::read_path(&testdata("dicom/expected/enhanced.nii")).unwrap();
     same_in_world(&image, &reference);
 }
+
+/// A dual-echo PD/T2 series (one SeriesInstanceUID, two images at each position) is separated
+/// into its echoes as dcm2niix separates them: each echo equals dcm2niix's NIfTI of it, the late
+/// echo is taken for the T2 and equals the single-echo exam's T2, the early one is named and
+/// left out, and `_e1` names it to `--series`.
+#[test]
+fn a_multi_echo_series_is_separated_into_its_echoes_as_dcm2niix_does() {
+    let (exam, files) = exam("dicom/multiecho");
+    let listing = exam.listing();
+    let echoes: Vec<usize> = (0..exam.scan.series.len())
+        .filter(|&i| exam.scan.series[i].number() == Some(4))
+        .collect();
+    assert_eq!(echoes.len(), 2, "{listing}");
+    for (e, &i) in echoes.iter().enumerate() {
+        let series = &exam.scan.series[i];
+        assert_eq!(series.slices.len(), 8);
+        assert_eq!(series.selector(), format!("4_e{}", e + 1));
+        let image = series.load(&files).unwrap();
+        let reference = nifti::read_path(&testdata(&format!(
+            "dicom/expected/multiecho_e{}.nii",
+            e + 1
+        )))
+        .unwrap();
+        same_in_world(&image, &reference);
+    }
+    let [early, late] = [echoes[0], echoes[1]];
+    assert!(
+        exam.scan.series[late]
+            .label()
+            .contains("echo 2 of 2 (TE 95 ms)"),
+        "{listing}"
+    );
+    assert!(
+        matches!(&exam.kinds[early], Kind::Other(w) if w.contains("earlier echo")),
+        "{listing}"
+    );
+    assert!(listing.contains("4_e1"), "{listing}");
+    let chosen = exam.choose(&[]).unwrap();
+    assert_eq!(chosen[2], (Modality::T2, late));
+    let t2 = exam.scan.series[late].load(&files).unwrap();
+    same_in_world(
+        &t2,
+        &nifti::read_path(&testdata("dicom/expected/4.nii")).unwrap(),
+    );
+    // Named: the early echo, by number or by UID with its suffix; the bare number names neither.
+    let uid = exam.scan.series[early].uid().to_string();
+    for selector in ["4_e1".to_string(), format!("{uid}_e1")] {
+        let chosen = exam.choose(&[(Modality::T2, selector)]).unwrap();
+        assert_eq!(chosen[2], (Modality::T2, early));
+    }
+    let err = exam.choose(&[(Modality::T2, "4".into())]).unwrap_err();
+    assert!(err.to_string().contains("no series '4'"), "{err}");
+}

@@ -1,7 +1,8 @@
 """Small DICOM exams written by pydicom (an implementation independent of nvnet's dicom-rs), and
 dcm2niix's conversion of the good series, the field's reference for DICOM → NIfTI.
 
-    python testdata/dicom/make.py    # needs pydicom, numpy, nibabel; dcm2niix on the PATH
+    python testdata/dicom/make.py              # needs pydicom, numpy, nibabel; dcm2niix
+    python testdata/dicom/make.py multiecho    # the multi-echo exam alone
 
 Writes, in this folder:
 - exam/: one patient's exam as a PACS export: files named IM0001..., in two sub-folders, in a
@@ -19,6 +20,8 @@ Writes, in this folder:
 - bad/<case>/: exams that must be refused, each named by what is wrong with it; expected.json
   says which words the refusal must hold.
 - single/IM0001: one 2-D image (a series of one slice).
+- multiecho/: the exam with a dual-echo PD/T2 series in place of its T2 (see multiecho_exam),
+  and expected/multiecho_e1.nii, multiecho_e2.nii: dcm2niix's NIfTI of each echo.
 - enhanced/IM0001: an Enhanced MR Image (all slices as frames of one file, out of order, each
   with its own rescale), and expected/enhanced.nii: dcm2niix's NIfTI of it, its values set to
   each frame's own rescale (dcm2niix applies the first frame's to all).
@@ -363,5 +366,49 @@ def enhanced_series():
     (HERE / "bad" / "expected.json").write_text(json.dumps(refusals, indent=1) + "\n")
 
 
+def multiecho_exam():
+    """multiecho/: the exam's T1, T1ce and FLAIR, and in place of its T2 a dual-echo series 4
+    'PD+T2 TSE TRA' (one SeriesInstanceUID, two images at each slice position: echo 1 at TE 12 ms,
+    proton-density-like values, and echo 2 at TE 95 ms, the values of the exam's series 4, so
+    that expected/4.nii is its T2 too), its images interleaved and numbered 1-16; and
+    expected/multiecho_e1.nii, _e2.nii: dcm2niix's NIfTI of each echo."""
+    exam = exam_series()
+    echoes = []
+    for echo, te in [(1, 12.0), (2, 95.0)]:
+        images = series(4, "PD+T2 TSE TRA", OBLIQUE, (1.1, 1.1, 3.0), (20, 22, 8), (0, 2, 0),
+                        ts=ExplicitVRLittleEndian, dtype="<i2",
+                        slope_per_slice=[0.5 + 0.125 * k for k in range(8)])
+        for k, (ds, ts) in enumerate(images):
+            ds.EchoNumbers = echo
+            ds.EchoTime = f"{te:g}"
+            ds.SOPInstanceUID = f"{ds.SeriesInstanceUID}.{2 * k + echo}"
+            ds.InstanceNumber = 2 * k + echo
+            if echo == 1:
+                stored = np.frombuffer(ds.PixelData, dtype="<i2").astype(np.float64)
+                ds.PixelData = (stored * 0.6 + 400).round().astype("<i2").tobytes()
+        echoes.append(images)
+    dual = [item for pair in zip(*echoes) for item in pair]
+    shutil.rmtree(HERE / "multiecho", ignore_errors=True)
+    write_exam(HERE / "multiecho", {2: exam[2], 3: exam[3], 4: dual, 5: exam[5]}, shuffle=False)
+    tmp = HERE / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for k, (ds, ts) in enumerate(dual):
+        write(tmp / f"{k}.dcm", ds, ts)
+    out = HERE / "tmp_out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    subprocess.run(["dcm2niix", "-b", "n", "-z", "n", "-f", "multiecho", "-o", str(out),
+                    str(tmp)], check=True, stdout=subprocess.DEVNULL)
+    for f in sorted(out.iterdir()):
+        shutil.move(f, HERE / "expected" / f.name)
+    shutil.rmtree(tmp)
+    shutil.rmtree(out)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] == ["multiecho"]:
+        multiecho_exam()
+    else:
+        main()
+        multiecho_exam()

@@ -210,6 +210,8 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
         let mut v = json!({
             "uid": s.uid(),
             "number": s.number(),
+            "selector": s.selector(),
+            "part": s.part.as_ref().map(|p| p.to_string()),
             "description": s.description(),
             "protocol": s.protocol(),
             "images": s.slices.len(),
@@ -241,7 +243,7 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
             Ok(c) => {
                 let chosen: BTreeMap<&str, Value> = c
                     .iter()
-                    .map(|(m, i)| (m.name(), json!(exam.scan.series[*i].uid())))
+                    .map(|(m, i)| (m.name(), json!(exam.scan.series[*i].uid_selector())))
                     .collect();
                 v["chosen"] = json!(chosen);
             }
@@ -257,7 +259,7 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
                 .unwrap_or_else(|| format!("not used: {}", v["not_used"].as_str().unwrap_or("")));
             println!(
                 "  series {:>4}  {:<30} {:>4} images  {}",
-                v["number"],
+                v["selector"].as_str().unwrap_or(""),
                 format!("'{}'", v["description"].as_str().unwrap_or("")),
                 v["images"],
                 what
@@ -265,9 +267,13 @@ fn exam(files: &dyn Files, folder: &str, as_json: bool) -> Result<bool> {
             match v["problem"].as_str() {
                 Some(p) => println!("      cannot be read: {p}"),
                 None => println!(
-                    "      {}  uid {}",
+                    "      {}  uid {}{}",
                     grid_line(v),
-                    v["uid"].as_str().unwrap_or("")
+                    v["uid"].as_str().unwrap_or(""),
+                    v["part"]
+                        .as_str()
+                        .map(|p| format!(", {p}"))
+                        .unwrap_or_default()
                 ),
             }
         }

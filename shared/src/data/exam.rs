@@ -106,6 +106,41 @@ pub fn classify(series: &Series) -> Kind {
     )
 }
 
+/// As [`classify`], for one echo of a multi-echo series too: of a T2, or of a dual-echo
+/// proton-density/T2 acquisition ("PD+T2 TSE"), the last echo is the T2 and the earlier ones are
+/// left out.
+pub fn classify_echo(series: &Series) -> Kind {
+    let kind = classify(series);
+    let Some(part) = series.part.as_ref().filter(|p| p.echo.is_some()) else {
+        return kind;
+    };
+    let name = format!("{} {}", series.description(), series.protocol());
+    let t2 = kind == Kind::Modality(Modality::T2)
+        || (says_pd_and_t2(&name) && !series.is_localizer() && !series.is_derived());
+    match (t2, part.is_last_echo()) {
+        (true, true) => Kind::Modality(Modality::T2),
+        (true, false) => Kind::Other(
+            "an earlier echo of a multi-echo T2 series (proton-density weighted): its last echo \
+             is the T2"
+                .into(),
+        ),
+        (false, _) => kind,
+    }
+}
+
+/// A name of a proton-density and T2 acquisition: "PD+T2", "PD/T2 TSE", "t2_pd_tse".
+fn says_pd_and_t2(name: &str) -> bool {
+    let name = name.to_uppercase();
+    let words: Vec<&str> = name
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '*'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.contains(&"PD")
+        && words
+            .iter()
+            .any(|w| w.starts_with("T2") && !w.contains('*') && *w != "T2STAR")
+}
+
 /// The modality that a series' names say (`contrast_agent`: the header names one).
 fn kind_of_names(name: &str, contrast_agent: bool) -> Kind {
     let name = name.to_uppercase();
@@ -160,7 +195,7 @@ impl Exam {
     /// Read an exam's headers.
     pub fn scan(files: &dyn Files, folder: &str) -> Result<Self, ExamError> {
         let scan = dicom::scan(files, folder)?;
-        let kinds = scan.series.iter().map(classify).collect();
+        let kinds = scan.series.iter().map(classify_echo).collect();
         let patient = scan.series[0].patient_id();
         let id = if patient.is_empty() {
             file_safe(
@@ -191,7 +226,7 @@ impl Exam {
             .map(|(s, k)| {
                 format!(
                     "  {:>5}  {:<32} {:>4} images  {}",
-                    s.number().map_or("-".into(), |n| n.to_string()),
+                    s.selector(),
                     format!("'{}'", s.description()),
                     s.slices.len(),
                     k
@@ -264,12 +299,11 @@ impl Exam {
         Ok(out)
     }
 
-    /// A series by its SeriesNumber or SeriesInstanceUID.
+    /// A series by its SeriesNumber or SeriesInstanceUID (with `_e2`, `_t3` for one echo or time
+    /// point of a series that holds several).
     fn find(&self, selector: &str) -> Option<usize> {
         let selector = selector.trim();
-        self.scan.series.iter().position(|s| {
-            s.uid() == selector || s.number().is_some_and(|n| n.to_string() == selector)
-        })
+        self.scan.series.iter().position(|s| s.is_named(selector))
     }
 
     /// The case that the chosen series make, prepared as `steps` say: by default series on one
@@ -389,6 +423,16 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(m(name), expected, "{name}");
+        }
+        for (name, expected) in [
+            ("PD+T2 TSE TRA", true),
+            ("PD/T2 TSE", true),
+            ("t2_pd_tse_tra", true),
+            ("PD TSE", false),
+            ("T2* PD", false),
+            ("T2 FLAIR", false),
+        ] {
+            assert_eq!(says_pd_and_t2(name), expected, "{name}");
         }
         // The header's ContrastBolusAgent makes a T1 a post-contrast one.
         assert_eq!(kind_of_names("T1 3D", true), Kind::Modality(T1ce));

@@ -14,7 +14,7 @@ mod slice;
 #[cfg(feature = "synth")]
 pub mod write;
 
-pub use series::{Series, Stack};
+pub use series::{Part, Series, Stack};
 pub use slice::Slice;
 
 use std::borrow::Cow;
@@ -239,10 +239,8 @@ pub fn scan(files: &dyn Files, folder: &str) -> Result<Scan, DicomError> {
             problem: "no DICOM images here".into(),
         });
     }
-    let mut series: Vec<Series> = by_uid
-        .into_values()
-        .map(|slices| Series { slices })
-        .collect();
+    let mut series: Vec<Series> = by_uid.into_values().flat_map(series::split).collect();
+    // Split series stay in their order of echoes and time points (a stable sort).
     series.sort_by(|a, b| (a.number(), a.uid()).cmp(&(b.number(), b.uid())));
     let mut patients: Vec<&str> = series
         .iter()

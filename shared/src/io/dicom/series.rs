@@ -14,10 +14,115 @@ use crate::io::nifti::{DataType, Geometry, Image, Voxels};
 const ORIENTATION_TOLERANCE: f64 = 1e-3;
 const POSITION_TOLERANCE: f64 = 0.05;
 
-/// The images of one series as found (in the order of the files).
+/// The images of one series as found (in the order of the files): a whole SeriesInstanceUID,
+/// or one echo or time point of a series that holds several at each slice position.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub slices: Vec<Slice>,
+    pub part: Option<Part>,
+}
+
+/// Which echo and time point of its series a [`Series`] is, as dcm2niix separates them: by
+/// EchoNumbers (else EchoTime), and by TemporalPositionIdentifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// (this echo, of how many), from 1, in the order of the echo times.
+    pub echo: Option<(usize, usize)>,
+    pub echo_time: Option<f64>,
+    /// (this time point, of how many), from 1.
+    pub time: Option<(usize, usize)>,
+}
+
+impl Part {
+    /// `_e2`, `_t3`, `_e2_t3`: what a series number or UID takes to name this part.
+    pub fn suffix(&self) -> String {
+        let mut s = String::new();
+        if let Some((e, _)) = self.echo {
+            s.push_str(&format!("_e{e}"));
+        }
+        if let Some((t, _)) = self.time {
+            s.push_str(&format!("_t{t}"));
+        }
+        s
+    }
+
+    /// Whether this is the last of several echoes.
+    pub fn is_last_echo(&self) -> bool {
+        self.echo.is_some_and(|(e, n)| e == n)
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut words = Vec::new();
+        if let Some((e, n)) = self.echo {
+            words.push(match self.echo_time {
+                Some(te) => format!("echo {e} of {n} (TE {te} ms)"),
+                None => format!("echo {e} of {n}"),
+            });
+        }
+        if let Some((t, n)) = self.time {
+            words.push(format!("time point {t} of {n}"));
+        }
+        write!(f, "{}", words.join(", "))
+    }
+}
+
+/// The images of one SeriesInstanceUID as series: the whole of it, or, when it holds several
+/// images at a slice position and their echoes or time points tell them apart, one series each.
+/// Images at one position that nothing tells apart stay together, and `stack` refuses them.
+pub fn split(slices: Vec<Slice>) -> Vec<Series> {
+    type Key = fn(&Slice) -> Option<i64>;
+    let place = |s: &Slice| s.position.map(|p| p.map(|x| (x * 100.0).round() as i64));
+    let mut places: Vec<_> = slices.iter().map(|s| (place(s), s.file, s.frame)).collect();
+    places.sort();
+    let shared = places
+        .windows(2)
+        .any(|w| w[0].0 == w[1].0 && w[0].0.is_some());
+    if !shared {
+        return vec![Series { slices, part: None }];
+    }
+    // Echo: EchoNumbers where they differ, else EchoTime (to 0.01 ms); time: the position.
+    let distinct = |key: Key| {
+        let mut v: Vec<Option<i64>> = slices.iter().map(key).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let by_number: Key = |s| s.echo_number;
+    let by_time: Key = |s| s.echo_time.map(|t| (t * 100.0).round() as i64);
+    let echo_key = [by_number, by_time]
+        .into_iter()
+        .find(|&k| distinct(k).len() > 1);
+    let times = distinct(|s| s.temporal_position);
+    let echoes = echo_key.map(distinct).unwrap_or_default();
+    if echoes.len() < 2 && times.len() < 2 {
+        return vec![Series { slices, part: None }];
+    }
+    let mut groups: BTreeMap<(usize, usize), Vec<Slice>> = BTreeMap::new();
+    for s in slices {
+        let e = echo_key.map_or(0, |k| echoes.binary_search(&k(&s)).unwrap_or(0));
+        let t = if times.len() > 1 {
+            times.binary_search(&s.temporal_position).unwrap_or(0)
+        } else {
+            0
+        };
+        groups.entry((e, t)).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .map(|((e, t), slices)| {
+            let echo_time = slices[0].echo_time;
+            Series {
+                part: Some(Part {
+                    echo: (echoes.len() > 1).then_some((e + 1, echoes.len())),
+                    echo_time,
+                    time: (times.len() > 1).then_some((t + 1, times.len())),
+                }),
+                slices,
+            }
+        })
+        .collect()
 }
 
 /// A series sorted into a volume: its slices from first to last along the normal, its grid.
@@ -53,22 +158,53 @@ impl Series {
         self.slices.iter().any(|s| s.contrast_agent)
     }
 
-    /// "series 7 'T1 MPRAGE POST'" (the UID when there is no number).
+    /// "series 7 'T1 MPRAGE POST'" (the UID when there is no number); one echo or time point
+    /// of a series: "series 4_e2 'PD+T2 TSE' echo 2 of 2 (TE 95 ms)".
     pub fn label(&self) -> String {
-        let id = match self.number() {
-            Some(n) => n.to_string(),
-            None => self.uid().to_string(),
-        };
+        let id = self.selector();
         let name = if self.description().is_empty() {
             self.protocol()
         } else {
             self.description()
         };
+        let part = self
+            .part
+            .as_ref()
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default();
         if name.is_empty() {
-            format!("series {id}")
+            format!("series {id}{part}")
         } else {
-            format!("series {id} '{name}'")
+            format!("series {id} '{name}'{part}")
         }
+    }
+
+    /// What names this series to `--series`: its number, else its UID, with its part's suffix.
+    pub fn selector(&self) -> String {
+        let id = match self.number() {
+            Some(n) => n.to_string(),
+            None => self.uid().to_string(),
+        };
+        format!("{id}{}", self.suffix())
+    }
+
+    /// Its UID with its part's suffix: what names it to `--series` in any exam.
+    pub fn uid_selector(&self) -> String {
+        format!("{}{}", self.uid(), self.suffix())
+    }
+
+    /// Whether `selector` (a SeriesNumber or SeriesInstanceUID, with the part's suffix for one
+    /// echo or time point) names this series.
+    pub fn is_named(&self, selector: &str) -> bool {
+        let suffix = self.suffix();
+        let Some(id) = selector.strip_suffix(suffix.as_str()) else {
+            return false;
+        };
+        id == self.uid() || self.number().is_some_and(|n| n.to_string() == id)
+    }
+
+    fn suffix(&self) -> String {
+        self.part.as_ref().map(Part::suffix).unwrap_or_default()
     }
 
     /// A localizer or scout (ImageType says so, or its name does).
@@ -272,8 +408,8 @@ fn check_spacing(
         .find(|(_, g)| g.abs() < POSITION_TOLERANCE * gap.max(1e-3))
     {
         return Err(format!(
-            "two images at one position ({:.3} mm along the normal): several echoes or time \
-             points in one series, which nvnet does not separate",
+            "two images at one position ({:.3} mm along the normal), and nothing in their \
+             headers (EchoNumbers, EchoTime, TemporalPositionIdentifier) tells them apart",
             along(&slices[k])
         ));
     }
@@ -337,4 +473,88 @@ fn unit(a: [f64; 3]) -> Result<[f64; 3], String> {
         ));
     }
     Ok(a.map(|x| x / n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(z: f64, echo: Option<i64>, te: Option<f64>, time: Option<i64>) -> Slice {
+        Slice {
+            file: 0,
+            frame: 0,
+            series_uid: "1.2.3".into(),
+            series_number: Some(9),
+            series_description: "dyn".into(),
+            protocol_name: String::new(),
+            patient_id: "P".into(),
+            modality: "MR".into(),
+            image_type: vec![],
+            contrast_agent: false,
+            instance_number: None,
+            rows: 4,
+            columns: 4,
+            frames: 1,
+            samples_per_pixel: 1,
+            pixel_spacing: Some([1.0, 1.0]),
+            orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            position: Some([0.0, 0.0, z]),
+            slice_thickness: Some(2.0),
+            echo_number: echo,
+            echo_time: te,
+            temporal_position: time,
+            transfer_syntax: String::new(),
+            decodable: true,
+        }
+    }
+
+    /// Time points part a series by TemporalPositionIdentifier, echoes by EchoTime where
+    /// EchoNumbers says nothing; one image per position is one series whatever its headers;
+    /// images at one position that nothing tells apart stay together, for `stack` to refuse.
+    #[test]
+    fn a_series_is_split_by_what_tells_its_images_at_one_position_apart() {
+        let dynamic: Vec<Slice> = (0..3)
+            .flat_map(|t| (0..4).map(move |z| slice(2.0 * z as f64, None, Some(5.0), Some(t + 1))))
+            .collect();
+        let parts = split(dynamic);
+        assert_eq!(parts.len(), 3);
+        for (t, part) in parts.iter().enumerate() {
+            assert_eq!(part.slices.len(), 4);
+            assert_eq!(part.part.as_ref().unwrap().time, Some((t + 1, 3)));
+            assert_eq!(part.part.as_ref().unwrap().echo, None);
+            assert!(part.stack().is_ok());
+        }
+        assert_eq!(parts[2].selector(), "9_t3");
+        assert!(
+            parts[2].label().ends_with("'dyn' time point 3 of 3"),
+            "{}",
+            parts[2].label()
+        );
+
+        let by_te: Vec<Slice> = [30.0, 10.0]
+            .into_iter()
+            .flat_map(|te| (0..4).map(move |z| slice(2.0 * z as f64, None, Some(te), None)))
+            .collect();
+        let parts = split(by_te);
+        assert_eq!(parts.len(), 2);
+        // In the order of the echo times.
+        assert_eq!(parts[0].slices[0].echo_time, Some(10.0));
+        assert_eq!(parts[1].part.as_ref().unwrap().echo, Some((2, 2)));
+
+        // One image per position: varying echo numbers do not split it.
+        let single: Vec<Slice> = (0..4)
+            .map(|z| slice(2.0 * z as f64, Some(z + 1), None, None))
+            .collect();
+        let parts = split(single);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].part.is_none());
+
+        let twins: Vec<Slice> = (0..8)
+            .map(|k| slice(2.0 * (k % 4) as f64, Some(1), Some(5.0), None))
+            .collect();
+        let parts = split(twins);
+        assert_eq!(parts.len(), 1);
+        let err = parts[0].stack().unwrap_err().to_string();
+        assert!(err.contains("nothing in their headers"), "{err}");
+    }
 }

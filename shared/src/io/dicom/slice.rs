@@ -46,6 +46,10 @@ pub struct Slice {
     pub position: Option<[f64; 3]>,
     pub slice_thickness: Option<f64>,
     pub echo_number: Option<i64>,
+    /// EchoTime (an enhanced image's frame: its EffectiveEchoTime), ms.
+    pub echo_time: Option<f64>,
+    /// TemporalPositionIdentifier (an enhanced image's frame: its TemporalPositionIndex).
+    pub temporal_position: Option<i64>,
     /// The transfer syntax's name (its UID when unknown).
     pub transfer_syntax: String,
     /// Whether nvnet can decode the pixel data of this transfer syntax.
@@ -182,6 +186,11 @@ pub(super) fn read_header(file: usize, bytes: &[u8]) -> Result<Parsed, String> {
             .get(tags::SLICE_THICKNESS)
             .and_then(|e| e.to_float64().ok()),
         echo_number: int(&obj, tags::ECHO_NUMBERS),
+        echo_time: obj
+            .get(tags::ECHO_TIME)
+            .and_then(|e| e.to_float64().ok())
+            .filter(|t| t.is_finite()),
+        temporal_position: int(&obj, tags::TEMPORAL_POSITION_IDENTIFIER),
         transfer_syntax,
         decodable,
     };
@@ -229,12 +238,22 @@ fn frames_of(obj: &InMemDicomObject, first: Slice) -> Result<Vec<Slice>, String>
                 i.get(tags::SLICE_THICKNESS)?.to_float64().ok()
             })
             .or(first.slice_thickness);
+            let echo_time = grouped(g, shared, tags::MR_ECHO_SEQUENCE, |i| {
+                i.get(tags::EFFECTIVE_ECHO_TIME)?.to_float64().ok()
+            })
+            .filter(|t| t.is_finite())
+            .or(first.echo_time);
+            let temporal_position = first_item(groups, tags::FRAME_CONTENT_SEQUENCE)
+                .and_then(|i| int(i, tags::TEMPORAL_POSITION_INDEX))
+                .or(first.temporal_position);
             Ok(Slice {
                 frame: f,
                 position: Some(position),
                 orientation,
                 pixel_spacing,
                 slice_thickness,
+                echo_time,
+                temporal_position,
                 ..first.clone()
             })
         })
