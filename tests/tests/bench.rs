@@ -63,8 +63,12 @@ fn page_against_native() {
             &format!("bench-{}", name.replace([' ', '(', ')'], "")),
         );
         eprintln!(
-            "{name}: {:.1} s ({}; window {:?}, {} windows)",
-            run.seconds, run.backend, run.roi, run.windows
+            "{name}: {:.1} s ({}; window {:?}, {} windows; {})",
+            run.seconds,
+            run.backend,
+            run.roi,
+            run.windows,
+            page.eval(&mut b, "JSON.stringify(result.timings)").unwrap()
         );
         rows.push((name.to_string(), run.seconds));
         // The same case again in the same page: a warm engine (its shaders compiled, its
@@ -81,7 +85,10 @@ fn page_against_native() {
             .unwrap()
             .as_f64()
             .unwrap_or(0.0);
-        eprintln!("{name}, warm engine: {warm:.1} s");
+        eprintln!(
+            "{name}, warm engine: {warm:.1} s ({})",
+            page.eval(&mut b, "JSON.stringify(result.timings)").unwrap()
+        );
         rows.push((format!("{name}, warm engine"), warm));
         downloads_kept.push((run.download, downloads));
     }

@@ -15,7 +15,7 @@ use nvnet::data::labels::RegionCounts;
 use nvnet::device::gpu::{self, GpuFault, GpuLimits};
 use nvnet::inference::Segmentation;
 use nvnet::inference::{self, InferenceOptions, Segmenter};
-use nvnet::io::nifti::{self, OutputData};
+use nvnet::io::nifti::{self, DataType, Geometry, Image, OutputData, Voxels};
 use nvnet::io::weights::{self, Manifest};
 use nvnet::nn::precision::{Precision, supports_f16, with_precision};
 use nvnet::prepare::{Prepared, Stage, Steps, prepare_images_reporting};
@@ -198,12 +198,14 @@ pub async fn init(
     .to_string())
 }
 
-/// On the CPU engine, one forward pass of the model on a small empty input, so that the browser
-/// compiles the engine's hot loops with its optimising compiler before the user's first case
-/// (V8 starts wasm in a baseline compiler and recompiles a function once it has run a while):
-/// the first CPU segmentation of a 240×240×155 phantom took 7.0 s without it and 6.0 s with it
-/// (at 64³; 6.4 s at 32³), 5.6 s with the engine warm. Seconds spent (0 on the GPU, where shapes
-/// are compiled as they come).
+/// On the CPU engine, a small made-up case segmented the whole way (cropping, normalising, the
+/// window, the network, blending, labels, the download's encoding), so that the browser
+/// compiles the engine's hot loops with its optimising compiler before the user's first case.
+/// V8 starts wasm in a baseline compiler and swaps in optimised code for a function only at its
+/// next call: the loops that run once per case (normalising, blending) would otherwise run
+/// their whole first case unoptimised. The first CPU segmentation of a 240×240×155 phantom took
+/// 7.0 s with no warm-up, 6.0 s after one forward pass at 64³, and 5.4–5.6 s with the engine
+/// warm. Seconds spent (0 on the GPU, where shapes are compiled as they come).
 #[wasm_bindgen]
 pub fn warm_up() -> Result<f64, JsError> {
     let on_cpu = STATE.with(|s| matches!(s.borrow().engine, Some(Engine::Cpu)));
@@ -213,10 +215,63 @@ pub fn warm_up() -> Result<f64, JsError> {
     let started = js_sys::Date::now();
     let device = Default::default();
     let (model, manifest) = load_model::<Cpu>(&device)?;
-    let x =
-        burn::tensor::Tensor::<Cpu, 5>::zeros([1, manifest.modalities.len(), 64, 64, 64], &device);
-    let _ = model.forward(x).into_data();
+    let case = warm_up_case()?;
+    let options = InferenceOptions {
+        tta: false,
+        labels: manifest.labels,
+        memory_budget: CPU_BUDGET,
+        ..InferenceOptions::default()
+    };
+    let seg = inference::segment(
+        &[model],
+        &manifest.outputs,
+        &case,
+        &manifest.modalities,
+        &options,
+        &device,
+        |_, _| {},
+    )
+    .map_err(error)?;
+    nifti::encode_on_grid(case.geometry(), OutputData::Labels(&seg.labels))
+        .map_err(|e| error(format!("warming up: {e}")))?;
     Ok((js_sys::Date::now() - started) / 1000.0)
+}
+
+/// A made-up case for [`warm_up`]: an ellipsoid of varied values in each modality, whose brain
+/// box is one 64×64×48 window.
+fn warm_up_case() -> Result<Case, JsError> {
+    let dims = [72usize, 72, 56];
+    let mut affine = [[0.0; 4]; 4];
+    (0..4).for_each(|i| affine[i][i] = 1.0);
+    let [nx, ny, nz] = dims;
+    let values: Vec<f32> = (0..nx * ny * nz)
+        .map(|v| {
+            let (i, j, k) = (v % nx, v / nx % ny, v / (nx * ny));
+            let r = |p: usize, n: usize, half: f64| (p as f64 - n as f64 / 2.0) / half;
+            let inside = r(i, nx, 31.0).powi(2) + r(j, ny, 31.0).powi(2) + r(k, nz, 23.0).powi(2);
+            if inside < 1.0 {
+                100.0 + (v * 31 % 17) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let images = Modality::DEFAULT_ORDER
+        .iter()
+        .map(|&m| {
+            let image = Image {
+                source: format!("warm-up {m}"),
+                dtype: DataType::F32,
+                geometry: Geometry::from_affine(dims, affine),
+                voxels: Voxels::F32(values.clone()),
+                slope: 1.0,
+                inter: 0.0,
+                warnings: vec![],
+            };
+            (m, image)
+        })
+        .collect();
+    Case::from_images("warm-up", Layout::Loose, images, None).map_err(error)
 }
 
 /// The model in use, as JSON: name, provenance, modalities, outputs, filters, whether it is the
@@ -552,6 +607,7 @@ pub async fn segment(
         return Err(error(format!("gpu-fault = {f}: expected oom or lose")).into());
     }
     let (prepared, _) = checked_or_read(&names, &files, &roles, reference_of(reference)?)?;
+    let read = js_sys::Date::now();
     let case = &prepared.case;
     enum Which {
         Gpu(
@@ -650,6 +706,7 @@ pub async fn segment(
     // The download lies on the reference series' own grid, as `nvnet predict` writes it, and
     // the viewer shows that grid: the reference as read, the other series where the
     // registration put them.
+    let segmented = js_sys::Date::now();
     let native_labels = prepared.to_native(&seg.labels, 1, 0u8);
     let nifti_bytes = nifti::encode_on_grid(&prepared.native, OutputData::Labels(&native_labels))
         .map_err(|e| error(format!("{}: writing the label map: {e}", case.id)))?;
@@ -720,7 +777,19 @@ pub async fn segment(
     )?;
     set(&out, "roi", serde_to_js(&seg.roi)?)?;
     set(&out, "windows", seg.windows as u32)?;
-    set(&out, "seconds", (js_sys::Date::now() - started) / 1000.0)?;
+    let now = js_sys::Date::now();
+    set(&out, "seconds", (now - started) / 1000.0)?;
+    // Where the time went: the case read (or taken from the check), the network with its
+    // windows and blending, the results made for the page.
+    set(
+        &out,
+        "timings",
+        serde_to_js(&json!({
+            "read": (read - started) / 1000.0,
+            "segment": (segmented - read) / 1000.0,
+            "results": (now - segmented) / 1000.0,
+        }))?,
+    )?;
     set(&out, "backend", backend)?;
     set(&out, "precision", options.precision.name())?;
     set(&out, "model", manifest.name.as_str())?;
