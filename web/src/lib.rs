@@ -204,8 +204,8 @@ pub async fn init(
 /// V8 starts wasm in a baseline compiler and swaps in optimised code for a function only at its
 /// next call: the loops that run once per case (normalising, blending) would otherwise run
 /// their whole first case unoptimised. The first CPU segmentation of a 240×240×155 phantom took
-/// 7.0 s with no warm-up, 6.0 s after one forward pass at 64³, and 5.4–5.6 s with the engine
-/// warm. Seconds spent (0 on the GPU, where shapes are compiled as they come).
+/// 7.0 s with no warm-up, 6.0 s after one forward pass at 64³, and 5.6 s after this (5.4–5.6 s
+/// with the engine warm). Seconds spent (0 on the GPU, where shapes are compiled as they come).
 #[wasm_bindgen]
 pub fn warm_up() -> Result<f64, JsError> {
     let on_cpu = STATE.with(|s| matches!(s.borrow().engine, Some(Engine::Cpu)));
