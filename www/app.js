@@ -483,6 +483,8 @@ $('segment').addEventListener('click', async () => {
     if (!$('progress').dataset.done) $('progress').textContent = `preparing… ${s.toFixed(0)} s`;
   }, 1000);
   delete $('progress').dataset.done;
+  // How many progress reports this segmentation gave (the browser tests read it).
+  $('progress').dataset.steps = '0';
   // An exam the page prepared goes on in its list of stages (a case on one grid has none); a
   // second segmentation of it replaces the last one's.
   const prepared = stages.checked > 0;
@@ -507,8 +509,12 @@ $('segment').addEventListener('click', async () => {
           const s = (performance.now() - started) / 1000;
           const eta = done < total ? `, about ${Math.ceil(s / done * (total - done))} s left` : '';
           $('progress').dataset.done = '1';
-          // Network passes (windows × flips), so that a case of one window still moves.
-          $('progress').textContent = `${done}/${total} network passes, ${s.toFixed(0)} s${eta}`;
+          $('progress').dataset.steps = String(Number($('progress').dataset.steps || 0) + 1);
+          // Network passes (windows × flips), so that a case of one window still moves; on a
+          // slow GPU, within a pass too (`done` then counts its stages as a fraction).
+          const whole = Math.floor(done);
+          const within = done > whole ? ` (${Math.round((done - whole) * 100)} % of the next)` : '';
+          $('progress').textContent = `${whole}/${total} network passes${within}, ${s.toFixed(0)} s${eta}`;
           bar.value = done / total;
           if (prepared && done === total) stages.start(`post-processing, the labels onto the ${referenceName}'s own grid`);
         });

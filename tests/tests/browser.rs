@@ -113,6 +113,22 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
             .unwrap()
             .contains(if f16 { "webgpu (f16)" } else { "webgpu (f32)" })
     );
+    // The first pass is followed stage by stage (a slow GPU's bar moves within a pass): one
+    // report a stage of the network, and one for the window.
+    let steps = page
+        .eval(
+            &mut b,
+            "Number(document.getElementById('progress').dataset.steps)",
+        )
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    let levels =
+        nvnet::io::weights::read_manifest(nvnet::io::weights::default_model().unwrap(), "default")
+            .unwrap()
+            .config
+            .levels();
+    assert_eq!(steps as usize, 2 * levels + 1 + 1, "progress reports");
     // The embedded model's post-processing (its manifest) is named, and applied as natively.
     let details = page.text(&mut b, "result-details").unwrap();
     let manifest =

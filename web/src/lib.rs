@@ -657,9 +657,9 @@ pub async fn segment(
             options.memory_budget = budget.map_or(GPU_BUDGET, |b| b as u64);
             options.max_buffer = Some(limits.max_tensor());
             options.precision = precision;
-            let on_window = |done: usize, total: usize, roi: [usize; 3], bytes: f64| {
+            let on_window = |done: f64, total: usize, roi: [usize; 3], bytes: f64| {
                 let args = Array::new();
-                args.push(&(done as u32).into());
+                args.push(&done.into());
                 args.push(&(total as u32).into());
                 args.push(&roi_array(roi));
                 args.push(&bytes.into());
@@ -806,7 +806,7 @@ async fn segment_on_gpu(
     options: &InferenceOptions,
     (device, raw): (&burn::backend::wgpu::WgpuDevice, &wgpu::Device),
     fault_test: Option<&str>,
-    progress: impl Fn(usize, usize, [usize; 3], f64),
+    progress: impl Fn(f64, usize, [usize; 3], f64),
 ) -> Result<Segmentation, JsValue> {
     let config = model.config();
     let mut run = Segmenter::new(
@@ -825,7 +825,11 @@ async fn segment_on_gpu(
     let total = run.len() * per_window;
     // The plan first: if the device is lost in the first window the engine traps, and the
     // page sizes its next try from this.
-    progress(0, total, roi, window_bytes);
+    progress(0.0, total, roi, window_bytes);
+    // Passes slower than this are followed stage by stage (a value of each stage read back), so
+    // that a slow GPU's progress moves within a pass; the first pass is, to measure.
+    const SLOW_PASS_MS: f64 = 2000.0;
+    let mut staged = true;
     for w in 0..run.len() {
         let (read, fault) = gpu::checked(raw, async {
             if w == 0 {
@@ -833,15 +837,33 @@ async fn segment_on_gpu(
             }
             let mut passes =
                 inference::WindowPasses::new(&models, run.window(w, device), options.tta);
-            for p in 1..per_window {
-                // One value of the pass read back: WebGPU runs its queue in order, so the
-                // pass is done when it arrives. (The window's last pass is counted once the
-                // window is read back.)
-                let out = passes.run_next();
-                inference::read_async(out.slice([0..1, 0..1, 0..1, 0..1, 0..1])).await?;
-                progress(w * per_window + p, total, roi, window_bytes);
+            for p in 0..per_window {
+                let started = js_sys::Date::now();
+                let before = (w * per_window + p) as f64;
+                let mut stages = passes.begin_pass();
+                let n = stages.len() as f64;
+                while !stages.is_done() {
+                    let (_, out) = stages.step();
+                    if staged {
+                        wait_for(out).await?;
+                        progress(before + stages.done() as f64 / n, total, roi, window_bytes);
+                    }
+                }
+                let (logits, _) = stages.finish();
+                let timed = staged;
+                if timed {
+                    staged = js_sys::Date::now() - started > SLOW_PASS_MS;
+                }
+                let out = passes.end_pass(logits);
+                // The window's last pass is counted once the window is read back.
+                if p + 1 < per_window {
+                    wait_for(out).await?;
+                    progress(before + 1.0, total, roi, window_bytes);
+                    if !timed {
+                        staged = js_sys::Date::now() - started > SLOW_PASS_MS;
+                    }
+                }
             }
-            passes.run_next();
             let work = passes.finish();
             let mean = inference::read_async(work.mean).await?;
             let variance = match work.variance {
@@ -856,11 +878,28 @@ async fn segment_on_gpu(
         }
         let (mean, variance) = read.map_err(error)?;
         run.add(w, &mean, variance.as_deref()).map_err(error)?;
-        progress((w + 1) * per_window, total, roi, window_bytes);
+        progress(
+            (w * per_window + per_window) as f64,
+            total,
+            roi,
+            window_bytes,
+        );
     }
     Ok(run
         .finish(case, &manifest.outputs, options)
         .map_err(error)?)
+}
+
+/// Wait for the GPU to have computed `t`: one value of it read back (WebGPU runs its queue in
+/// order, so everything queued before it is done when it arrives).
+async fn wait_for(t: burn::tensor::Tensor<Gpu, 5>) -> Result<(), inference::InferenceError> {
+    let one = t.slice([0..1, 0..1, 0..1, 0..1, 0..1]);
+    inference::read_async(nvnet::nn::precision::cast_to(
+        one,
+        burn::tensor::FloatDType::F32,
+    ))
+    .await
+    .map(|_| ())
 }
 
 /// The device's loss, if WebGPU has reported it.

@@ -12,7 +12,7 @@ use crate::data::case::Case;
 use crate::data::labels;
 use crate::data::modality::{Modality, Region};
 use crate::data::preprocess::Crop;
-use crate::nn::model::NvNet;
+use crate::nn::model::{NvNet, Stages};
 use crate::nn::precision::{cast_to, precision_of};
 
 /// What a prediction gives, on the case's full grid, in file order (i fastest).
@@ -104,20 +104,33 @@ impl<'m, B: Backend> WindowPasses<'m, B> {
     /// The next pass, queued on the device. Its output is returned so that a caller on a lazy
     /// device (wgpu, CUDA) can wait for it, by reading a value of it back or syncing.
     pub fn run_next(&mut self) -> Tensor<B, 5> {
+        let mut stages = self.begin_pass();
+        while !stages.is_done() {
+            stages.step();
+        }
+        let (logits, _) = stages.finish();
+        self.end_pass(logits)
+    }
+
+    /// The next pass begun: its network's stages, to run one by one (a caller on a slow device
+    /// can wait for each and say so), then their logits to [`Self::end_pass`].
+    pub fn begin_pass(&mut self) -> Stages<'m, B> {
         assert!(self.done < self.len(), "every pass of the window has run");
-        let flips = if self.tta { &FLIPS[..] } else { &FLIPS[..1] };
-        let (model, axes) = (
-            &self.models[self.done / flips.len()],
-            flips[self.done % flips.len()],
-        );
+        let (model, axes) = self.pass(self.done);
+        model.stages(flip(self.window.clone(), axes))
+    }
+
+    /// The pass begun by [`Self::begin_pass`] ended with its `logits`: summed into the window's
+    /// result, and returned (see `run_next`).
+    pub fn end_pass(&mut self, logits: Tensor<B, 5>) -> Tensor<B, 5> {
+        let (_, axes) = self.pass(self.done);
         self.done += 1;
         // A single model without TTA: its logits, which MONAI blends.
         if self.models.len() == 1 && !self.tta {
-            let logits = cast_to(model.forward(self.window.clone()), FloatDType::F32);
+            let logits = cast_to(logits, FloatDType::F32);
             self.sum = Some(logits.clone());
             return logits;
         }
-        let logits = model.forward(flip(self.window.clone(), axes));
         let p = burn::tensor::activation::sigmoid(flip(cast_to(logits, FloatDType::F32), axes));
         self.sum_sq = Some(match self.sum_sq.take() {
             Some(s) => s + p.clone() * p.clone(),
@@ -128,6 +141,12 @@ impl<'m, B: Backend> WindowPasses<'m, B> {
             None => p.clone(),
         });
         p
+    }
+
+    /// Pass `k`'s model and flip.
+    fn pass(&self, k: usize) -> (&'m NvNet<B>, &'static [isize]) {
+        let flips = if self.tta { &FLIPS[..] } else { &FLIPS[..1] };
+        (&self.models[k / flips.len()], flips[k % flips.len()])
     }
 
     /// The window's result, once every pass has run.

@@ -539,23 +539,23 @@ impl<B: Backend> NvNet<B> {
         x: Tensor<B, 5>,
         trace: &mut dyn FnMut(&str, &Tensor<B, 5>),
     ) -> (Tensor<B, 5>, Tensor<B, 5>) {
-        let mut x = self.spatial_dropout(conv(&self.conv_init, x));
-        trace("conv_init", &x);
-        let mut skips = Vec::with_capacity(self.down.len());
-        for (i, level) in self.down.iter().enumerate() {
-            x = level.forward(x);
-            trace(&format!("down{i}"), &x);
-            skips.push(x.clone());
+        let mut stages = self.stages(x);
+        while !stages.is_done() {
+            let (name, y) = stages.step();
+            trace(&name, &y);
         }
-        let deepest = skips.pop().expect("at least one level");
-        let mut y = deepest.clone();
-        for (i, level) in self.up.iter().enumerate() {
-            y = level.forward(y, Some(skips.pop().expect("one skip per decoder level")));
-            trace(&format!("up{i}"), &y);
+        stages.finish()
+    }
+
+    /// The forward pass, to be run one stage at a time ([`Stages`]).
+    pub fn stages(&self, x: Tensor<B, 5>) -> Stages<'_, B> {
+        Stages {
+            model: self,
+            current: Some(x),
+            skips: Vec::with_capacity(self.down.len()),
+            deepest: None,
+            done: 0,
         }
-        let logits = conv(&self.head_conv, group_norm_relu(&self.head_norm, y));
-        trace("logits", &logits);
-        (logits, deepest)
     }
 
     /// Channel-wise (Dropout3d) dropout, only while gradients are tracked (training).
@@ -592,5 +592,82 @@ impl<B: Backend> NvNet<B> {
                 input_shape: v.grid.map(|g| g * 2 * (1 << (self.down.len() - 1))),
             }),
         }
+    }
+}
+
+/// A forward pass run one stage at a time (`conv_init`, each encoder level, each decoder level,
+/// the head): a caller on an asynchronous device (WebGPU in the page) can wait for each stage
+/// and say how far a long pass has got. The same operations as [`NvNet::forward`], in order.
+pub struct Stages<'m, B: Backend> {
+    model: &'m NvNet<B>,
+    current: Option<Tensor<B, 5>>,
+    skips: Vec<Tensor<B, 5>>,
+    deepest: Option<Tensor<B, 5>>,
+    done: usize,
+}
+
+impl<B: Backend> Stages<'_, B> {
+    /// How many stages the pass has.
+    pub fn len(&self) -> usize {
+        2 + self.model.down.len() + self.model.up.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done == self.len()
+    }
+
+    /// How many stages have run.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// Run the next stage (on a lazy device: queue it); its name and output.
+    pub fn step(&mut self) -> (String, Tensor<B, 5>) {
+        assert!(!self.is_done(), "every stage has run");
+        let m = self.model;
+        let (down, k) = (m.down.len(), self.done);
+        let x = self.current.take().expect("the last stage's output");
+        let (name, y) = if k == 0 {
+            (
+                "conv_init".to_string(),
+                m.spatial_dropout(conv(&m.conv_init, x)),
+            )
+        } else if k <= down {
+            let y = m.down[k - 1].forward(x);
+            // The deepest level is the decoder's input, not a skip.
+            if k < down {
+                self.skips.push(y.clone());
+            } else {
+                self.deepest = Some(y.clone());
+            }
+            (format!("down{}", k - 1), y)
+        } else if k < self.len() - 1 {
+            let skip = self.skips.pop().expect("one skip per decoder level");
+            (
+                format!("up{}", k - 1 - down),
+                m.up[k - 1 - down].forward(x, Some(skip)),
+            )
+        } else {
+            (
+                "logits".to_string(),
+                conv(&m.head_conv, group_norm_relu(&m.head_norm, x)),
+            )
+        };
+        self.current = Some(y.clone());
+        self.done += 1;
+        (name, y)
+    }
+
+    /// The logits and the deepest encoder level, once every stage has run.
+    pub fn finish(self) -> (Tensor<B, 5>, Tensor<B, 5>) {
+        assert!(self.is_done(), "a stage has not run");
+        (
+            self.current.expect("the logits"),
+            self.deepest.expect("the deepest level"),
+        )
     }
 }
