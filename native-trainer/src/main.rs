@@ -2,6 +2,7 @@
 //! around them. A thin layer over the `nvnet` library: this file parses the command line, opens
 //! nothing itself, and hands each command its arguments and the chosen device.
 
+mod alloc;
 mod commands;
 mod device;
 mod preview;
@@ -15,6 +16,9 @@ use clap::{Parser, Subcommand};
 
 use commands::{bench, evaluate, export, import, info, inspect, predict, prepare, synth, train};
 use device::DeviceKind;
+
+#[global_allocator]
+static ALLOCATOR: alloc::ReusingAllocator = alloc::ReusingAllocator::new();
 
 #[derive(Parser)]
 #[command(
