@@ -61,8 +61,8 @@ pub fn group_norm<B: Backend>(
     let buf: &mut [f32] = t.storage_mut::<f32>();
     let stats: Vec<(f64, f64)> = map_chunks(buf, per_group, |xs| {
         let n = xs.len() as f64;
-        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let mean = lane_sum(xs, |v| v) / n;
+        let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
         (mean, 1.0 / (var + norm.epsilon).sqrt())
     });
     let cg = c / groups;
@@ -76,6 +76,21 @@ pub fn group_norm<B: Backend>(
         }
     });
     Ok(same(flex::<5>(t)))
+}
+
+/// Σ f(x) in float64, in eight interleaved sums added at the end: independent sums the compiler
+/// can keep in SIMD registers (one running sum would wait on each addition; a group is up to
+/// millions of values).
+fn lane_sum(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let mut blocks = xs.chunks_exact(8);
+    for block in &mut blocks {
+        for (lane, &v) in lanes.iter_mut().zip(block) {
+            *lane += f(v as f64);
+        }
+    }
+    let rest: f64 = blocks.remainder().iter().map(|&v| f(v as f64)).sum();
+    lanes.iter().sum::<f64>() + rest
 }
 
 /// `upsample::upsample_trilinear_x2` on flex (inference): the same three passes written on the
