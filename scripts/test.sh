@@ -85,7 +85,7 @@ build_tests() {
 phase "test build" build_tests || exit 1
 
 # Clippy, which also type-checks the trainers' CUDA build, its test binary included
-# (bench/cuda_tests.sh builds and runs that on a GPU machine): burn-cuda loads the CUDA libraries
+# (bench/gpu_prepare.sh builds it, bench/gpu_run.sh runs it on a GPU machine): burn-cuda loads the CUDA libraries
 # at run time, so it checks without a GPU; a full second build of Burn with CUDA's features would
 # cost more than all the tests. Then the page's engine, for wasm. Any warning fails, as does
 # unformatted code.
