@@ -30,6 +30,7 @@
 #   .device/monai-1.6.1-py3-none-any.whl
 #   .gl/*.deb                           the Vulkan and GL loaders (the library's device README)
 # Writes $OUT/summary.json (bench/gpu_summary.py), $OUT/logs.tgz and $OUT/autotune.tgz.
+# bench/gpu_dry_run.sh rehearses it on the CPU (the test command runs that).
 set -u
 MODE=${1:-full}
 END=${2:-560}
@@ -57,7 +58,8 @@ setup() {
       xz -dc "$D/$f.xz" > "$W/$f.tmp" && chmod +x "$W/$f.tmp" && mv "$W/$f.tmp" "$W/$f"
     fi
   done
-  if [ -d "$REPO/.gl" ] && [ ! -f "$W/.gl-done" ]; then
+  # GPU_RUN_SETUP=0 (bench/gpu_dry_run.sh): nothing installed on the machine.
+  if [ "${GPU_RUN_SETUP:-1}" = 1 ] && [ -d "$REPO/.gl" ] && [ ! -f "$W/.gl-done" ]; then
     for f in "$REPO"/.gl/*.deb; do dpkg -x "$f" /; done
     ldconfig && touch "$W/.gl-done"
   fi
@@ -65,7 +67,7 @@ setup() {
   if [ -f $icd ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
     export VK_DRIVER_FILES=$icd
   fi
-  if [ ! -d "$W/site/monai" ] && ls "$D"/monai-*.whl >/dev/null 2>&1; then
+  if [ "${GPU_RUN_SETUP:-1}" = 1 ] && [ ! -d "$W/site/monai" ] && ls "$D"/monai-*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$D"/monai-*.whl
   fi
   export PYTHONPATH=$W/site

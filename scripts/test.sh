@@ -97,6 +97,11 @@ lint() {
 }
 $quick || phase "fmt, clippy (CUDA build type-checked)" lint || exit 1
 
+# The GPU lease script (bench/gpu_run.sh) rehearsed on the CPU with the test build's nvnet and
+# stand-ins for nvidia-smi, the CUDA test binary and MONAI: leases are rare, and the script must
+# still run when one comes.
+$quick || phase "GPU lease script, dry run on the CPU" bash bench/gpu_dry_run.sh
+
 # cubecl keeps its kernel autotune results in target/ beside the nearest Cargo.toml: each crate's
 # folder, where its tests run. All three are linked to one folder in $CARGO_TARGET_DIR: it
 # outlives the clone as the build does, and a choice made by the library's tests (the same
