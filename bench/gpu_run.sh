@@ -243,7 +243,7 @@ timed_training() {  # precision, name, until (seconds from the start), [cubecl.t
 report() {
   cd "$W" || exit 2
   tar czf "$OUT/autotune.tgz" $(find . -path '*/target/autotune' -type d) autotune_tests_tf32 2>/dev/null
-  tar czf "$OUT/logs.tgz" --exclude='*.nii.gz' ./*.log ./*.txt ./*.csv ./*.out ./*/run_*/metrics.csv 2>/dev/null
+  tar czf "$OUT/logs.tgz" --exclude='*.nii.gz' --exclude=profile.log ./*.log ./*.txt ./*.csv ./*.out ./*/run_*/metrics.csv 2>/dev/null
   python3 "$REPO/bench/gpu_summary.py" "$W" "$MODE" > "$OUT/summary.json"
   # The reply shows the end of the output: the numbers, each test's result, each part's errors.
   python3 "$REPO/bench/gpu_summary.py" --brief "$OUT/summary.json"
