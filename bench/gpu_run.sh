@@ -23,12 +23,10 @@
 #       first run on disk (the cached start); f32 then again with cubecl's profiler (the
 #       kernels that cost the most); both: bf16, then f32 with the profiler
 #
-# Prepared on the build machine (carry [".device", ".gl"]), all x86-64, stripped, xz -9:
-#   .device/cuda_reference.xz           cargo test --locked -p nvnet --features cuda --test main --no-run
-#   .device/cuda_reference_checks.xz    the same with --features cuda,autotune-checks (optional)
-#   .device/nvnet.xz                    cargo build --release --locked -p nvnet-cli --features cuda
-#   .device/monai-1.6.1-py3-none-any.whl
-#   .gl/*.deb                           the Vulkan and GL loaders (the library's device README)
+# bench/gpu_prepare.sh builds and packs on a CPU machine what this needs (carry [".device",
+# ".gl"]): .device/cuda_reference.xz (the CUDA test binary), .device/nvnet.xz (the CLI with CUDA
+# and wgpu), optionally .device/cuda_reference_checks.xz (Burn's autotune checks), MONAI's wheel,
+# and .gl/*.deb (the Vulkan and GL loaders, as the library's device README says).
 # Writes $OUT/summary.json (bench/gpu_summary.py), $OUT/logs.tgz and $OUT/autotune.tgz.
 # bench/gpu_dry_run.sh rehearses it on the CPU (the test command runs that).
 set -u

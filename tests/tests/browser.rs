@@ -1017,9 +1017,20 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
     assert_eq!(keys, [format!("nvnet-{a}"), "other-app".into()]);
     assert_eq!(cached, old_hashes, "the cached build changed");
 
-    // The whole rebuild: installed now, in use once the old page is gone.
+    // The whole rebuild: installed now, in use once the old page is gone. Once in a full test
+    // run (browsers in parallel) the new worker ended 'redundant' here and installed at the
+    // next update, as a browser would update at the next visit: up to three tries, each said.
     std::fs::write(site.join("nvnet-web_bg.wasm"), &new_wasm).unwrap();
-    assert_eq!(update(&page, &mut b), "installed");
+    let mut tries = vec![update(&page, &mut b)];
+    while tries.last().is_some_and(|t| t == "redundant") && tries.len() < 3 {
+        eprintln!("the whole rebuild's worker ended redundant; updating again");
+        tries.push(update(&page, &mut b));
+    }
+    assert_eq!(
+        tries.last().map(String::as_str),
+        Some("installed"),
+        "{tries:?}"
+    );
     page.close(&mut b).expect("close the page");
     let page = b.new_page(downloads.path()).expect("page");
     page.navigate(&mut b, &format!("{}/", server.url))
