@@ -21,7 +21,9 @@ exe() {  # the executable cargo built, from its JSON messages on stdin
 pack() {  # binary, name, strip option
   strip "$3" -o "/tmp/$2" "$1"
   xz -9 -T0 -c "/tmp/$2" > ".device/$2.xz"
-  echo "$2: $(stat -c %s ".device/$2.xz") bytes"
+  # The GPU machine's glibc must be at least this (2.35 here, Debian 12; the image has run
+  # binaries built here before).
+  echo "$2: $(stat -c %s ".device/$2.xz") bytes, needs $(objdump -T "/tmp/$2" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)"
 }
 
 pack "$(cargo test --locked -p nvnet --features cuda --test reference --no-run \
