@@ -76,6 +76,13 @@ impl Browser {
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(flags)
+            // Extra flags for a benchmark run by hand, e.g. V8's profiler:
+            // NVNET_CHROMIUM_FLAGS='--js-flags=--prof --no-sandbox'.
+            .args(
+                std::env::var("NVNET_CHROMIUM_FLAGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

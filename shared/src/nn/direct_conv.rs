@@ -67,7 +67,7 @@ fn blocking(cout: usize) -> (usize, usize) {
 }
 
 /// `Flex::conv3d`, with 3×3×3 kernels at stride 1 and padding 1 computed directly where the CPU
-/// can (output channels a multiple of 8).
+/// can (output channels a multiple of 8), and in wasm 1×1×1 kernels by `pointwise_conv`.
 pub fn conv3d(
     x: FloatTensor<Flex>,
     w: FloatTensor<Flex>,
@@ -76,14 +76,23 @@ pub fn conv3d(
 ) -> FloatTensor<Flex> {
     let wt = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(w.clone()));
     let [cout, _, kd, kh, kw] = wt.dims();
+    let stride = options.stride[0];
     let direct = [kd, kh, kw] == [3, 3, 3]
-        && options.stride == [1, 1, 1]
+        && (stride == 1 || stride == 2)
+        && options.stride == [stride; 3]
         && options.padding == [1, 1, 1]
         && options.dilation == [1, 1, 1]
         && options.groups == 1
         && cout.is_multiple_of(8)
         && available();
-    if !direct {
+    // In the page also the 1×1×1 convolutions (`pointwise_conv`); natively flex's own.
+    let pointwise = cfg!(target_arch = "wasm32")
+        && [kd, kh, kw] == [1, 1, 1]
+        && options.stride == [1, 1, 1]
+        && options.padding == [0, 0, 0]
+        && options.dilation == [1, 1, 1]
+        && options.groups == 1;
+    if !direct && !pointwise {
         return Flex::conv3d(x, w, b, options);
     }
     // The input read in place (flex keeps float32 tensors contiguous after a convolution).
@@ -96,21 +105,33 @@ pub fn conv3d(
     let wv = values(wt.into_data());
     let bv =
         b.map(|b| values(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(b)).into_data()));
-    let y = conv3x3x3(xv, dims, &wv, cout, bv.as_deref());
+    let y = if direct {
+        conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride)
+    } else {
+        crate::nn::pointwise_conv::conv1x1(xv, dims, &wv, cout, bv.as_deref())
+    };
     let [n, _, d, h, w] = dims;
-    FlexTensor::from_data(TensorData::new(y, [n, cout, d, h, w]))
+    let [od, oh, ow] = if direct {
+        [d, h, w].map(|s| (s - 1) / stride + 1)
+    } else {
+        [d, h, w]
+    };
+    FlexTensor::from_data(TensorData::new(y, [n, cout, od, oh, ow]))
 }
 
-/// y = x ⊛ w + b: `x` [n, cin, d, h, w] and the result [n, cout, d, h, w] (NCDHW), `w` [cout,
-/// cin, 3, 3, 3], zero padding of 1. Needs [`available`] and `cout` a multiple of 8.
+/// y = x ⊛ w + b: `x` [n, cin, d, h, w] and the result [n, cout, d', h', w'] (NCDHW), `w`
+/// [cout, cin, 3, 3, 3], zero padding of 1, `stride` 1 (d' = d) or 2 (the encoder's
+/// downsampling: d' = ⌈d/2⌉). Needs [`available`] and `cout` a multiple of 8.
 pub fn conv3x3x3(
     x: &[f32],
     [n, cin, d, h, w]: [usize; 5],
     weight: &[f32],
     cout: usize,
     bias: Option<&[f32]>,
+    stride: usize,
 ) -> Vec<f32> {
     assert!(available() && cout.is_multiple_of(8) && cout > 0);
+    assert!(stride == 1 || stride == 2);
     assert_eq!(x.len(), n * cin * d * h * w);
     assert_eq!(weight.len(), cout * cin * 27);
     let (lanes, voxels) = blocking(cout);
@@ -129,12 +150,15 @@ pub fn conv3x3x3(
             }
         }
     }
-    let spatial = d * h * w;
+    let [od, oh, ow] = [d, h, w].map(|s| (s - 1) / stride + 1);
+    let spatial = od * oh * ow;
     let mut out = vec![0f32; n * cout * spatial];
-    let width = w.div_ceil(voxels) * voxels;
+    let width = ow.div_ceil(voxels) * voxels;
+    // Between two output voxels' inputs along x.
+    let step = stride * cin;
     for b in 0..n {
         // Channels last, a border of zeros, and room past the end for the last block's overrun.
-        let mut xp = vec![0f32; (d + 2) * plane + (voxels + 2) * cin];
+        let mut xp = vec![0f32; (d + 2) * plane + (stride * voxels + 2) * cin];
         let padded = SendPtr(xp.as_mut_ptr());
         each(d, |z| {
             let padded = &padded;
@@ -151,16 +175,17 @@ pub fn conv3x3x3(
         });
         let outb = &mut out[b * cout * spatial..(b + 1) * cout * spatial];
         let dst = SendPtr(outb.as_mut_ptr());
-        each(d, |z| {
+        each(od, |z| {
             let dst = &dst;
             let mut line = vec![0f32; width * cout];
-            for y in 0..h {
+            for y in 0..oh {
                 for cb in 0..blocks {
                     let wk = &packed[cb * 27 * cin * lanes..(cb + 1) * 27 * cin * lanes];
                     let bias = bias.map(|bias| &bias[cb * lanes..(cb + 1) * lanes]);
-                    for x0 in (0..w).step_by(voxels) {
+                    for x0 in (0..ow).step_by(voxels) {
                         let rows: [usize; 9] = std::array::from_fn(|r| {
-                            (((z + r / 3) * hp + y + r % 3) * wp + x0) * cin
+                            (((stride * z + r / 3) * hp + stride * y + r % 3) * wp + stride * x0)
+                                * cin
                         });
                         let at = &mut line[x0 * cout + cb * lanes..];
                         // SAFETY: `available()` was checked; every read lies in `xp` (the
@@ -168,19 +193,19 @@ pub fn conv3x3x3(
                         unsafe {
                             #[cfg(target_arch = "x86_64")]
                             if lanes == 16 {
-                                block::<2, 6>(&xp, &rows, cin, wk, bias, at, cout);
+                                block::<2, 6>(&xp, &rows, (cin, step), wk, bias, at, cout);
                             } else {
-                                block::<1, 12>(&xp, &rows, cin, wk, bias, at, cout);
+                                block::<1, 12>(&xp, &rows, (cin, step), wk, bias, at, cout);
                             }
                             #[cfg(target_arch = "wasm32")]
-                            block_wasm::<2, 4>(&xp, &rows, cin, wk, bias, at, cout);
+                            block_wasm::<2, 4>(&xp, &rows, (cin, step), wk, bias, at, cout);
                         }
                     }
                 }
                 // The line's voxels × channels into the output's channel planes.
                 for co in 0..cout {
-                    let base = co * spatial + (z * h + y) * w;
-                    for x in 0..w {
+                    let base = co * spatial + (z * oh + y) * ow;
+                    for x in 0..ow {
                         // SAFETY: each (z, y) line of each channel is written by one task.
                         unsafe { dst.0.add(base + x).write(line[x * cout + co]) };
                     }
@@ -197,13 +222,14 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// MV voxels along x × NB·8 output channels: the sum over the 27 taps and the input channels,
-/// kept in registers, then stored at `out` (voxel v's channels at `out[v·cout..]`).
+/// kept in registers, then stored at `out` (voxel v's channels at `out[v·cout..]`). `(cin,
+/// step)`: the input channels, and the floats between two output voxels' inputs (cin × stride).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block<const NB: usize, const MV: usize>(
     xp: &[f32],
     rows: &[usize; 9],
-    cin: usize,
+    (cin, step): (usize, usize),
     wk: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
@@ -215,7 +241,10 @@ unsafe fn block<const NB: usize, const MV: usize>(
     });
     let mut acc = [init; MV];
     let lanes = NB * 8;
-    debug_assert!(rows.iter().all(|&r| r + (MV + 2) * cin <= xp.len()));
+    debug_assert!(
+        rows.iter()
+            .all(|&r| r + (MV - 1) * step + 3 * cin <= xp.len())
+    );
     debug_assert!(wk.len() == 27 * cin * lanes);
     debug_assert!(out.len() >= (MV - 1) * cout + lanes);
     let xp = xp.as_ptr();
@@ -229,7 +258,7 @@ unsafe fn block<const NB: usize, const MV: usize>(
                     _mm256_loadu_ps(taps.add(ci * lanes + nb * 8))
                 });
                 for (v, acc) in acc.iter_mut().enumerate() {
-                    let a = unsafe { _mm256_broadcast_ss(&*from.add(v * cin + ci)) };
+                    let a = unsafe { _mm256_broadcast_ss(&*from.add(v * step + ci)) };
                     for (acc, w) in acc.iter_mut().zip(&wv) {
                         *acc = _mm256_fmadd_ps(a, *w, *acc);
                     }
@@ -251,7 +280,7 @@ unsafe fn block<const NB: usize, const MV: usize>(
 unsafe fn block_wasm<const NB: usize, const MV: usize>(
     xp: &[f32],
     rows: &[usize; 9],
-    cin: usize,
+    (cin, step): (usize, usize),
     wk: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
@@ -259,7 +288,10 @@ unsafe fn block_wasm<const NB: usize, const MV: usize>(
 ) {
     use core::arch::wasm32::*;
     let lanes = NB * 4;
-    debug_assert!(rows.iter().all(|&r| r + (MV + 2) * cin <= xp.len()));
+    debug_assert!(
+        rows.iter()
+            .all(|&r| r + (MV - 1) * step + 3 * cin <= xp.len())
+    );
     debug_assert!(wk.len() == 27 * cin * lanes);
     debug_assert!(out.len() >= (MV - 1) * cout + lanes);
     let init: [v128; NB] = std::array::from_fn(|nb| match bias {
@@ -278,7 +310,7 @@ unsafe fn block_wasm<const NB: usize, const MV: usize>(
                     v128_load(taps.add(ci * lanes + nb * 4) as *const v128)
                 });
                 for (v, acc) in acc.iter_mut().enumerate() {
-                    let a = f32x4_splat(unsafe { *from.add(v * cin + ci) });
+                    let a = f32x4_splat(unsafe { *from.add(v * step + ci) });
                     for (acc, w) in acc.iter_mut().zip(&wv) {
                         *acc = f32x4_add(*acc, f32x4_mul(a, *w));
                     }
@@ -318,11 +350,15 @@ mod tests {
             return;
         }
         let device = Default::default();
-        for (n, cin, cout, [d, h, w], with_bias) in [
-            (1, 4, 16, [5, 7, 9], true),
-            (2, 16, 8, [4, 6, 13], false),
-            (1, 8, 32, [3, 5, 6], true),
-            (1, 3, 24, [2, 3, 4], false),
+        for (n, cin, cout, [d, h, w], with_bias, stride) in [
+            (1, 4, 16, [5, 7, 9], true, 1),
+            (2, 16, 8, [4, 6, 13], false, 1),
+            (1, 8, 32, [3, 5, 6], true, 1),
+            (1, 3, 24, [2, 3, 4], false, 1),
+            // The encoder's downsampling: even and odd sizes, both register blocks.
+            (1, 16, 32, [6, 9, 14], true, 2),
+            (2, 8, 8, [5, 4, 27], false, 2),
+            (1, 4, 16, [1, 2, 3], true, 2),
         ] {
             let x = random(n * cin * d * h * w);
             let wt = random(cout * cin * 27);
@@ -333,6 +369,7 @@ mod tests {
                 &wt,
                 cout,
                 with_bias.then_some(&bias[..]),
+                stride,
             );
             let tensor = |v: &[f32], dims: Vec<usize>| {
                 Tensor::<Flex, 5>::from_data(TensorData::new(v.to_vec(), dims), &device)
@@ -348,7 +385,7 @@ mod tests {
                 tensor(&x, vec![n, cin, d, h, w]),
                 tensor(&wt, vec![cout, cin, 3, 3, 3]),
                 b,
-                ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
+                ConvOptions::new([stride; 3], [1, 1, 1], [1, 1, 1], 1),
             );
             let theirs = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(theirs))
                 .into_data()
@@ -362,7 +399,7 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(
                 worst < 1e-4,
-                "({n}, {cin}→{cout}, {d}×{h}×{w}): differs by {worst}"
+                "({n}, {cin}→{cout}, {d}×{h}×{w}, stride {stride}): differs by {worst}"
             );
         }
     }

@@ -66,12 +66,16 @@ pub fn group_norm<B: Backend>(
         (mean, 1.0 / (var + norm.epsilon).sqrt())
     });
     let cg = c / groups;
+    // y = x·a + b per channel in float32, as PyTorch's GroupNorm computes it (a = γ/σ, b = β −
+    // μ·a); the statistics stay in float64. Four float32 lanes per SIMD vector in the page,
+    // where float64's two halved this pass's speed.
     each_chunk_mut(buf, per_channel, |sc, xs| {
         let (s, k) = (sc / c, sc % c);
         let (mean, inv) = stats[s * groups + k / cg];
-        let (g, bt) = (gamma[k], beta[k]);
+        let a = inv * gamma[k] as f64;
+        let (a, b) = (a as f32, (beta[k] as f64 - mean * a) as f32);
         for x in xs.iter_mut() {
-            let y = ((*x as f64 - mean) * inv) as f32 * g + bt;
+            let y = *x * a + b;
             *x = if relu { y.max(0.0) } else { y };
         }
     });

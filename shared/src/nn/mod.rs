@@ -35,6 +35,16 @@ pub mod model;
 pub mod norm_grad;
 #[cfg(any(feature = "autodiff", target_arch = "wasm32"))]
 pub(crate) mod parallel;
+// The page's 1×1×1 convolutions (wasm); natively only its test runs it.
+#[cfg(all(
+    feature = "flex",
+    any(
+        all(feature = "autodiff", target_arch = "x86_64"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )
+))]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod pointwise_conv;
 pub mod precision;
 pub(crate) mod typecast;
 pub mod upsample;
