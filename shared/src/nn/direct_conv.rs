@@ -1,4 +1,4 @@
-//! The network's 3×3×3 convolutions (stride 1, padding 1) on the CPU, computed directly: no
+//! The network's 3×3×3 convolutions (padding 1, stride 1 or 2) on the CPU, computed directly: no
 //! im2col matrix. Flex builds, for every tile of 512 output voxels, a matrix of 27·Cin values per
 //! voxel and multiplies it by the kernel; at 16 channels that matrix is 27 times the input, and
 //! building it took as long as the products (perf on `nvnet predict`, 240×240×155, F=16).
@@ -66,8 +66,8 @@ fn blocking(cout: usize) -> (usize, usize) {
     }
 }
 
-/// `Flex::conv3d`, with 3×3×3 kernels at stride 1 and padding 1 computed directly where the CPU
-/// can (output channels a multiple of 8), and in wasm 1×1×1 kernels by `pointwise_conv`.
+/// `Flex::conv3d`, with 3×3×3 kernels at stride 1 or 2 and padding 1 computed directly where the
+/// CPU can (output channels a multiple of 8), and in wasm 1×1×1 kernels by `pointwise_conv`.
 pub fn conv3d(
     x: FloatTensor<Flex>,
     w: FloatTensor<Flex>,
