@@ -327,10 +327,10 @@ unsafe fn block_wasm<const NB: usize, const MV: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn random(n: usize) -> Vec<f32> {
+    pub(crate) fn random(n: usize) -> Vec<f32> {
         Tensor::<Flex, 1>::random(
             [n],
             burn::tensor::Distribution::Uniform(-1.0, 1.0),
@@ -341,6 +341,46 @@ mod tests {
         .unwrap()
     }
 
+    /// The largest difference between `ours` and flex's own convolution of `x` [n, cin, d, h,
+    /// w] by `weight` [cout, cin, k, k, k] (k from its length) with `options`.
+    pub(crate) fn worst_against_flex(
+        ours: &[f32],
+        x: &[f32],
+        [n, cin, d, h, w]: [usize; 5],
+        (weight, cout): (&[f32], usize),
+        bias: Option<&[f32]>,
+        options: ConvOptions<3>,
+    ) -> f32 {
+        let device = Default::default();
+        let k = (weight.len() / (cout * cin)) as f64;
+        let k = k.cbrt().round() as usize;
+        let tensor = |v: &[f32], dims: Vec<usize>| {
+            Tensor::<Flex, 5>::from_data(TensorData::new(v.to_vec(), dims), &device)
+                .into_primitive()
+                .tensor()
+        };
+        let b = bias.map(|bias| {
+            Tensor::<Flex, 1>::from_data(TensorData::new(bias.to_vec(), [cout]), &device)
+                .into_primitive()
+                .tensor()
+        });
+        let theirs = Flex::conv3d(
+            tensor(x, vec![n, cin, d, h, w]),
+            tensor(weight, vec![cout, cin, k, k, k]),
+            b,
+            options,
+        );
+        let theirs = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(theirs))
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        ours.iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// Against flex's own convolution, on shapes that exercise both register blocks, a batch
     /// of two, widths that do not divide into blocks, with and without a bias.
     #[test]
@@ -349,7 +389,6 @@ mod tests {
             eprintln!("no AVX2/FMA on this CPU: the direct kernel is not used here");
             return;
         }
-        let device = Default::default();
         for (n, cin, cout, [d, h, w], with_bias, stride) in [
             (1, 4, 16, [5, 7, 9], true, 1),
             (2, 16, 8, [4, 6, 13], false, 1),
@@ -363,40 +402,11 @@ mod tests {
             let x = random(n * cin * d * h * w);
             let wt = random(cout * cin * 27);
             let bias = random(cout);
-            let ours = conv3x3x3(
-                &x,
-                [n, cin, d, h, w],
-                &wt,
-                cout,
-                with_bias.then_some(&bias[..]),
-                stride,
-            );
-            let tensor = |v: &[f32], dims: Vec<usize>| {
-                Tensor::<Flex, 5>::from_data(TensorData::new(v.to_vec(), dims), &device)
-                    .into_primitive()
-                    .tensor()
-            };
-            let b = with_bias.then(|| {
-                Tensor::<Flex, 1>::from_data(TensorData::new(bias.clone(), [cout]), &device)
-                    .into_primitive()
-                    .tensor()
-            });
-            let theirs = Flex::conv3d(
-                tensor(&x, vec![n, cin, d, h, w]),
-                tensor(&wt, vec![cout, cin, 3, 3, 3]),
-                b,
-                ConvOptions::new([stride; 3], [1, 1, 1], [1, 1, 1], 1),
-            );
-            let theirs = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(theirs))
-                .into_data()
-                .into_vec::<f32>()
-                .unwrap();
-            assert_eq!(ours.len(), theirs.len());
-            let worst = ours
-                .iter()
-                .zip(&theirs)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let bias = with_bias.then_some(&bias[..]);
+            let ours = conv3x3x3(&x, [n, cin, d, h, w], &wt, cout, bias, stride);
+            let options = ConvOptions::new([stride; 3], [1, 1, 1], [1, 1, 1], 1);
+            let worst =
+                worst_against_flex(&ours, &x, [n, cin, d, h, w], (&wt, cout), bias, options);
             assert!(
                 worst < 1e-4,
                 "({n}, {cin}→{cout}, {d}×{h}×{w}, stride {stride}): differs by {worst}"

@@ -112,28 +112,14 @@ fn products(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
-    use burn::prelude::*;
-    use burn::tensor::TensorPrimitive;
-    use burn::tensor::ops::{ConvOptions, ModuleOps};
-
-    fn random(n: usize) -> Vec<f32> {
-        Tensor::<Flex, 1>::random(
-            [n],
-            burn::tensor::Distribution::Uniform(-1.0, 1.0),
-            &Default::default(),
-        )
-        .into_data()
-        .into_vec::<f32>()
-        .unwrap()
-    }
+    use crate::nn::direct_conv::tests::{random, worst_against_flex};
+    use burn::tensor::ops::ConvOptions;
 
     /// Against flex's own convolution: the network's shapes (16 → 3 at the end, halvings in the
     /// decoder), output channels that do not fill a register block, voxel counts that do not
     /// fill a block or a task, a batch of two, with and without a bias.
     #[test]
     fn the_pointwise_convolution_matches_flex() {
-        let device = Default::default();
         for (n, cin, cout, [d, h, w], with_bias) in [
             (1, 16, 3, [9, 10, 11], true),
             (1, 32, 16, [5, 6, 7], true),
@@ -143,39 +129,11 @@ mod tests {
             let x = random(n * cin * d * h * w);
             let wt = random(cout * cin);
             let bias = random(cout);
-            let ours = conv1x1(
-                &x,
-                [n, cin, d, h, w],
-                &wt,
-                cout,
-                with_bias.then_some(&bias[..]),
-            );
-            let tensor = |v: &[f32], dims: Vec<usize>| {
-                Tensor::<Flex, 5>::from_data(TensorData::new(v.to_vec(), dims), &device)
-                    .into_primitive()
-                    .tensor()
-            };
-            let b = with_bias.then(|| {
-                Tensor::<Flex, 1>::from_data(TensorData::new(bias.clone(), [cout]), &device)
-                    .into_primitive()
-                    .tensor()
-            });
-            let theirs = Flex::conv3d(
-                tensor(&x, vec![n, cin, d, h, w]),
-                tensor(&wt, vec![cout, cin, 1, 1, 1]),
-                b,
-                ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], 1),
-            );
-            let theirs = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(theirs))
-                .into_data()
-                .into_vec::<f32>()
-                .unwrap();
-            assert_eq!(ours.len(), theirs.len());
-            let worst = ours
-                .iter()
-                .zip(&theirs)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let bias = with_bias.then_some(&bias[..]);
+            let ours = conv1x1(&x, [n, cin, d, h, w], &wt, cout, bias);
+            let options = ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], 1);
+            let worst =
+                worst_against_flex(&ours, &x, [n, cin, d, h, w], (&wt, cout), bias, options);
             assert!(
                 worst < 1e-5,
                 "({n}, {cin}→{cout}, {d}×{h}×{w}): differs by {worst}"
