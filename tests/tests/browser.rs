@@ -1017,9 +1017,9 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
     assert_eq!(keys, [format!("nvnet-{a}"), "other-app".into()]);
     assert_eq!(cached, old_hashes, "the cached build changed");
 
-    // The whole rebuild: installed now, in use once the old page is gone. Once in a full test
-    // run (browsers in parallel) the new worker ended 'redundant' here and installed at the
-    // next update, as a browser would update at the next visit: up to three tries, each said.
+    // The whole rebuild: installed now, in use once the old page is gone. With other browsers
+    // running in parallel the new worker can end 'redundant' and install at the next update,
+    // as a browser would update at the next visit: up to three tries, each said in the log.
     std::fs::write(site.join("nvnet-web_bg.wasm"), &new_wasm).unwrap();
     let mut tries = vec![update(&page, &mut b)];
     while tries.last().is_some_and(|t| t == "redundant") && tries.len() < 3 {
