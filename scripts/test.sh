@@ -26,15 +26,25 @@ done
 names=(); secs=(); results=()
 failed=0
 started=$(date +%s)
+# Each phase's output is also kept, so that a failed phase's last lines can be shown again above
+# the table: a CI log that keeps only its start and end still shows why.
+logs=$(mktemp -d)
 table() {
   local total=$(( $(date +%s) - started ))
   {
+    for i in "${!names[@]}"; do
+      if [ "${results[$i]}" != ok ]; then
+        echo "[test] === the last lines of: ${names[$i]}"
+        tail -n 40 "$logs/$i.log"
+      fi
+    done
     echo "[test] phase                                  seconds  result"
     for i in "${!names[@]}"; do
       printf '[test] %-38s %7d  %s\n' "${names[$i]}" "${secs[$i]}" "${results[$i]}"
     done
     printf '[test] %-38s %7d\n' "total" "$total"
   } >&2
+  rm -rf "$logs"
 }
 trap table EXIT
 
@@ -43,8 +53,9 @@ phase() {
   local name=$1; shift
   local t0; t0=$(date +%s)
   echo "[test] --- $name" >&2
-  local rc=0
-  if "$@"; then rc=0; else rc=$?; fi
+  local rc=0 log="$logs/${#names[@]}.log"
+  : > "$log"
+  if "$@" > >(tee -a "$log") 2> >(tee -a "$log" >&2); then rc=0; else rc=$?; fi
   names+=("$name"); secs+=($(( $(date +%s) - t0 )))
   if ((rc == 0)); then results+=("ok"); else results+=("FAILED (exit $rc)"); failed=1; fi
   return $rc
