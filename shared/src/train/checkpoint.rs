@@ -162,3 +162,47 @@ pub enum CheckpointError {
         error: burn::record::RecorderError,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resumed run rewrites `metrics.csv` from the checkpoint's history: every number must
+    /// come back to the bit, or its rows differ from an uninterrupted run's in the last digit.
+    #[test]
+    fn the_history_comes_back_from_a_checkpoint_to_the_bit() {
+        let mut rng = crate::data::rng::Rng::new(3);
+        let mut history: Vec<EpochRow> = (1..=200)
+            .map(|epoch| EpochRow {
+                epoch,
+                seconds: rng.range(0.0, 100.0),
+                loss: rng.unit(),
+                dice_loss: rng.unit(),
+                l2_loss: Some(rng.normal().abs()),
+                kl_loss: Some(rng.unit() * 1e-3),
+                lr: 1e-3 * rng.unit(),
+                val_dice: Some([rng.unit(), rng.unit(), rng.unit()]),
+            })
+            .collect();
+        // A loss whose shortest decimal form a fast float parser reads one bit off.
+        history[0].loss = 0.9362708106637001;
+        let state = RunState {
+            epochs_done: history.len(),
+            best_mean_dice: Some(rng.unit()),
+            history,
+            train: vec![],
+            val: vec![],
+            fingerprint: "f".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.nvck");
+        write_checkpoint(&path, &state, vec![1, 2], vec![3]).unwrap();
+        let (back, model, optim) = read_checkpoint(&path).unwrap();
+        assert_eq!((model, optim), (vec![1, 2], vec![3]));
+        assert_eq!(back.best_mean_dice, state.best_mean_dice);
+        for (a, b) in state.history.iter().zip(&back.history) {
+            assert_eq!(a, b, "epoch {}", a.epoch);
+        }
+        assert_eq!(metrics_csv(&state.history), metrics_csv(&back.history));
+    }
+}
