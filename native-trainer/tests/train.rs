@@ -33,6 +33,9 @@ fn tiny_args<'a>(data: &'a str, out: &'a str, cache: &'a str) -> Vec<&'a str> {
         "1e-3",
         "--foreground-fraction",
         "0.5",
+        // drawn per sample too: a resumed run must draw the same
+        "--thick-slices",
+        "0.5",
         "--seed",
         "11",
     ]

@@ -67,6 +67,10 @@ pub struct Args {
     /// Dice smoothing (MONAI's smooth_nr = smooth_dr); 0 = the paper's (0 and 1e-5).
     #[arg(long)]
     dice_smooth: Option<f64>,
+    /// Per channel of each crop, the chance that it is blurred as a series with 2-6 mm slices
+    /// resampled to 1 mm would be (0 = the paper's recipe).
+    #[arg(long)]
+    thick_slices: Option<f64>,
     /// Fraction of crops centred on tumour (0 = the paper's uniform crops).
     #[arg(long)]
     foreground_fraction: Option<f64>,
@@ -139,6 +143,7 @@ fn train_config(a: &Args) -> Result<(nvnet::train::TrainConfig, Option<PathBuf>)
         epochs,
         dropout,
         foreground_fraction,
+        thick_slices,
         loss,
         dice_smooth,
         samples_per_epoch,

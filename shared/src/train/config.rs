@@ -30,6 +30,10 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// The paper's augmentation: per-channel scale 1 ± 0.1 and shift ± 0.1, random axis flips.
     pub augment: bool,
+    /// Per channel of each crop, the chance that it is seen as if acquired with slices 2–6 mm
+    /// thick along a random axis and resampled to 1 mm (`thick_slices.rs`): what `prepare`
+    /// makes of a 3 mm T2 or a 5 mm FLAIR. The paper's recipe has none (0).
+    pub thick_slices: f64,
     /// Fraction of crops centred on a tumour voxel (nnU-Net's oversampling); the paper's
     /// uniform crops are 0.
     pub foreground_fraction: f64,
@@ -67,6 +71,7 @@ impl Default for TrainConfig {
             epochs: 300,
             dropout: 0.2,
             augment: true,
+            thick_slices: 0.0,
             foreground_fraction: 0.0,
             samples_per_epoch: 0,
             seed: 0,
@@ -134,6 +139,13 @@ impl TrainConfig {
                 "dice_smooth",
                 self.dice_smooth,
                 "must be 0 or more",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.thick_slices) {
+            return Err(ConfigError::invalid(
+                "thick_slices",
+                self.thick_slices,
+                "must be in [0, 1]",
             ));
         }
         if !(0.0..=1.0).contains(&self.foreground_fraction) {
@@ -209,6 +221,29 @@ mod tests {
         };
         assert_eq!(c.lr_at(0), 1e-4);
         assert!((c.lr_at(5) - 1e-4 * 0.5f64.powf(0.9)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_chance_outside_zero_to_one_is_named_by_its_key() {
+        for (c, key) in [
+            (
+                TrainConfig {
+                    thick_slices: 1.5,
+                    ..Default::default()
+                },
+                "thick_slices",
+            ),
+            (
+                TrainConfig {
+                    foreground_fraction: -0.1,
+                    ..Default::default()
+                },
+                "foreground_fraction",
+            ),
+        ] {
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().starts_with(key), "{e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `config`: every setting of a run (`TrainConfig`; `Default` is the paper's recipe);
 //! - `cache`: each case preprocessed once into a float16 file;
 //! - `sampling`: the split, each epoch's order, crops and augmentation, prepared on a thread;
+//! - `thick_slices`: the augmentation that simulates a thick-slice series resampled to 1 mm;
 //! - `checkpoint`: the run's folder, its checkpoint and `metrics.csv`;
 //! - `run`: the loop itself and what it reports.
 //! - `parallel`: one step split over several devices, gradients summed.
@@ -20,6 +21,7 @@ mod config;
 pub mod parallel;
 mod run;
 mod sampling;
+pub mod thick_slices;
 
 use std::path::PathBuf;
 

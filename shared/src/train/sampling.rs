@@ -102,6 +102,19 @@ pub fn sample(
     let mut input = window.crop(&image, case.channels);
     let map = window.crop(&case.labels, 1);
     let mut target = labels::region_targets(&map, outputs, case.labels_convention);
+    // Drawn only when asked for, so that runs without it keep their random sequence.
+    if config.thick_slices > 0.0 {
+        let m: usize = crop.iter().product();
+        for c in 0..case.channels {
+            if rng.chance(config.thick_slices) {
+                let axis = (rng.next_u64() % 3) as usize;
+                let thickness = rng.range(2.0, 6.0);
+                let phase = rng.range(0.0, thickness);
+                let channel = &mut input[c * m..(c + 1) * m];
+                super::thick_slices::simulate(channel, crop, axis, thickness, phase);
+            }
+        }
+    }
     if config.augment {
         let m: usize = crop.iter().product();
         for c in 0..case.channels {
