@@ -160,14 +160,16 @@ mod tests {
         let mut v: Vec<f32> = (0..dims.iter().product::<usize>())
             .map(|i| ((i / dims[2]) % dims[1]) as f32 * 0.5 + 1.0)
             .collect();
-        v[3 * 120 + 10 * 3 + 1] = 0.0;
+        let plane = dims[1] * dims[2];
+        // One zero, at (3, 10, 1): the line (3, ·, 1) is blurred with it.
+        v[3 * plane + 10 * dims[2] + 1] = 0.0;
         let before = v.clone();
         simulate(&mut v, dims, 1, t, phase);
         // Slab centres at 0.5 + 5s; slab 0 and the last are cut short by the line's ends, so
         // the ramp is kept exactly between the centres of slabs 1 and 7 (5.5 and 35.5), except
         // on the line whose zero was averaged in (as the background is at a brain's edge).
         for (i, (&a, &b)) in before.iter().zip(&v).enumerate() {
-            let (line, j) = ((i / 120, i % 3), (i / dims[2]) % dims[1]);
+            let (line, j) = ((i / plane, i % dims[2]), (i / dims[2]) % dims[1]);
             if a == 0.0 {
                 assert_eq!(b, 0.0);
             } else if line == (3, 1) {
