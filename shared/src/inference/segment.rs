@@ -389,9 +389,16 @@ pub fn finish(
     let n: usize = dims.iter().product();
     let to_file = |boxed: Vec<f32>| -> Vec<f32> {
         let full = crop.paste(&boxed, c, 0.0);
-        (0..c)
-            .flat_map(|ch| crate::data::volume::to_file_order(dims, &full[ch * n..(ch + 1) * n]))
-            .collect()
+        // Whole volumes appended (collecting a flat_map went value by value: 3 % of the page's
+        // CPU segmentation in V8's profile).
+        let mut out = Vec::with_capacity(c * n);
+        for ch in 0..c {
+            out.extend(crate::data::volume::to_file_order(
+                dims,
+                &full[ch * n..(ch + 1) * n],
+            ));
+        }
+        out
     };
     let probabilities = to_file(boxed_probabilities);
     let mut map = labels::label_map(&probabilities, outputs, options.labels, 0.5);

@@ -256,6 +256,19 @@ impl Voxels {
             Voxels::F64(v) => v[i],
         }
     }
+
+    /// `f` of every stored value widened to f64 (before scaling), in order: one match for the
+    /// volume, where `raw` matches per value.
+    pub fn map_raw<T>(&self, f: impl Fn(f64) -> T) -> Vec<T> {
+        macro_rules! each {
+            ($($variant:ident),*) => {
+                match self {
+                    $(Voxels::$variant(v) => v.iter().map(|&x| f(x as f64)).collect(),)*
+                }
+            };
+        }
+        each!(U8, I8, U16, I16, U32, I32, U64, I64, F32, F64)
+    }
 }
 
 /// A 3-D image read from a NIfTI file.
@@ -297,9 +310,9 @@ impl Image {
     /// replaced by 0 (the network never sees them; the count is reported in `warnings` when the
     /// image is read).
     pub fn to_f32(&self) -> Vec<f32> {
-        (0..self.voxels.len())
-            .map(|i| usable_f32(self.value(i)).unwrap_or(0.0))
-            .collect()
+        let (slope, inter) = (self.slope, self.inter);
+        self.voxels
+            .map_raw(|v| usable_f32(v * slope + inter).unwrap_or(0.0))
     }
 
     /// Minimum and maximum of the finite scaled values.
