@@ -9,15 +9,20 @@
 //! broadcast against a row of the kernel (a register-tiled matrix product whose left operand is
 //! read in place). Natively on x86-64 with AVX2 and FMA (checked at run time: 6 voxels × 16
 //! channels, or 12 × 8), on both cores; in the page's wasm with SIMD (4 voxels × 8 channels, one
-//! thread). Any other case goes to flex.
+//! thread). Any other case goes to flex. A ResBlock's GroupNorm and ReLU are applied as the
+//! input is copied into that layout (`try_norm_relu_forward`), so the normalised map is never
+//! written out.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use crate::nn::flex_infer::relu_of;
+use crate::nn::layout::{deinterleave4, interleave4};
 use crate::nn::parallel::each;
 use crate::nn::typecast::{cast, same};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::nn::GroupNorm;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
@@ -47,12 +52,76 @@ pub fn try_forward<B: Backend>(
     )))
 }
 
+/// `conv.forward(relu(norm.forward(x)))` for inference on flex, with the GroupNorm and its
+/// ReLU applied as the convolution copies its input (`layout::interleave4`): the normalised
+/// map is never written, and `x` (which a ResBlock keeps for its sum) is not copied. The same
+/// float32 operations as `flex_infer::group_norm`, so the same values. `Err(x)` back where the
+/// direct kernel does not apply.
+pub fn try_norm_relu_forward<B: Backend>(
+    norm: &GroupNorm<B>,
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    let [cout, _, kd, kh, kw] = conv.weight.dims();
+    let Some(padding) = crate::nn::model::explicit_padding(conv) else {
+        return Err(x);
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    if !direct_applies([kd, kh, kw], &options, cout) {
+        return Err(x);
+    }
+    let stride = conv.stride[0];
+    let x: Tensor<Flex, 5> = cast(x)?;
+    let dims = x.dims();
+    let t = x.into_primitive().tensor().to_contiguous();
+    let Some(xv) = t.as_slice::<f32>() else {
+        return Err(same(Tensor::<Flex, 5>::from_primitive(
+            TensorPrimitive::Float(t),
+        )));
+    };
+    let Some(affine) = crate::nn::flex_infer::channel_affine(norm, xv, dims) else {
+        return Err(same(Tensor::<Flex, 5>::from_primitive(
+            TensorPrimitive::Float(t),
+        )));
+    };
+    let values = |t: Tensor<Flex, 1>| {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float32 data")
+    };
+    let w: Tensor<Flex, 5> = same(conv.weight.val());
+    let wv = values(w.flatten(0, 4));
+    let bv = conv.bias.as_ref().map(|b| values(same(b.val())));
+    let y = conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride, Some(&affine));
+    let [n, _, d, h, w] = dims;
+    let [od, oh, ow] = [d, h, w].map(|s| (s - 1) / stride + 1);
+    Ok(same(Tensor::<Flex, 5>::from_data(
+        TensorData::new(y, [n, cout, od, oh, ow]),
+        &Default::default(),
+    )))
+}
+
 /// Whether this CPU runs the direct kernel.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     #[cfg(target_arch = "wasm32")]
     return true;
+}
+
+/// Whether `conv3x3x3` computes a convolution: 3×3×3 kernels, stride 1 or 2, padding 1, a
+/// multiple of 8 output channels, on a CPU that runs it.
+fn direct_applies(kernel: [usize; 3], options: &ConvOptions<3>, cout: usize) -> bool {
+    let stride = options.stride[0];
+    kernel == [3, 3, 3]
+        && (stride == 1 || stride == 2)
+        && options.stride == [stride; 3]
+        && options.padding == [1, 1, 1]
+        && options.dilation == [1, 1, 1]
+        && options.groups == 1
+        && cout.is_multiple_of(8)
+        && available()
 }
 
 /// Output channels per register block, and voxels per block, for `cout` output channels.
@@ -77,14 +146,7 @@ pub fn conv3d(
     let wt = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(w.clone()));
     let [cout, _, kd, kh, kw] = wt.dims();
     let stride = options.stride[0];
-    let direct = [kd, kh, kw] == [3, 3, 3]
-        && (stride == 1 || stride == 2)
-        && options.stride == [stride; 3]
-        && options.padding == [1, 1, 1]
-        && options.dilation == [1, 1, 1]
-        && options.groups == 1
-        && cout.is_multiple_of(8)
-        && available();
+    let direct = direct_applies([kd, kh, kw], &options, cout);
     // In the page also the 1×1×1 convolutions (`pointwise_conv`); natively flex's own.
     let pointwise = cfg!(target_arch = "wasm32")
         && [kd, kh, kw] == [1, 1, 1]
@@ -106,7 +168,7 @@ pub fn conv3d(
     let bv =
         b.map(|b| values(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(b)).into_data()));
     let y = if direct {
-        conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride)
+        conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride, None)
     } else {
         crate::nn::pointwise_conv::conv1x1(xv, dims, &wv, cout, bv.as_deref())
     };
@@ -121,7 +183,9 @@ pub fn conv3d(
 
 /// y = x ⊛ w + b: `x` [n, cin, d, h, w] and the result [n, cout, d', h', w'] (NCDHW), `w`
 /// [cout, cin, 3, 3, 3], zero padding of 1, `stride` 1 (d' = d) or 2 (the encoder's
-/// downsampling: d' = ⌈d/2⌉). Needs [`available`] and `cout` a multiple of 8.
+/// downsampling: d' = ⌈d/2⌉). With `norm` ((a, b) per sample and input channel), x is first
+/// replaced by relu(x·a + b) (a GroupNorm and its ReLU). Needs [`available`] and `cout` a
+/// multiple of 8.
 pub fn conv3x3x3(
     x: &[f32],
     [n, cin, d, h, w]: [usize; 5],
@@ -129,11 +193,13 @@ pub fn conv3x3x3(
     cout: usize,
     bias: Option<&[f32]>,
     stride: usize,
+    norm: Option<&[(f32, f32)]>,
 ) -> Vec<f32> {
     assert!(available() && cout.is_multiple_of(8) && cout > 0);
     assert!(stride == 1 || stride == 2);
     assert_eq!(x.len(), n * cin * d * h * w);
     assert_eq!(weight.len(), cout * cin * 27);
+    assert!(norm.is_none_or(|norm| norm.len() == n * cin));
     let (lanes, voxels) = blocking(cout);
     let (hp, wp) = (h + 2, w + 2);
     let plane = hp * wp * cin;
@@ -162,13 +228,28 @@ pub fn conv3x3x3(
         let padded = SendPtr(xp.as_mut_ptr());
         each(d, |z| {
             let padded = &padded;
-            for c in 0..cin {
-                for y in 0..h {
-                    let src = &x[(((b * cin + c) * d + z) * h + y) * w..][..w];
-                    let row = (((z + 1) * hp + y + 1) * wp + 1) * cin + c;
-                    for (i, v) in src.iter().enumerate() {
-                        // SAFETY: plane z + 1 of `xp` is written by this task only.
-                        unsafe { padded.0.add(row + i * cin).write(*v) };
+            // SAFETY: plane z + 1 of `xp` is written by this task only.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(padded.0.add((z + 1) * plane), plane) };
+            let src = |c: usize, y: usize| &x[(((b * cin + c) * d + z) * h + y) * w..][..w];
+            for y in 0..h {
+                let row = ((y + 1) * wp + 1) * cin;
+                if cin.is_multiple_of(4) {
+                    for c in (0..cin).step_by(4) {
+                        let rows = std::array::from_fn(|i| src(c + i, y));
+                        let affine =
+                            norm.map(|norm| std::array::from_fn(|i| norm[b * cin + c + i]));
+                        interleave4(rows, w, &mut dst[row + c..], cin, affine);
+                    }
+                } else {
+                    for c in 0..cin {
+                        let affine = norm.map(|norm| norm[b * cin + c]);
+                        for (i, v) in src(c, y).iter().enumerate() {
+                            dst[row + i * cin + c] = match affine {
+                                Some((a, s)) => relu_of(*v * a + s),
+                                None => *v,
+                            };
+                        }
                     }
                 }
             }
@@ -203,12 +284,13 @@ pub fn conv3x3x3(
                     }
                 }
                 // The line's voxels × channels into the output's channel planes.
-                for co in 0..cout {
-                    let base = co * spatial + (z * oh + y) * ow;
-                    for x in 0..ow {
+                for co in (0..cout).step_by(4) {
+                    let planes = std::array::from_fn(|i| {
+                        let base = (co + i) * spatial + (z * oh + y) * ow;
                         // SAFETY: each (z, y) line of each channel is written by one task.
-                        unsafe { dst.0.add(base + x).write(line[x * cout + co]) };
-                    }
+                        unsafe { std::slice::from_raw_parts_mut(dst.0.add(base), ow) }
+                    });
+                    deinterleave4(&line[co..], cout, ow, planes);
                 }
             }
         });
@@ -250,18 +332,17 @@ unsafe fn block<const NB: usize, const MV: usize>(
     let xp = xp.as_ptr();
     let wk = wk.as_ptr();
     for (r, &row) in rows.iter().enumerate() {
-        for kw in 0..3 {
-            let taps = unsafe { wk.add((r * 3 + kw) * cin * lanes) };
-            let from = unsafe { xp.add(row + kw * cin) };
-            for ci in 0..cin {
-                let wv: [__m256; NB] = std::array::from_fn(|nb| unsafe {
-                    _mm256_loadu_ps(taps.add(ci * lanes + nb * 8))
-                });
-                for (v, acc) in acc.iter_mut().enumerate() {
-                    let a = unsafe { _mm256_broadcast_ss(&*from.add(v * step + ci)) };
-                    for (acc, w) in acc.iter_mut().zip(&wv) {
-                        *acc = _mm256_fmadd_ps(a, *w, *acc);
-                    }
+        // The row's three taps along x read 3·cin consecutive inputs against 3·cin consecutive
+        // rows of the packed kernel: one loop.
+        let taps = unsafe { wk.add(r * 3 * cin * lanes) };
+        let from = unsafe { xp.add(row) };
+        for ci in 0..3 * cin {
+            let wv: [__m256; NB] =
+                std::array::from_fn(|nb| unsafe { _mm256_loadu_ps(taps.add(ci * lanes + nb * 8)) });
+            for (v, acc) in acc.iter_mut().enumerate() {
+                let a = unsafe { _mm256_broadcast_ss(&*from.add(v * step + ci)) };
+                for (acc, w) in acc.iter_mut().zip(&wv) {
+                    *acc = _mm256_fmadd_ps(a, *w, *acc);
                 }
             }
         }
@@ -302,18 +383,16 @@ unsafe fn block_wasm<const NB: usize, const MV: usize>(
     let xp = xp.as_ptr();
     let wk = wk.as_ptr();
     for (r, &row) in rows.iter().enumerate() {
-        for kw in 0..3 {
-            let taps = unsafe { wk.add((r * 3 + kw) * cin * lanes) };
-            let from = unsafe { xp.add(row + kw * cin) };
-            for ci in 0..cin {
-                let wv: [v128; NB] = std::array::from_fn(|nb| unsafe {
-                    v128_load(taps.add(ci * lanes + nb * 4) as *const v128)
-                });
-                for (v, acc) in acc.iter_mut().enumerate() {
-                    let a = f32x4_splat(unsafe { *from.add(v * step + ci) });
-                    for (acc, w) in acc.iter_mut().zip(&wv) {
-                        *acc = f32x4_add(*acc, f32x4_mul(a, *w));
-                    }
+        let taps = unsafe { wk.add(r * 3 * cin * lanes) };
+        let from = unsafe { xp.add(row) };
+        for ci in 0..3 * cin {
+            let wv: [v128; NB] = std::array::from_fn(|nb| unsafe {
+                v128_load(taps.add(ci * lanes + nb * 4) as *const v128)
+            });
+            for (v, acc) in acc.iter_mut().enumerate() {
+                let a = f32x4_splat(unsafe { *from.add(v * step + ci) });
+                for (acc, w) in acc.iter_mut().zip(&wv) {
+                    *acc = f32x4_add(*acc, f32x4_mul(a, *w));
                 }
             }
         }
@@ -403,13 +482,64 @@ pub(crate) mod tests {
             let wt = random(cout * cin * 27);
             let bias = random(cout);
             let bias = with_bias.then_some(&bias[..]);
-            let ours = conv3x3x3(&x, [n, cin, d, h, w], &wt, cout, bias, stride);
+            let ours = conv3x3x3(&x, [n, cin, d, h, w], &wt, cout, bias, stride, None);
             let options = ConvOptions::new([stride; 3], [1, 1, 1], [1, 1, 1], 1);
             let worst =
                 worst_against_flex(&ours, &x, [n, cin, d, h, w], (&wt, cout), bias, options);
             assert!(
                 worst < 1e-4,
                 "({n}, {cin}→{cout}, {d}×{h}×{w}, stride {stride}): differs by {worst}"
+            );
+        }
+    }
+
+    /// The fused GroupNorm + ReLU + convolution gives the two steps' values exactly (the same
+    /// float32 operations), with 4 and 3 input channels (the SIMD and the scalar copies), a
+    /// batch of two, and γ and β away from 1 and 0.
+    #[test]
+    fn the_fused_normalisation_gives_the_separate_steps_values() {
+        if !available() {
+            return;
+        }
+        use burn::nn::GroupNormConfig;
+        use burn::nn::conv::Conv3dConfig;
+        let device = Default::default();
+        for (n, c, groups, [d, h, w]) in [
+            (2, 8, 4, [3, 5, 9]),
+            (1, 12, 4, [4, 4, 6]),
+            (1, 3, 3, [2, 3, 5]),
+        ] {
+            let cout = 8;
+            let mut norm = GroupNormConfig::new(groups, c).init::<Flex>(&device);
+            let affine = |k: f32| {
+                Tensor::<Flex, 1>::from_data(
+                    TensorData::new(
+                        (0..c).map(|i| k * (i as f32 - 1.5)).collect::<Vec<f32>>(),
+                        [c],
+                    ),
+                    &device,
+                )
+            };
+            norm.gamma = Some(burn::module::Param::from_tensor(affine(0.7)));
+            norm.beta = Some(burn::module::Param::from_tensor(affine(-0.3)));
+            let conv = Conv3dConfig::new([c, cout], [3, 3, 3])
+                .with_padding(burn::nn::PaddingConfig3d::Explicit(1, 1, 1))
+                .init::<Flex>(&device);
+            let x = Tensor::<Flex, 5>::from_data(
+                TensorData::new(random(n * c * d * h * w), [n, c, d, h, w]),
+                &device,
+            )
+            .mul_scalar(3.0)
+            .add_scalar(0.5);
+            let Ok(fused) = try_norm_relu_forward(&norm, &conv, x.clone()) else {
+                panic!("the direct kernel does not apply");
+            };
+            let separate =
+                crate::nn::model::conv(&conv, crate::nn::model::group_norm_relu(&norm, x));
+            assert_eq!(
+                fused.into_data().into_vec::<f32>().unwrap(),
+                separate.into_data().into_vec::<f32>().unwrap(),
+                "n {n}, {c} channels, {d}×{h}×{w}"
             );
         }
     }

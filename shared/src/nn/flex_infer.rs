@@ -34,15 +34,46 @@ pub fn group_norm<B: Backend>(
     x: Tensor<B, 5>,
     relu: bool,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
-        return Err(x);
-    };
     let x: Tensor<Flex, 5> = cast(x)?;
     let dims = x.dims();
     let mut t = x.into_primitive().tensor().to_contiguous();
-    if t.dtype() != burn::tensor::DType::F32 {
+    let Some(affine) = t
+        .as_slice::<f32>()
+        .and_then(|buf| channel_affine(norm, buf, dims))
+    else {
         return Err(same(flex::<5>(t)));
-    }
+    };
+    let [_, _, d, h, w] = dims;
+    // Copies first only if another tensor shares the buffer.
+    let buf: &mut [f32] = t.storage_mut::<f32>();
+    each_chunk_mut(buf, d * h * w, |sc, xs| {
+        let (a, b) = affine[sc];
+        for x in xs.iter_mut() {
+            let y = *x * a + b;
+            *x = if relu { relu_of(y) } else { y };
+        }
+    });
+    Ok(same(flex::<5>(t)))
+}
+
+/// max(y, 0), with 0 for NaN as `f32::max` gives; a comparison rather than `f32::max`, which in
+/// wasm (whose `max` propagates NaN) went through a call per value.
+#[inline(always)]
+pub(crate) fn relu_of(y: f32) -> f32 {
+    if y <= 0.0 || y.is_nan() { 0.0 } else { y }
+}
+
+/// GroupNorm as y = x·a + b per (sample, channel) of the float32 feature map `buf` of `dims`,
+/// in that order (a = γ/σ, b = β − μ·a, as PyTorch computes it): the statistics in float64, a
+/// and b in float32. `None` without γ and β.
+pub(crate) fn channel_affine<B: Backend>(
+    norm: &GroupNorm<B>,
+    buf: &[f32],
+    [n, c, d, h, w]: [usize; 5],
+) -> Option<Vec<(f32, f32)>> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return None;
+    };
     let gamma = floats(
         same::<_, Tensor<Flex, 1>>(gamma.val())
             .into_primitive()
@@ -53,12 +84,8 @@ pub fn group_norm<B: Backend>(
             .into_primitive()
             .tensor(),
     );
-    let [_, c, d, h, w] = dims;
     let groups = norm.num_groups;
-    let per_channel = d * h * w;
-    let per_group = c / groups * per_channel;
-    // Copies first only if another tensor shares the buffer.
-    let buf: &mut [f32] = t.storage_mut::<f32>();
+    let per_group = c / groups * d * h * w;
     let stats: Vec<(f64, f64)> = map_chunks(buf, per_group, |xs| {
         let n = xs.len() as f64;
         let mean = lane_sum(xs, |v| v) / n;
@@ -66,20 +93,16 @@ pub fn group_norm<B: Backend>(
         (mean, 1.0 / (var + norm.epsilon).sqrt())
     });
     let cg = c / groups;
-    // y = x·a + b per channel in float32, as PyTorch's GroupNorm computes it (a = γ/σ, b = β −
-    // μ·a); the statistics stay in float64. Four float32 lanes per SIMD vector in the page,
-    // where float64's two halved this pass's speed.
-    each_chunk_mut(buf, per_channel, |sc, xs| {
-        let (s, k) = (sc / c, sc % c);
-        let (mean, inv) = stats[s * groups + k / cg];
-        let a = inv * gamma[k] as f64;
-        let (a, b) = (a as f32, (beta[k] as f64 - mean * a) as f32);
-        for x in xs.iter_mut() {
-            let y = *x * a + b;
-            *x = if relu { y.max(0.0) } else { y };
-        }
-    });
-    Ok(same(flex::<5>(t)))
+    Some(
+        (0..n * c)
+            .map(|sc| {
+                let (s, k) = (sc / c, sc % c);
+                let (mean, inv) = stats[s * groups + k / cg];
+                let a = inv * gamma[k] as f64;
+                (a as f32, (beta[k] as f64 - mean * a) as f32)
+            })
+            .collect(),
+    )
 }
 
 /// Σ f(x) in float64, in eight interleaved sums added at the end: independent sums the compiler

@@ -24,6 +24,15 @@ pub mod flex_infer;
 )]
 pub mod grads;
 pub mod info;
+// Where `direct_conv` is built.
+#[cfg(all(
+    feature = "flex",
+    any(
+        all(feature = "autodiff", target_arch = "x86_64"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )
+))]
+pub(crate) mod layout;
 pub mod loss;
 pub mod model;
 #[cfg(feature = "autodiff")]

@@ -264,6 +264,27 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
     conv.forward(x)
 }
 
+/// `conv(conv_, group_norm_relu(norm, x))`; for inference on flex in one pass over the feature
+/// map where the direct kernel applies (`direct_conv::try_norm_relu_forward`).
+pub fn norm_relu_conv<B: Backend>(
+    norm: &GroupNorm<B>,
+    conv_: &Conv3d<B>,
+    x: Tensor<B, 5>,
+) -> Tensor<B, 5> {
+    #[cfg(all(
+        feature = "flex",
+        any(
+            all(feature = "autodiff", target_arch = "x86_64"),
+            all(target_arch = "wasm32", target_feature = "simd128")
+        )
+    ))]
+    let x = match crate::nn::direct_conv::try_norm_relu_forward(norm, conv_, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    conv(conv_, group_norm_relu(norm, x))
+}
+
 /// A convolution's padding in voxels per axis (`None` for "same", which nvnet's own kernels do
 /// not take).
 pub fn explicit_padding<B: Backend>(conv: &Conv3d<B>) -> Option<[usize; 3]> {
@@ -378,8 +399,8 @@ impl<B: Backend> ResBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let y = conv(&self.conv1, group_norm_relu(&self.norm1, x.clone()));
-        let y = conv(&self.conv2, group_norm_relu(&self.norm2, y));
+        let y = norm_relu_conv(&self.norm1, &self.conv1, x.clone());
+        let y = norm_relu_conv(&self.norm2, &self.conv2, y);
         y + x
     }
 }
