@@ -145,9 +145,12 @@ function showEngine({ info, model }) {
   notice.hidden = !info.notice;
   notice.textContent = info.notice || '';
   showModel(model);
-  // After a crash the error stays on the page: it is the only account of what happened.
+  // After a crash the error stays on the page: it is the only account of what happened. While
+  // files are being read or checked (`checked` empty), their check will say where things stand:
+  // an older "ready to segment" shown meanwhile would offer a Segment that does nothing.
   if (!busy && !$('status').textContent.startsWith('error')) {
-    setStatus(files.length ? statusAfterCheck : 'ready: drop the four modalities of a case');
+    if (!files.length) setStatus('ready: drop the four modalities of a case');
+    else if (checked) setStatus(statusAfterCheck);
   }
 }
 
@@ -214,6 +217,10 @@ async function isDicom(file) {
 async function addFiles(given) {
   // A copy: the file input's list empties when the input is reset, as it is after a choice.
   const list = [...given];
+  // The case on the page is being replaced: nothing to segment until the new one is checked.
+  checked = null;
+  $('segment').disabled = true;
+  setStatus('reading the files…');
   const nifti = list.filter((f) => /\.nii(\.gz)?$/i.test(f.name));
   if (nifti.length === 0) {
     // No NIfTI file: a DICOM exam (a folder from the scanner or PACS) is read as one case, its

@@ -146,6 +146,19 @@ pub fn segment_files(
     )
     .expect("tta");
     page.click(b, "segment").expect("segment");
+    // A Segment that did nothing (a disabled button, a check that started meanwhile) fails here
+    // and says so, instead of waiting out the run's whole time.
+    page.wait_for(
+        b,
+        "document.querySelector('[data-testid=status]').textContent !== 'ready to segment'",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "Segment was clicked and nothing started: {e}; console: {:?}",
+            b.console
+        )
+    });
     wait_done(page, b, Duration::from_secs(1500));
     page.screenshot(b, &artifacts().join(format!("{shots}-after.png")))
         .expect("screenshot");
