@@ -34,22 +34,7 @@ pub fn try_forward<B: Backend>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let Some(padding) = crate::nn::model::explicit_padding(conv) else {
-        return Err(x);
-    };
-    let x: Tensor<Flex, 5> = cast(x)?;
-    let w: Tensor<Flex, 5> = same(conv.weight.val());
-    let b: Option<Tensor<Flex, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    let y = conv3d(
-        x.into_primitive().tensor(),
-        w.into_primitive().tensor(),
-        b.map(|b| b.into_primitive().tensor()),
-        options,
-    );
-    Ok(same(Tensor::<Flex, 5>::from_primitive(
-        TensorPrimitive::Float(y),
-    )))
+    forward(conv, x, None)
 }
 
 /// `conv.forward(relu(norm.forward(x)))` for inference on flex, with the GroupNorm and its
@@ -62,43 +47,50 @@ pub fn try_norm_relu_forward<B: Backend>(
     conv: &Conv3d<B>,
     x: Tensor<B, 5>,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
-    let [cout, _, kd, kh, kw] = conv.weight.dims();
+    forward(conv, x, Some(norm))
+}
+
+fn forward<B: Backend>(
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+    norm: Option<&GroupNorm<B>>,
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
     let Some(padding) = crate::nn::model::explicit_padding(conv) else {
         return Err(x);
     };
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    if !direct_applies([kd, kh, kw], &options, cout) {
+    let [cout, _, kd, kh, kw] = conv.weight.dims();
+    if norm.is_some() && !direct_applies([kd, kh, kw], &options, cout) {
         return Err(x);
     }
-    let stride = conv.stride[0];
     let x: Tensor<Flex, 5> = cast(x)?;
     let dims = x.dims();
-    let t = x.into_primitive().tensor().to_contiguous();
-    let Some(xv) = t.as_slice::<f32>() else {
-        return Err(same(Tensor::<Flex, 5>::from_primitive(
-            TensorPrimitive::Float(t),
-        )));
-    };
-    let Some(affine) = crate::nn::flex_infer::channel_affine(norm, xv, dims) else {
-        return Err(same(Tensor::<Flex, 5>::from_primitive(
-            TensorPrimitive::Float(t),
-        )));
-    };
-    let values = |t: Tensor<Flex, 1>| {
-        t.into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("float32 data")
+    let x = x.into_primitive().tensor().to_contiguous();
+    let affine = match norm {
+        None => None,
+        Some(norm) => {
+            let affine = x
+                .as_slice::<f32>()
+                .and_then(|xv| crate::nn::flex_infer::channel_affine(norm, xv, dims));
+            let Some(affine) = affine else {
+                return Err(same(Tensor::<Flex, 5>::from_primitive(
+                    TensorPrimitive::Float(x),
+                )));
+            };
+            Some(affine)
+        }
     };
     let w: Tensor<Flex, 5> = same(conv.weight.val());
-    let wv = values(w.flatten(0, 4));
-    let bv = conv.bias.as_ref().map(|b| values(same(b.val())));
-    let y = conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride, Some(&affine));
-    let [n, _, d, h, w] = dims;
-    let [od, oh, ow] = [d, h, w].map(|s| (s - 1) / stride + 1);
-    Ok(same(Tensor::<Flex, 5>::from_data(
-        TensorData::new(y, [n, cout, od, oh, ow]),
-        &Default::default(),
+    let b: Option<Tensor<Flex, 1>> = conv.bias.as_ref().map(|b| same(b.val()));
+    let y = conv3d_normed(
+        x,
+        w.into_primitive().tensor(),
+        b.map(|b| b.into_primitive().tensor()),
+        options,
+        affine.as_deref(),
+    );
+    Ok(same(Tensor::<Flex, 5>::from_primitive(
+        TensorPrimitive::Float(y),
     )))
 }
 
@@ -143,10 +135,26 @@ pub fn conv3d(
     b: Option<FloatTensor<Flex>>,
     options: ConvOptions<3>,
 ) -> FloatTensor<Flex> {
+    conv3d_normed(x, w, b, options, None)
+}
+
+/// `conv3d`, with `norm` ((a, b) per sample and input channel: `conv3x3x3`) for a convolution
+/// the direct kernel computes.
+fn conv3d_normed(
+    x: FloatTensor<Flex>,
+    w: FloatTensor<Flex>,
+    b: Option<FloatTensor<Flex>>,
+    options: ConvOptions<3>,
+    norm: Option<&[(f32, f32)]>,
+) -> FloatTensor<Flex> {
     let wt = Tensor::<Flex, 5>::from_primitive(TensorPrimitive::Float(w.clone()));
     let [cout, _, kd, kh, kw] = wt.dims();
     let stride = options.stride[0];
     let direct = direct_applies([kd, kh, kw], &options, cout);
+    assert!(
+        direct || norm.is_none(),
+        "a normalised input needs the direct kernel"
+    );
     // In the page also the 1×1×1 convolutions (`pointwise_conv`); natively flex's own.
     let pointwise = cfg!(target_arch = "wasm32")
         && [kd, kh, kw] == [1, 1, 1]
@@ -160,6 +168,8 @@ pub fn conv3d(
     // The input read in place (flex keeps float32 tensors contiguous after a convolution).
     let x = x.to_contiguous();
     let Some(xv) = x.as_slice::<f32>() else {
+        // `forward` read the same buffer as float32 to normalise it.
+        assert!(norm.is_none(), "a normalised input is float32");
         return Flex::conv3d(x, w, b, options);
     };
     let dims: [usize; 5] = std::array::from_fn(|i| x.layout().shape()[i]);
@@ -168,7 +178,7 @@ pub fn conv3d(
     let bv =
         b.map(|b| values(Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(b)).into_data()));
     let y = if direct {
-        conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride, None)
+        conv3x3x3(xv, dims, &wv, cout, bv.as_deref(), stride, norm)
     } else {
         crate::nn::pointwise_conv::conv1x1(xv, dims, &wv, cout, bv.as_deref())
     };

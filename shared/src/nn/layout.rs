@@ -46,10 +46,9 @@ pub fn interleave4(
 }
 
 /// `rows[i][x] = src[x·stride + i]` for every x < `len` and i < 4: `interleave4`'s inverse.
-pub fn deinterleave4(src: &[f32], stride: usize, len: usize, rows: [&mut [f32]; 4]) {
+pub fn deinterleave4(src: &[f32], stride: usize, len: usize, mut rows: [&mut [f32]; 4]) {
     assert!(rows.iter().all(|r| r.len() >= len));
     assert!(stride >= 4 && (len == 0 || src.len() >= (len - 1) * stride + 4));
-    let mut rows = rows;
     let quads = len / 4;
     for q in 0..quads {
         let x = 4 * q;
