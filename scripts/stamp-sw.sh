@@ -10,7 +10,8 @@ sha256() {
   if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
 }
 # The files sw.js caches (its ASSETS), in its order.
-assets=(index.html style.css app.js viewer.js worker.js nvnet-web.js nvnet-web_bg.wasm)
+assets=(index.html style.css app.js viewer.js worker.js engine.js nvnet-web.js nvnet-web_bg.wasm
+  nvnet-web-relaxed.js nvnet-web-relaxed_bg.wasm)
 hashes="" all=""
 for a in "${assets[@]}"; do
   h=$(sha256 "$a")

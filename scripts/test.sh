@@ -98,13 +98,15 @@ phase "test build" build_tests || exit 1
 # Clippy, which also type-checks the trainers' CUDA build, its test binary included
 # (bench/gpu_prepare.sh builds it, bench/gpu_run.sh runs it on a GPU machine): burn-cuda loads the CUDA libraries
 # at run time, so it checks without a GPU; a full second build of Burn with CUDA's features would
-# cost more than all the tests. Then the page's engine, for wasm. Any warning fails, as does
-# unformatted code.
+# cost more than all the tests. Then the page's engine, for wasm, in both its builds. Any warning
+# fails, as does unformatted code.
 lint() {
   cargo fmt --all --check &&
     cargo clippy --workspace --exclude nvnet-web --locked --features nvnet-cli/cuda --lib --bins \
       --tests --timings -- -D warnings &&
-    cargo clippy -p nvnet-web --target wasm32-unknown-unknown --locked -- -D warnings
+    cargo clippy -p nvnet-web --target wasm32-unknown-unknown --locked -- -D warnings &&
+    cargo clippy -p nvnet-web --target wasm32-unknown-unknown --locked --features relaxed-simd \
+      -- -D warnings
 }
 $quick || phase "fmt, clippy (CUDA build type-checked)" lint || exit 1
 

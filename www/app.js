@@ -140,7 +140,7 @@ function call(type, message = {}, onProgress = null, transfer = []) {
 function showEngine({ info, model }) {
   $('backend').textContent = info.backend;
   $('adapter').textContent = info.adapter ? `(${info.adapter})` : '';
-  $('precision').textContent = info.backend === 'webgpu' ? `· ${info.precisionNote}` : '';
+  $('precision').textContent = `· ${info.backend === 'webgpu' ? info.precisionNote : `wasm ${info.cpuBuild}`}`;
   const notice = $('backend-notice');
   notice.hidden = !info.notice;
   notice.textContent = info.notice || '';

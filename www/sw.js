@@ -3,12 +3,17 @@
 // set and into HASHES each file's SHA-256: a rebuilt page is a new service worker with its own
 // cache, installed whole (every file checked against its hash) or not at all, so the engine's
 // glue (nvnet-web.js) and its wasm are never served from two builds. Nothing is sent anywhere.
+// Of the engine's two builds it keeps the one this browser runs (engine.js, as the worker).
+importScripts('./engine.js');
 const BUILD = 'unstamped';
 const HASHES = {};
 const PREFIX = 'nvnet-';
 const CACHE = PREFIX + BUILD;
-const ASSETS = ['index.html', 'style.css', 'app.js', 'viewer.js', 'worker.js',
-  'nvnet-web.js', 'nvnet-web_bg.wasm'];
+const ASSETS = ['index.html', 'style.css', 'app.js', 'viewer.js', 'worker.js', 'engine.js',
+  'nvnet-web.js', 'nvnet-web_bg.wasm', 'nvnet-web-relaxed.js', 'nvnet-web-relaxed_bg.wasm'];
+// What the install fetches: the page's files and this browser's engine.
+const KEPT = ASSETS.filter((name) => !name.startsWith('nvnet-web')
+  || name === nvnetEngine.glue || name === nvnetEngine.wasm);
 
 const scope = new URL(self.registration.scope);
 // The asset a request of this origin names, or null ('' and 'index.html' are the page).
@@ -41,7 +46,7 @@ async function fetchChecked(name) {
 async function install() {
   if (BUILD === 'unstamped') throw new Error('sw.js was not stamped by the build');
   const files = [];
-  for (const name of ASSETS) files.push([name, await fetchChecked(name)]);
+  for (const name of KEPT) files.push([name, await fetchChecked(name)]);
   const cache = await caches.open(CACHE);
   try {
     for (const [name, response] of files) await cache.put(new URL(name, scope), response);

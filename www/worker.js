@@ -5,8 +5,10 @@
 // The engine reports the GPU's loss here at once: if it then traps reading back from the lost
 // device, the page still knows why (it starts a fresh engine and segments again).
 self.nvnetGpuFault = (message) => postMessage({ type: 'gpuFault', message });
-importScripts('./nvnet-web.js');
-const ready = wasm_bindgen({ module_or_path: './nvnet-web_bg.wasm' });
+// The engine's build for this browser (engine.js): with relaxed SIMD where the browser has it.
+importScripts('./engine.js');
+importScripts(`./${nvnetEngine.glue}`);
+const ready = wasm_bindgen({ module_or_path: `./${nvnetEngine.wasm}` });
 const nv = wasm_bindgen;
 
 // The page reads files of at most this size: its volumes are capped at 2^24 voxels (8 bytes
@@ -54,6 +56,7 @@ const handlers = {
       m.precision ?? undefined);
     if (m.backend === 'webgpu') opened = withTimeout(opened, m.webgpuTimeout);
     const info = JSON.parse(await opened);
+    info.cpuBuild = nvnetEngine.relaxed ? 'relaxed SIMD (fused multiply-add)' : 'baseline SIMD';
     return { info, model: JSON.parse(nv.model_info()) };
   },
   // The CPU engine's hot loops compiled before the user's first case (under a second).

@@ -20,7 +20,7 @@ pub type Result<T> = std::result::Result<T, String>;
 pub struct Request {
     pub method: String,
     pub url: String,
-    /// `Page`, `Worker`, `ServiceWorker`, ... (the target that made it).
+    /// `page`, `worker`, `service_worker`, ... (the type of the target that made it).
     pub target: String,
 }
 
@@ -34,6 +34,9 @@ pub struct Browser {
     sessions: Vec<(String, String)>,
     pub requests: Vec<Request>,
     pub console: Vec<String>,
+    /// Script run in each Web Worker before its own (as a browser without some feature would
+    /// look to the page's worker).
+    pub worker_prelude: Option<String>,
     _profile: tempfile::TempDir,
 }
 
@@ -117,6 +120,7 @@ impl Browser {
             sessions: Vec::new(),
             requests: Vec::new(),
             console: Vec::new(),
+            worker_prelude: None,
             _profile: profile,
         };
         // Service workers are separate targets: attach to each as it appears.
@@ -168,6 +172,17 @@ impl Browser {
                     .as_str()
                     .unwrap_or("")
                     .to_string();
+                if kind == "worker"
+                    && let Some(prelude) = &self.worker_prelude
+                {
+                    // Paused at its start (waitForDebuggerOnStart): this runs first.
+                    let expression = prelude.clone();
+                    self.send(
+                        Some(&sid),
+                        "Runtime.evaluate",
+                        json!({ "expression": expression }),
+                    )?;
+                }
                 self.sessions.push((sid.clone(), kind));
                 self.send(Some(&sid), "Network.enable", json!({}))?;
                 self.send(Some(&sid), "Runtime.enable", json!({}))?;

@@ -40,11 +40,25 @@ pub fn nvnet_binary() -> PathBuf {
     bin
 }
 
+/// The engine's two builds, glue and wasm (www/engine.js picks one per browser): baseline
+/// wasm SIMD, and relaxed SIMD, which Chromium here has, so its pages run that one.
+pub const BASELINE_ENGINE: [&str; 2] = ["nvnet-web.js", "nvnet-web_bg.wasm"];
+pub const RELAXED_ENGINE: [&str; 2] = ["nvnet-web-relaxed.js", "nvnet-web-relaxed_bg.wasm"];
+
+/// A worker prelude (`Browser::worker_prelude`) that makes Chromium's worker look like a browser
+/// without relaxed SIMD: its `WebAssembly.validate` refuses every module, so it refuses the
+/// probe of www/engine.js and the page runs the baseline build.
+pub const WITHOUT_RELAXED_SIMD: &str = "WebAssembly.validate = () => false;";
+
 /// The page built by `trunk build --release` (scripts/test.sh builds it before the tests).
 pub fn dist() -> PathBuf {
     let dist = repo_root().join("dist");
     assert!(
-        dist.join("index.html").exists() && dist.join("nvnet-web_bg.wasm").exists(),
+        dist.join("index.html").exists()
+            && [BASELINE_ENGINE, RELAXED_ENGINE]
+                .iter()
+                .flatten()
+                .all(|f| dist.join(f).exists()),
         "{}: the page is not built; run `trunk build --release` at the repository root",
         dist.display()
     );

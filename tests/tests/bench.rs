@@ -10,7 +10,8 @@
 //! `NVNET_BENCH_CPU_ONLY=1`: only the page's CPU fallback and `--device cpu` (SwiftShader and
 //! llvmpipe take most of the minutes).
 //!
-//! Chromium's WebGPU (SwiftShader here), the page's CPU fallback (flex in wasm), `nvnet predict
+//! Chromium's WebGPU (SwiftShader here), the page's CPU fallback (flex in wasm; the engine's
+//! relaxed-SIMD build, which Chromium runs, and its baseline build), `nvnet predict
 //! --device wgpu` (llvmpipe here) and `--device cpu` (flex), one after the other on the same
 //! case with the same options; seconds as each reports them, and the ratios. Each page segments
 //! the case twice: in a fresh profile, then again with its engine warm.
@@ -21,7 +22,7 @@ use std::process::Command;
 use nvnet_e2e::cdp::{Browser, NO_WEBGPU_FLAGS, WEBGPU_FLAGS};
 use nvnet_e2e::page::{agreement, case_files, native_prediction, segment_files, wait_ready};
 use nvnet_e2e::server::StaticServer;
-use nvnet_e2e::{dist, nvnet_binary};
+use nvnet_e2e::{WITHOUT_RELAXED_SIMD, dist, nvnet_binary};
 
 #[test]
 #[ignore = "a benchmark: minutes; run by hand (see the file's header)"]
@@ -45,11 +46,17 @@ fn page_against_native() {
     let mut rows = Vec::new();
     let mut downloads_kept = Vec::new();
     let pages = [
-        ("page webgpu", WEBGPU_FLAGS),
-        ("page cpu (wasm)", NO_WEBGPU_FLAGS),
+        ("page webgpu", WEBGPU_FLAGS, None),
+        ("page cpu (wasm, relaxed SIMD)", NO_WEBGPU_FLAGS, None),
+        (
+            "page cpu (wasm, baseline SIMD)",
+            NO_WEBGPU_FLAGS,
+            Some(WITHOUT_RELAXED_SIMD),
+        ),
     ];
-    for (name, flags) in pages.into_iter().skip(cpu_only as usize) {
+    for (name, flags, prelude) in pages.into_iter().skip(cpu_only as usize) {
         let mut b = Browser::launch(flags).expect("Chromium");
+        b.worker_prelude = prelude.map(str::to_string);
         let downloads = tempfile::tempdir().unwrap();
         let page = b.new_page(downloads.path()).expect("page");
         page.navigate(&mut b, &format!("{}/", server.url)).unwrap();

@@ -14,7 +14,7 @@ use nvnet_e2e::page::{
     sample_files, segment_files, wait_ready,
 };
 use nvnet_e2e::server::StaticServer;
-use nvnet_e2e::{dist, repo_root};
+use nvnet_e2e::{BASELINE_ENGINE, RELAXED_ENGINE, WITHOUT_RELAXED_SIMD, dist, repo_root};
 
 /// Browsers side by side where the cores allow: the CPU fallback computes in one thread (the
 /// page's wasm has one), so two such pages share the two cores; a page with WebGPU runs alone,
@@ -52,9 +52,15 @@ struct Session {
 }
 
 fn open(site: &Path, flags: &[&str], query: &str) -> Session {
+    open_with(site, flags, query, None)
+}
+
+/// As `open`, with `worker_prelude` run in the page's Web Worker before its own script.
+fn open_with(site: &Path, flags: &[&str], query: &str, worker_prelude: Option<&str>) -> Session {
     let _turn = turn(flags);
     let server = StaticServer::start(site);
     let mut b = Browser::launch(flags).expect("Chromium");
+    b.worker_prelude = worker_prelude.map(str::to_string);
     let downloads = tempfile::tempdir().unwrap();
     let page = b.new_page(downloads.path()).expect("page");
     page.navigate(&mut b, &format!("{}/{query}", server.url))
@@ -175,20 +181,29 @@ fn webgpu_segments_the_sample_like_native_and_sends_nothing() {
         "non-GET requests reached the server: {served:?}"
     );
     // The engine crossed the wire once: the service worker's offline copy came from the HTTP
-    // cache (what docs/PERFORMANCE.md's page weight assumes).
-    let wasm_fetches = served
-        .iter()
-        .filter(|(_, url)| url.starts_with("/nvnet-web_bg.wasm"))
-        .count();
+    // cache (what docs/PERFORMANCE.md's page weight assumes). Of its two builds, only the one
+    // this browser runs (relaxed SIMD: Chromium has it).
+    let fetches = |name: &str| {
+        served
+            .iter()
+            .filter(|(_, url)| url.starts_with(&format!("/{name}")))
+            .count()
+    };
+    let wasm_fetches = fetches(RELAXED_ENGINE[1]);
     assert_eq!(
         wasm_fetches, 1,
         "the wasm was served {wasm_fetches} times: {served:?}"
+    );
+    assert_eq!(
+        fetches(BASELINE_ENGINE[0]) + fetches(BASELINE_ENGINE[1]),
+        0,
+        "{served:?}"
     );
     // The worker fetched the engine (seen through the worker's own DevTools session).
     assert!(
         b.requests
             .iter()
-            .any(|r| r.url.ends_with("nvnet-web_bg.wasm")),
+            .any(|r| r.url.ends_with(RELAXED_ENGINE[1])),
         "the wasm fetch was not recorded: {:?}",
         b.requests
     );
@@ -261,6 +276,10 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     );
     assert_eq!(run.backend, "cpu");
     assert_eq!(page.text(&mut b, "backend").unwrap(), "cpu");
+    assert_eq!(
+        page.text(&mut b, "precision").unwrap(),
+        "· wasm relaxed SIMD (fused multiply-add)"
+    );
     // Progress counts network passes: the sample fits one window, and its eight flips are
     // eight steps, each shown.
     let seen = page.eval(&mut b, "window.progressSeen").unwrap();
@@ -293,6 +312,49 @@ fn without_webgpu_the_cpu_fallback_segments_like_native() {
     assert_matches_native(
         &run.download,
         &native_prediction(native_dir.path(), (&sample, CASE_ID), "cpu", true, None).0,
+    );
+}
+
+/// A browser without wasm's relaxed SIMD (here Chromium made to look so: `WITHOUT_RELAXED_SIMD`)
+/// runs the baseline build of the engine, says so, and segments as native does. Without flips.
+#[test]
+fn without_relaxed_simd_the_baseline_engine_segments_like_native() {
+    let sample = sample_files();
+    let Session {
+        _turn,
+        server: _server,
+        mut b,
+        downloads,
+        page,
+    } = open_with(&dist(), NO_WEBGPU_FLAGS, "", Some(WITHOUT_RELAXED_SIMD));
+    let run = segment_files(
+        &mut b,
+        &page,
+        downloads.path(),
+        (&sample, CASE_ID),
+        false,
+        "baseline-simd",
+    );
+    assert_eq!(run.backend, "cpu");
+    assert_eq!(
+        page.text(&mut b, "precision").unwrap(),
+        "· wasm baseline SIMD"
+    );
+    let from_worker = |name: &str| {
+        b.requests
+            .iter()
+            .any(|r| r.target == "worker" && r.url.ends_with(name))
+    };
+    assert!(
+        from_worker(BASELINE_ENGINE[1]) && !from_worker(RELAXED_ENGINE[1]),
+        "{:?}",
+        b.requests
+    );
+    eprintln!("cpu, baseline SIMD: {:.1} s in the page", run.seconds);
+    let native_dir = tempfile::tempdir().unwrap();
+    assert_matches_native(
+        &run.download,
+        &native_prediction(native_dir.path(), (&sample, CASE_ID), "cpu", false, None).0,
     );
 }
 
@@ -1005,11 +1067,12 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
         .unwrap();
 
     // Half a deployment: the new service worker and glue, the old wasm still in place.
-    let old_wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
+    let wasm = RELAXED_ENGINE[1];
+    let old_wasm = std::fs::read(site.join(wasm)).unwrap();
     let old_hashes = hashes(site);
     rebuild(site);
-    let new_wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
-    std::fs::write(site.join("nvnet-web_bg.wasm"), &old_wasm).unwrap();
+    let new_wasm = std::fs::read(site.join(wasm)).unwrap();
+    std::fs::write(site.join(wasm), &old_wasm).unwrap();
     let b_build = build_of(site);
     assert_ne!(a, b_build);
     assert_ne!(update(&page, &mut b), "installed");
@@ -1020,7 +1083,7 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
     // The whole rebuild: installed now, in use once the old page is gone. With other browsers
     // running in parallel the new worker can end 'redundant' and install at the next update,
     // as a browser would update at the next visit: up to three tries, each said in the log.
-    std::fs::write(site.join("nvnet-web_bg.wasm"), &new_wasm).unwrap();
+    std::fs::write(site.join(wasm), &new_wasm).unwrap();
     let mut tries = vec![update(&page, &mut b)];
     while tries.last().is_some_and(|t| t == "redundant") && tries.len() < 3 {
         eprintln!("the whole rebuild's worker ended redundant; updating again");
@@ -1048,15 +1111,17 @@ fn the_offline_copy_is_one_build_whole_and_a_rebuild_replaces_it_whole() {
     page.close(&mut b).expect("close the page");
 }
 
-/// The files the service worker caches (its ASSETS).
-const OFFLINE_FILES: [&str; 7] = [
+/// The files the service worker caches in Chromium: its ASSETS, of the engine's two builds the
+/// relaxed-SIMD one.
+const OFFLINE_FILES: [&str; 8] = [
     "index.html",
     "style.css",
     "app.js",
     "viewer.js",
     "worker.js",
-    "nvnet-web.js",
-    "nvnet-web_bg.wasm",
+    "engine.js",
+    RELAXED_ENGINE[0],
+    RELAXED_ENGINE[1],
 ];
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -1154,17 +1219,19 @@ fn update(page: &Page, b: &mut Browser) -> String {
     .to_string()
 }
 
-/// What a rebuild changes: the engine (a custom section added to the wasm, which leaves it a
-/// valid module) and its glue; then the build's own stamping of sw.js.
+/// What a rebuild changes: both builds of the engine (a custom section added to each wasm,
+/// which leaves it a valid module) and their glue; then the build's own stamping of sw.js.
 fn rebuild(site: &Path) {
-    let mut wasm = std::fs::read(site.join("nvnet-web_bg.wasm")).unwrap();
-    // Custom section (id 0), 12 bytes: the name "test" (length 4) and "rebuilt".
-    wasm.extend_from_slice(&[0, 12, 4]);
-    wasm.extend_from_slice(b"testrebuilt");
-    std::fs::write(site.join("nvnet-web_bg.wasm"), wasm).unwrap();
-    let mut glue = std::fs::read_to_string(site.join("nvnet-web.js")).unwrap();
-    glue.push_str("\n// rebuilt\n");
-    std::fs::write(site.join("nvnet-web.js"), glue).unwrap();
+    for [glue, wasm] in [BASELINE_ENGINE, RELAXED_ENGINE] {
+        let mut bytes = std::fs::read(site.join(wasm)).unwrap();
+        // Custom section (id 0), 12 bytes: the name "test" (length 4) and "rebuilt".
+        bytes.extend_from_slice(&[0, 12, 4]);
+        bytes.extend_from_slice(b"testrebuilt");
+        std::fs::write(site.join(wasm), bytes).unwrap();
+        let mut text = std::fs::read_to_string(site.join(glue)).unwrap();
+        text.push_str("\n// rebuilt\n");
+        std::fs::write(site.join(glue), text).unwrap();
+    }
     let stamped = std::process::Command::new("bash")
         .arg(repo_root().join("scripts/stamp-sw.sh"))
         .arg(site)
