@@ -28,7 +28,7 @@ use crate::nn::flex_infer::floats;
 type Ad = Autodiff<Flex>;
 
 impl ConvGrads for Flex {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(direct_kernels)]
     fn forward(
         x: FloatTensor<Flex>,
         w: FloatTensor<Flex>,
@@ -75,9 +75,9 @@ fn input_grad(
     }
     let flipped = flex::<5>(w).swap_dims(0, 1).flip([2, 3, 4]);
     let padding = [0, 1, 2].map(|a| k[a] - 1 - options.padding[a]);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(direct_kernels)]
     let conv3d = crate::nn::direct_conv::conv3d;
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(direct_kernels))]
     let conv3d = Flex::conv3d;
     conv3d(
         grad,

@@ -5,15 +5,8 @@
 pub mod conv_grad;
 #[cfg(all(feature = "flex", feature = "autodiff", not(target_arch = "wasm32")))]
 pub mod cpu_grad;
-// Flex natively on x86-64 (AVX2 and FMA, checked at run time; rayon comes with `autodiff`),
-// and in the page's wasm with SIMD.
-#[cfg(all(
-    feature = "flex",
-    any(
-        all(feature = "autodiff", target_arch = "x86_64"),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )
-))]
+// nvnet's own CPU kernels: where, shared/build.rs says (`direct_kernels`).
+#[cfg(direct_kernels)]
 pub mod direct_conv;
 #[cfg(all(feature = "flex", any(feature = "autodiff", target_arch = "wasm32")))]
 pub mod flex_infer;
@@ -24,14 +17,7 @@ pub mod flex_infer;
 )]
 pub mod grads;
 pub mod info;
-// Where `direct_conv` is built.
-#[cfg(all(
-    feature = "flex",
-    any(
-        all(feature = "autodiff", target_arch = "x86_64"),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )
-))]
+#[cfg(direct_kernels)]
 pub(crate) mod layout;
 pub mod loss;
 pub mod model;
@@ -45,13 +31,7 @@ pub mod norm_grad;
 #[cfg(any(feature = "autodiff", target_arch = "wasm32"))]
 pub(crate) mod parallel;
 // The page's 1×1×1 convolutions (wasm); natively only its test runs it.
-#[cfg(all(
-    feature = "flex",
-    any(
-        all(feature = "autodiff", target_arch = "x86_64"),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )
-))]
+#[cfg(direct_kernels)]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod pointwise_conv;
 pub mod precision;

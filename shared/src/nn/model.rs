@@ -250,13 +250,7 @@ pub fn conv<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
         Ok(y) => return y,
         Err(x) => x,
     };
-    #[cfg(all(
-        feature = "flex",
-        any(
-            all(feature = "autodiff", target_arch = "x86_64"),
-            all(target_arch = "wasm32", target_feature = "simd128")
-        )
-    ))]
+    #[cfg(direct_kernels)]
     let x = match crate::nn::direct_conv::try_forward(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
@@ -271,13 +265,7 @@ pub fn norm_relu_conv<B: Backend>(
     conv_: &Conv3d<B>,
     x: Tensor<B, 5>,
 ) -> Tensor<B, 5> {
-    #[cfg(all(
-        feature = "flex",
-        any(
-            all(feature = "autodiff", target_arch = "x86_64"),
-            all(target_arch = "wasm32", target_feature = "simd128")
-        )
-    ))]
+    #[cfg(direct_kernels)]
     let x = match crate::nn::direct_conv::try_norm_relu_forward(norm, conv_, x) {
         Ok(y) => return y,
         Err(x) => x,
