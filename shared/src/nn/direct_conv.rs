@@ -369,7 +369,8 @@ unsafe fn block<const NB: usize, const MV: usize>(
 
 /// As `block`, with wasm's 128-bit SIMD: MV voxels × NB·4 output channels. Baseline SIMD has
 /// no fused multiply-add (a multiply and an add); the relaxed-SIMD build's `relaxed_madd` is one
-/// where the CPU has it, else the same two steps (the page's 3×3×3 convolutions 10–15 % faster).
+/// where the CPU has it, else the same two steps (the page's CPU segmentation of a 240×240×155
+/// case 4.3 → 3.6 s: docs/PERFORMANCE.md).
 #[cfg(target_arch = "wasm32")]
 #[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 unsafe fn block_wasm<const NB: usize, const MV: usize>(
