@@ -1,9 +1,9 @@
 // Which build of the engine this browser runs, for the worker (worker.js) and the service
 // worker (sw.js), which must agree. Two builds of the same code: nvnet-web-relaxed uses wasm's
 // relaxed SIMD (a fused multiply-add in the 3×3×3 convolution: 3.6 s against 4.3 s for a whole
-// case on the CPU, docs/PERFORMANCE.md), but a
-// module using it does not load where the browser lacks it, so the page asks first with a
-// 37-byte module: one function, f32x4.relaxed_madd of its three v128 arguments.
+// case on the CPU, docs/PERFORMANCE.md), but a module using it does not load where the browser
+// lacks it, so the page asks first with a 37-byte module: one function, f32x4.relaxed_madd of
+// its three v128 arguments.
 self.nvnetEngine = (() => {
   const probe = new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
